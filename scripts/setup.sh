@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what overnet needs on a fresh Debian 12 machine: Debian packages and a virtual
+# environment (.venv) with the Python dependencies. Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump
+      containernetworking-plugins util-linux procps python3-venv)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating virtual environment .venv"
+  "$PY" -m venv .venv
+fi
+extras=test
+[ "${1:-}" = "--bench" ] && extras=test,bench
+stamp=.venv/.installed-${extras/,/-}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing Python dependencies ($extras) into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[${extras}]"
+  touch "$stamp"
+fi
+echo "setup: ready (.venv/bin/overnet)"

@@ -1,0 +1,51 @@
+"""`overnet agent`: run the daemon until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from ..errors import OvernetError
+from ..store.base import StoreError
+from .daemon import Agent, AgentConfig
+
+
+async def _main(cfg: AgentConfig) -> int:
+    from ..api.server import serve
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = None
+    try:
+        await agent.start()
+        runner = await serve(agent, cfg.socket)
+        logging.getLogger("overnet").info("serving on unix://%s", cfg.socket)
+        await stop.wait()
+        return 0
+    except (OvernetError, StoreError) as e:
+        print(f"Error: {getattr(e, 'message', e)}", file=sys.stderr)
+        return 1
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await agent.stop()
+
+
+def run_agent(opts: dict[str, Any]) -> int:
+    logging.basicConfig(level=opts.pop("log_level").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = AgentConfig(store=opts["store"], name=opts["name"], advertise=opts["advertise"],
+                      socket=opts["socket_path"], state_dir=opts["state_dir"],
+                      default_network=opts["default_network"],
+                      default_range=opts["default_range"], bridge_subnet=opts["bridge_subnet"],
+                      vxlan_port=opts["vxlan_port"])
+    try:
+        return asyncio.run(_main(cfg))
+    except OvernetError as e:
+        print(f"Error: {e.message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,331 @@
+"""overnet's command line: Docker-like commands that talk to the local agent only."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from typing import Any
+
+import click
+
+from ..api.client import ApiError, Client, ref
+from .format import ago, table
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Failure(click.ClickException):
+    """One line on stderr, exit code 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.message}", err=True)
+
+
+def client(ctx: click.Context) -> Client:
+    try:
+        return Client(ctx.find_root().params.get("host"))
+    except ApiError as e:
+        raise Failure(e.message) from None
+
+
+def call(ctx: click.Context, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return getattr(client(ctx), method)(path, *args, **kwargs)
+    except ApiError as e:
+        raise Failure(e.message) from None
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("-H", "--host", metavar="unix:///PATH",
+              help="Agent socket (default: $OVERNET_HOST, else /run/overnet/overnet.sock).")
+@click.version_option(package_name="overnet")
+def cli(host: str | None) -> None:
+    """overnet: one flat container network across Linux hosts, on etcd."""
+
+
+# --- agent --------------------------------------------------------------------------------
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--store", required=True, metavar="etcd://HOST:PORT", help="Cluster store.")
+@click.option("--name", required=True, help="This host's name in the cluster.")
+@click.option("--advertise", required=True, metavar="ADDRESS",
+              help="This host's underlay IPv4 address (the VXLAN tunnel endpoint).")
+@click.option("--socket", "socket_path", default="/run/overnet/overnet.sock", show_default=True)
+@click.option("--state-dir", default="/run/overnet", show_default=True)
+@click.option("--default-network", metavar="DRIVER:NAME",
+              help="Network for `run` without --net, created if missing (e.g. overlay:multihost).")
+@click.option("--default-range", default="10.128.0.0/9", show_default=True,
+              help="Range the default /16 pools of new networks come from.")
+@click.option("--bridge-subnet", default="172.17.0.0/16", show_default=True)
+@click.option("--vxlan-port", default=4789, show_default=True, type=int)
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def agent(**opts: Any) -> None:
+    """Run this host's agent (in the foreground)."""
+    from ..agent.main import run_agent
+    sys.exit(run_agent(opts))
+
+
+# --- networks -------------------------------------------------------------------------------
+
+@cli.group(context_settings=CONTEXT)
+def network() -> None:
+    """Manage networks."""
+
+
+@network.command("create", context_settings=CONTEXT)
+@click.option("-d", "--driver", default="overlay", show_default=True,
+              type=click.Choice(["overlay", "bridge"]))
+@click.option("--subnet", metavar="CIDR", help="Address pool (default: next free /16).")
+@click.option("--gateway", metavar="IP", help="Gateway address (default: first of the subnet).")
+@click.argument("name")
+@click.pass_context
+def network_create(ctx: click.Context, driver: str, subnet: str | None, gateway: str | None,
+                   name: str) -> None:
+    """Create a cluster-wide network."""
+    net = call(ctx, "post", "/networks", {"name": name, "driver": driver, "subnet": subnet,
+                                          "gateway": gateway})
+    click.echo(net["id"])
+
+
+@network.command("ls", context_settings=CONTEXT)
+@click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
+@click.pass_context
+def network_ls(ctx: click.Context, quiet: bool) -> None:
+    """List networks."""
+    nets = call(ctx, "get", "/networks")
+    if quiet:
+        click.echo("".join(n["id"][:12] + "\n" for n in nets), nl=False)
+        return
+    click.echo(table(["NETWORK ID", "NAME", "DRIVER"],
+                     [[n["id"][:12], n["name"], n["driver"]] for n in nets]))
+
+
+@network.command("inspect", context_settings=CONTEXT)
+@click.argument("refs", nargs=-1, required=True, metavar="NAME|ID...")
+@click.pass_context
+def network_inspect(ctx: click.Context, refs: tuple[str, ...]) -> None:
+    """Show networks as JSON."""
+    click.echo(json.dumps([call(ctx, "get", f"/networks/{ref(r)}") for r in refs], indent=2))
+
+
+@network.command("rm", context_settings=CONTEXT)
+@click.argument("refs", nargs=-1, required=True, metavar="NAME|ID...")
+@click.pass_context
+def network_rm(ctx: click.Context, refs: tuple[str, ...]) -> None:
+    """Remove networks (refused while containers are attached)."""
+    for r in refs:
+        call(ctx, "delete", f"/networks/{ref(r)}")
+        click.echo(r)
+
+
+# --- services -------------------------------------------------------------------------------
+
+@cli.group(context_settings=CONTEXT)
+def service() -> None:
+    """Services published by containers."""
+
+
+@service.command("ls", context_settings=CONTEXT)
+@click.pass_context
+def service_ls(ctx: click.Context) -> None:
+    """List every service of the cluster."""
+    svcs = call(ctx, "get", "/services")
+    click.echo(table(["SERVICE ID", "NAME", "NETWORK", "CONTAINER"],
+                     [[s["id"][:12], s["name"], s["network_name"], s["container"][:12]]
+                      for s in svcs]))
+
+
+# --- containers -----------------------------------------------------------------------------
+
+@cli.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Run in the background, print the ID.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep standard input open.")
+@click.option("-t", "--tty", is_flag=True, help="Use the terminal (with -i).")
+@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("--name", help="Container name (default: a generated adjective_surname).")
+@click.option("--net", "--network", "net", help="Network (default: the agent's default).")
+@click.option("--publish-service", metavar="SVC[.NET[.DRIVER]]",
+              help="Publish SVC on NET (created with DRIVER if missing).")
+@click.option("--link", "links", multiple=True, metavar="NAME[:ALIAS]",
+              help="Add NAME (as ALIAS) to /etc/hosts and the environment.")
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, detach: bool, interactive: bool, tty: bool, auto_remove: bool,
+        name: str | None, net: str | None, publish_service: str | None, links: tuple[str, ...],
+        env: tuple[str, ...], cmd: tuple[str, ...]) -> None:
+    """Run a command in a new container (default: /bin/sh)."""
+    environ = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Failure(f"invalid --env {item!r}: expected KEY=VALUE")
+        environ[key] = value
+    body = {"name": name, "net": net, "cmd": list(cmd) or ["/bin/sh"], "detach": detach,
+            "rm": auto_remove, "tty": tty, "interactive": interactive,
+            "publish_service": publish_service, "links": list(links), "env": environ}
+    c = call(ctx, "post", "/containers", body)
+    if detach:
+        click.echo(c["Id"])
+        return
+    sys.exit(_foreground(ctx, c, interactive))
+
+
+def _foreground(ctx: click.Context, c: dict, interactive: bool) -> int:
+    """The CLI runs a foreground container itself, so `-it` gets this very terminal."""
+    from ..runtime import process
+    spec = process.ContainerSpec(**c["Spec"])
+    cid = c["Id"]
+
+    def started(pid: int) -> None:
+        call(ctx, "post", f"/containers/{cid}/started", {"pid": pid})
+
+    try:
+        code = process.run_foreground(spec, on_start=started, interactive=interactive)
+    except Exception as e:
+        call(ctx, "delete", f"/containers/{cid}", force="1")
+        raise Failure(f"starting {c['Name']} failed: {e}") from None
+    if c["Config"]["AutoRemove"]:
+        try:
+            client(ctx).delete(f"/containers/{cid}", force="1")
+        except ApiError:
+            pass
+    return code
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-a", "--all", "show_all", is_flag=True, help="Also exited containers.")
+@click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
+@click.pass_context
+def ps(ctx: click.Context, show_all: bool, quiet: bool) -> None:
+    """List containers on this host."""
+    cs = call(ctx, "get", "/containers", all="1" if show_all else "")
+    if quiet:
+        click.echo("".join(c["Id"][:12] + "\n" for c in cs), nl=False)
+        return
+    rows = []
+    now = time.time()
+    for c in cs:
+        st = c["State"]
+        if st["Status"] == "running":
+            status = f"Up {ago(now - st['StartedAt'])}"
+        elif st["Status"] == "exited":
+            status = f"Exited ({st['ExitCode']}) {ago(now - st['FinishedAt'])} ago"
+        else:
+            status = "Created"
+        command = " ".join(c["Config"]["Cmd"])
+        command = '"' + (command if len(command) <= 20 else command[:19] + "…") + '"'
+        nets = ",".join(c["NetworkSettings"]["Networks"])
+        rows.append([c["Id"][:12], command, f"{ago(now - c['Created'])} ago", status,
+                     c["NetworkSettings"]["IPAddress"], nets, c["Name"]])
+    click.echo(table(["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "IP", "NETWORK", "NAMES"],
+                     rows))
+
+
+@cli.command("exec", context_settings={**CONTEXT, "allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True)
+@click.option("-t", "--tty", is_flag=True)
+@click.argument("container")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(ctx: click.Context, interactive: bool, tty: bool, container: str,
+          cmd: tuple[str, ...]) -> None:
+    """Run a command in a running container."""
+    from ..runtime import process
+    c = call(ctx, "get", f"/containers/{ref(container)}")
+    if not c["State"]["Running"]:
+        raise Failure(f"container {c['Name']} is not running")
+    try:
+        code = process.exec_in(c["State"]["Pid"], list(cmd), tty=tty, interactive=interactive)
+    except FileNotFoundError:
+        raise Failure(f"executable not found in the container: {cmd[0]}") from None
+    except (OSError, ValueError) as e:
+        raise Failure(f"exec in {c['Name']} failed: {e}") from None
+    sys.exit(code)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-t", "--time", "timeout", default=10, show_default=True,
+              help="Seconds to wait before killing.")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def stop(ctx: click.Context, timeout: int, containers: tuple[str, ...]) -> None:
+    """Stop running containers (SIGTERM, then SIGKILL)."""
+    for name in containers:
+        call(ctx, "post", f"/containers/{ref(name)}/stop", t=str(timeout))
+        click.echo(name)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-f", "--force", is_flag=True, help="Kill and remove running containers.")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def rm(ctx: click.Context, force: bool, containers: tuple[str, ...]) -> None:
+    """Remove containers."""
+    for name in containers:
+        call(ctx, "delete", f"/containers/{ref(name)}", force="1" if force else "")
+        click.echo(name)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("container")
+@click.pass_context
+def logs(ctx: click.Context, container: str) -> None:
+    """Show a detached container's output."""
+    try:
+        data = client(ctx).request("GET", f"/containers/{ref(container)}/logs", raw=True)
+    except ApiError as e:
+        raise Failure(e.message) from None
+    sys.stdout.buffer.write(data)
+
+
+TEMPLATE = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_]+)+|\.)\s*\}\}")
+
+
+def render_template(template: str, data: Any) -> str:
+    """The Go-template subset people use with inspect: {{ .A.B }} and {{ . }}."""
+    def field(m: re.Match) -> str:
+        value = data
+        for part in m.group(1).split(".")[1:]:
+            if not isinstance(value, dict) or part not in value:
+                raise Failure(f"template {template!r}: no field {m.group(1)!r}")
+            value = value[part]
+        return value if isinstance(value, str) else json.dumps(value)
+    return TEMPLATE.sub(field, template)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE", help="e.g. '{{ .NetworkSettings.SandboxKey }}'")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def inspect(ctx: click.Context, fmt: str | None, containers: tuple[str, ...]) -> None:
+    """Show containers as JSON."""
+    found = [call(ctx, "get", f"/containers/{ref(c)}") for c in containers]
+    if fmt:
+        for c in found:
+            click.echo(render_template(fmt, c))
+        return
+    click.echo(json.dumps(found, indent=2))
+
+
+def _register_extras() -> None:
+    from .sandbox import sandbox
+    cli.add_command(sandbox)
+    try:
+        from .subnet import subnet
+        cli.add_command(subnet)
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    _register_extras()
+    if os.geteuid() != 0 and len(sys.argv) > 1 and sys.argv[1] in ("agent", "sandbox", "run",
+                                                                     "exec"):
+        click.echo(f"Error: overnet {sys.argv[1]} needs root (namespaces and netlink)", err=True)
+        sys.exit(1)
+    cli(prog_name="overnet")

@@ -1,0 +1,8 @@
+"""`none`: a network namespace with only loopback."""
+
+from .base import Driver
+
+
+class NullDriver(Driver):
+    name = "null"
+    needs_address = False

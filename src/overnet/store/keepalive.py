@@ -1,0 +1,126 @@
+"""Keep one lease alive, and replace it when it is lost.
+
+aetcd has no automatic keep-alive, so a background task refreshes the lease every ttl/3.
+When the lease is gone (expired, revoked, or the store was unreachable for longer than
+the TTL, so it must be presumed expired), a new lease is granted and the owner's
+`on_new_lease(lease)` re-puts its leased keys. Nothing here raises once started: outages
+are logged once and retried every `retry_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, TypeVar
+
+from .base import Lease, LeaseLost, Store, StoreError, StoreUnavailable
+
+log = logging.getLogger("overnet.store.keepalive")
+
+T = TypeVar("T")
+
+
+class KeepAlive:
+    def __init__(self, store: Store, ttl: int,
+                 on_new_lease: Callable[[Lease], Awaitable[None]], *,
+                 retry_interval: float = 1.0) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.on_new_lease = on_new_lease
+        self.retry_interval = retry_interval
+        self.renewals = 0  # leases granted after the first one
+        self._lease: Lease | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._need_new = False  # the current lease is gone
+        self._owner_pending = False  # on_new_lease has not yet succeeded for the current lease
+        self._last_ok = 0.0  # monotonic time of the last refresh/grant that succeeded
+        self._outage = False
+
+    @property
+    def lease(self) -> Lease:
+        if self._lease is None:
+            raise RuntimeError("KeepAlive not started")
+        return self._lease
+
+    async def start(self) -> None:
+        """Grant the first lease (raises StoreUnavailable if the store is unreachable), then
+        keep it alive. `on_new_lease` is not called for this first lease: put your keys
+        with `keepalive.lease.id` yourself."""
+        try:
+            self._lease = await self._bounded(self.store.grant(self.ttl))
+        except asyncio.TimeoutError:
+            raise StoreUnavailable(f"{self.store.endpoint}: no answer to a lease grant") from None
+        self._last_ok = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name=f"keepalive {self._lease.id:x}")
+
+    async def stop(self, revoke: bool = True) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if revoke and self._lease is not None:
+            try:
+                await self._bounded(self.store.revoke(self._lease))
+            except (StoreError, asyncio.TimeoutError) as e:
+                log.warning("could not revoke lease %x: %s (it will expire)", self._lease.id, e)
+
+    async def _bounded(self, aw: Awaitable[T]) -> T:
+        # a refresh that hangs longer than this would cost the lease anyway
+        return await asyncio.wait_for(aw, max(self.ttl / 3, self.retry_interval, 1.0))
+
+    async def _new_lease(self, why: str) -> None:
+        old = self._lease
+        lease = await self._bounded(self.store.grant(self.ttl))
+        self._lease, self._need_new, self._owner_pending = lease, False, True
+        self._last_ok = time.monotonic()
+        self.renewals += 1
+        log.warning("lease %x %s; granted lease %x", old.id if old else 0, why, lease.id)
+        await self._call_owner()
+
+    async def _call_owner(self) -> None:
+        assert self._lease is not None
+        await self.on_new_lease(self._lease)
+        self._owner_pending = False
+
+    async def _step(self) -> None:
+        unreachable_for = time.monotonic() - self._last_ok
+        if self._need_new:
+            await self._new_lease("was lost")
+        elif self._outage and unreachable_for > self.ttl:
+            await self._new_lease(
+                f"presumed expired (store unreachable for {unreachable_for:.0f}s)")
+        else:
+            await self._bounded(self.store.refresh(self.lease))
+            self._last_ok = time.monotonic()
+            if self._owner_pending:
+                await self._call_owner()
+
+    async def _run(self) -> None:
+        while True:
+            if self._need_new and not self._outage:
+                delay = 0.0  # lease lost while the store answers: replace it right away
+            elif self._outage or self._need_new or self._owner_pending:
+                delay = self.retry_interval
+            else:
+                delay = self.ttl / 3
+            await asyncio.sleep(delay)
+            try:
+                await self._step()
+                if self._outage:
+                    log.info("store reachable again; lease %x alive", self.lease.id)
+                    self._outage = False
+            except asyncio.CancelledError:
+                raise
+            except LeaseLost:
+                self._need_new = True
+            except (StoreUnavailable, asyncio.TimeoutError) as e:
+                if not self._outage:
+                    log.warning("cannot keep lease %x alive: %s; retrying every %.0fs",
+                                self.lease.id, e or "timeout", self.retry_interval)
+                    self._outage = True
+            except Exception:  # noqa: BLE001 - keep going whatever the owner's callback does
+                log.exception("keep-alive of lease %x failed; retrying", self.lease.id)

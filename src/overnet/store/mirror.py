@@ -1,0 +1,156 @@
+"""A resilient local copy of one prefix of the store.
+
+The mirror lists the prefix, then watches from the revision after that list. When the
+watch breaks (etcd restarted, connection dropped) or its revision was compacted away, it
+retries with backoff, lists again, replaces its copy and emits the differences as
+synthesized events: a consumer that applies every event it receives ends up with the same
+state as the store, whatever happened in between. It logs, and never crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from .base import Compacted, Event, Store, StoreUnavailable
+
+log = logging.getLogger("overnet.store.mirror")
+
+
+@dataclass(frozen=True)
+class Item:
+    """What the mirror keeps per key."""
+    value: bytes
+    mod_revision: int
+
+
+def diff(old: dict[str, Item], new: dict[str, Item], revision: int) -> list[Event]:
+    """Events turning `old` into `new`, by key. Deletes carry `revision` (the list's own:
+    the real delete revision is unknowable after compaction)."""
+    events = []
+    for key in sorted(old.keys() | new.keys()):
+        before, after = old.get(key), new.get(key)
+        if after is None:
+            events.append(Event("delete", key, None, revision))
+        elif before != after:
+            events.append(Event("put", key, after.value, after.mod_revision))
+    return events
+
+
+class Mirror:
+    def __init__(self, store: Store, prefix: str, *, min_backoff: float = 0.1,
+                 max_backoff: float = 2.0) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.items: dict[str, Item] = {}
+        self.revision = 0  # the store revision this copy is known to be current at
+        self.relists = 0  # re-lists after a failure (not counting the first list)
+        self._subscribers: list[asyncio.Queue[list[Event]]] = []
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """List the prefix, then keep the copy current in the background.
+
+        Raises StoreUnavailable if that first list fails; after it, nothing raises.
+        """
+        kvs, rev = await self.store.list(self.prefix)
+        self._replace({kv.key: Item(kv.value, kv.mod_revision) for kv in kvs}, rev)
+        self._task = asyncio.create_task(self._run(), name=f"mirror {self.prefix}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    def subscribe(self) -> asyncio.Queue[list[Event]]:
+        """A queue of every later change, as batches of events (synthesized after a re-list).
+
+        Read `items` right after subscribing (without awaiting in between) for the
+        state the events apply to.
+        """
+        queue: asyncio.Queue[list[Event]] = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[list[Event]]) -> None:
+        if queue in self._subscribers:
+            self._subscribers.remove(queue)
+
+    async def wait_revision(self, revision: int, timeout: float | None = None) -> None:
+        """Return once the mirror has caught up to `revision` (raises TimeoutError after
+        `timeout`). Meant for revisions of writes under the prefix: the mirror only learns
+        about revisions through events under its prefix (or a re-list)."""
+        async def wait() -> None:
+            while self.revision < revision:
+                await self._progress.wait()
+        await asyncio.wait_for(wait(), timeout)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _publish(self, events: list[Event], revision: int) -> None:
+        self.revision = revision
+        if events:
+            for queue in self._subscribers:
+                queue.put_nowait(events)
+        # wake every waiter; they re-check their revision against the new one
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    def _replace(self, items: dict[str, Item], revision: int) -> None:
+        events = diff(self.items, items, revision)
+        self.items = items
+        self._publish(events, revision)
+
+    def _apply(self, batch: list[Event]) -> None:
+        for e in batch:
+            if e.type == "put":
+                assert e.value is not None
+                self.items[e.key] = Item(e.value, e.mod_revision)
+            else:
+                self.items.pop(e.key, None)
+        self._publish(batch, max([self.revision] + [e.mod_revision for e in batch]))
+
+    async def _relist(self) -> int:
+        kvs, rev = await self.store.list(self.prefix)
+        before = self.items
+        self._replace({kv.key: Item(kv.value, kv.mod_revision) for kv in kvs}, rev)
+        self.relists += 1
+        return len(diff(before, self.items, rev))
+
+    async def _run(self) -> None:
+        backoff = self.min_backoff
+        failing = False  # log the first failure of an outage loudly, the retries quietly
+        while True:
+            try:
+                if failing:
+                    changes = await self._relist()
+                    log.info("mirror %s: reconnected, re-listed at revision %d (%d changes)",
+                             self.prefix, self.revision, changes)
+                    failing = False
+                async for batch in self.store.watch(self.prefix, self.revision + 1):
+                    self._apply(batch)
+                    backoff = self.min_backoff
+                raise StoreUnavailable("watch ended")
+            except asyncio.CancelledError:
+                raise
+            except Compacted as e:
+                log.warning("mirror %s: watch from revision %d compacted (%s); re-listing",
+                            self.prefix, self.revision + 1, e)
+            except StoreUnavailable as e:
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(level, "mirror %s: store unavailable (%s); retrying in %.1fs",
+                        self.prefix, e, backoff)
+            except Exception:  # noqa: BLE001 - a mirror must outlive surprises; log them
+                log.exception("mirror %s: unexpected error; retrying in %.1fs",
+                              self.prefix, backoff)
+            failing = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff)

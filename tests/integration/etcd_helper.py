@@ -1,0 +1,210 @@
+"""Start and stop a throw-away single-member etcd for tests.
+
+Each EtcdProcess gets free random ports on 127.0.0.1 and its own temp dir (data dir and
+log); `stop()` kills exactly the process it started (by PID) and removes the temp dir.
+With `netns_path` it runs inside that network namespace (through `nsenter --net=PATH`).
+
+TcpProxy sits between one client and etcd so a test can drop that client's connection
+(`cut()`) and let it back (`heal()`) while etcd and every other client go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the kernel's pick for an ephemeral bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EtcdProcess:
+    def __init__(self, netns_path: str | None = None, name: str = "overnet-test") -> None:
+        self.netns_path = netns_path
+        self.name = name
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.tmp = Path(tempfile.mkdtemp(prefix="overnet-etcd-"))
+        self.data_dir = self.tmp / "data"
+        self.log_path = self.tmp / "etcd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_size_at_start = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.endpoint}"
+
+    def command(self) -> list[str]:
+        client = f"http://{self.endpoint}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        cmd = [ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
+               "--listen-client-urls", client, "--advertise-client-urls", client,
+               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+               "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
+               "--logger", "zap", "--log-outputs", "stderr"]
+        if self.netns_path:
+            cmd = ["nsenter", f"--net={self.netns_path}", *cmd]
+        return cmd
+
+    def start(self, timeout: float = 20.0) -> EtcdProcess:
+        """Start etcd (again, on the same ports and data dir after stop(keep_data=True))."""
+        if self.proc is not None:
+            raise RuntimeError("etcd already running")
+        log = open(self.log_path, "ab")
+        self._log_size_at_start = log.tell()  # "ready" must come from this run's log lines
+        try:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        # The log line works inside any namespace; outside one, also insist the port answers.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etcd exited with {self.proc.returncode}:\n{self.log_tail()}")
+            log = self._log_since_start()
+            if (b"serving client traffic" in log or b"ready to serve client" in log) and \
+                    (self.netns_path or self._port_open()):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"etcd not ready after {timeout}s:\n{self.log_tail()}")
+
+    def _log_since_start(self) -> bytes:
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_size_at_start)
+            return f.read()
+
+    def _port_open(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.client_port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, keep_data: bool = False) -> None:
+        """Kill our etcd by PID (TERM, then KILL) and, unless keep_data, remove the temp dir."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            # nsenter execs etcd, so the PID is etcd's own either way
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if not keep_data:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL, keeping the data (a crash rather than a clean stop)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            self.proc = None
+
+    def restart(self, timeout: float = 20.0) -> None:
+        self.stop(keep_data=True)
+        self.start(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def __enter__(self) -> EtcdProcess:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # last resort: never leave an etcd behind
+        if getattr(self, "proc", None) is not None and os.getpid() == self._owner_pid:
+            self.stop()
+
+    _owner_pid = os.getpid()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to 127.0.0.1:target_port (asyncio, in the test's loop)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def cut(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for w in list(self._conns):
+            w.transport.abort()
+        self._conns.clear()
+
+    async def heal(self) -> None:
+        if self._server is None:
+            await self.start()
+
+    close = cut
+
+    async def _handle(self, down_r: asyncio.StreamReader, down_w: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            down_w.transport.abort()
+            return
+        self._conns |= {down_w, up_w}
+        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w))
+        self._conns -= {down_w, up_w}
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()  # one side gone: drop the other too
