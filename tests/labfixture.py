@@ -25,7 +25,7 @@ def free_underlay() -> str:
             return cand + "0/24"
 
 
-class TestLab(Lab):
+class LabForTests(Lab):
     """Lab plus the helpers tests use over and over."""
 
     def ov(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -55,8 +55,8 @@ class TestLab(Lab):
         return sorted(os.listdir(self.host(host).run_dir + "/overnet/netns"))
 
 
-def make_lab(tmp_root: str, hosts: int = 2, **kw) -> TestLab:
-    lab = TestLab(f"t{secrets.token_hex(2)}", root=tmp_root, say=lambda m: None)
+def make_lab(tmp_root: str, hosts: int = 2, **kw) -> LabForTests:
+    lab = LabForTests(f"t{secrets.token_hex(2)}", root=tmp_root, say=lambda m: None)
     lab.up(hosts=hosts, underlay=free_underlay(), **kw)
     return lab
 

@@ -405,14 +405,15 @@ async def test_keepalive_keeps_lease_alive(backend) -> None:
 
     async def on_new_lease(lease: Lease) -> None:
         called.append(lease)
+        await s.put(key, b"me", lease=lease.id)
     ka = KeepAlive(s, backend.lease_ttl, on_new_lease)
     await ka.start()
     try:
-        await s.put(key, b"me", lease=ka.lease.id)
+        assert called == [ka.lease], "start() hands the first lease to the owner"
         await asyncio.sleep(max(ka.lease.ttl * 3, 3))
         kv = await other.get(key)
         assert kv is not None and kv.lease == ka.lease.id
-        assert called == [] and ka.renewals == 0
+        assert called == [ka.lease] and ka.renewals == 0
     finally:
         await ka.stop(revoke=True)
     assert await other.get(key) is None, "stop(revoke=True) revokes the lease"
@@ -430,7 +431,6 @@ async def test_keepalive_replaces_lost_lease(backend) -> None:
     await ka.start()
     try:
         first = ka.lease
-        await s.put(key, b"me", lease=first.id)
         await other.revoke(first)  # as if it had expired
         assert await other.get(key) is None
 
@@ -438,7 +438,7 @@ async def test_keepalive_replaces_lost_lease(backend) -> None:
             kv = await other.get(key)
             return kv is not None and kv.lease == ka.lease.id != first.id
         await eventually(back, timeout=first.ttl + 3, what="key re-put under a new lease")
-        assert called == [ka.lease] and ka.renewals == 1
+        assert called == [first, ka.lease] and ka.renewals == 1
     finally:
         await ka.stop(revoke=False)
     assert await other.get(key) is not None, "stop(revoke=False) leaves the lease"
@@ -458,7 +458,6 @@ async def test_keepalive_after_outage_longer_than_ttl(backend, caplog) -> None:
     await ka.start()
     try:
         first = ka.lease
-        await s.put(key, b"me", lease=first.id)
         await backend.cut(s)
         await eventually(lambda: _is_none(other.get(key)), timeout=first.ttl + 5,
                          what="old lease expiring during the outage")
@@ -469,7 +468,7 @@ async def test_keepalive_after_outage_longer_than_ttl(backend, caplog) -> None:
             kv = await other.get(key)
             return kv is not None and kv.lease == ka.lease.id != first.id
         await eventually(back, timeout=10, what="key re-put under a new lease")
-        assert len(called) == 1
+        assert called == [first, ka.lease]
         assert caplog.text.count("cannot keep lease") == 1, "one warning per outage"
     finally:
         await backend.heal(s)
@@ -636,21 +635,30 @@ async def test_keepalive_survives_failing_callback(caplog) -> None:
 
     async def flaky(lease: Lease) -> None:
         calls.append(lease.id)
-        if len(calls) == 1:
+        if len(calls) == 2:
             raise RuntimeError("owner hiccup")
         await s.put("/host", b"me", lease=lease.id)
     ka = KeepAlive(s, 1, flaky, retry_interval=0.1)
     await ka.start()
     try:
         await s.revoke(ka.lease)
+        assert await s.get("/host") is None
         await eventually(lambda: _is_not_none(s.get("/host")), timeout=5)
-        assert len(calls) == 2 and "owner hiccup" in caplog.text
+        assert len(calls) == 3 and calls[1] == calls[2], "retried with the same new lease"
+        assert "owner hiccup" in caplog.text
     finally:
         await ka.stop()
 
 
 async def _is_not_none(aw: Awaitable[object]) -> bool:
     return await aw is not None
+
+
+async def test_keepalive_start_fails_when_unreachable() -> None:
+    s = MemoryStore()
+    s.set_available(False)
+    with pytest.raises(StoreUnavailable):
+        await KeepAlive(s, 5, _noop_lease).start()
 
 
 def test_keepalive_lease_before_start() -> None:

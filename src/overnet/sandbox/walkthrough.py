@@ -105,7 +105,8 @@ def walk(lab: Lab, underlay: str, echo: Callable[[str], None] = print) -> bool:
     foobar = w.sh("net-2", "overnet", "network", "inspect", "foobar")
     ns = re.search(r'"namespace": "([^"]+)"', foobar)
     if ns:
-        links = w.sh("net-2", "nsenter", f"--net={ns.group(1)}", "ip", "-d", "link", "show")
+        links = w.sh("net-2", "nsenter", f"--net={ns.group(1)}", "ip", "-d", "link", "show",
+                     "vxlan0")
         w.check(re.search(r"vxlan id \d+", links) is not None and "dstport 4789" in links,
                 "the network's namespace holds a vxlan device on port 4789")
 

@@ -1,10 +1,11 @@
 """Keep one lease alive, and replace it when it is lost.
 
 aetcd has no automatic keep-alive, so a background task refreshes the lease every ttl/3.
-When the lease is gone (expired, revoked, or the store was unreachable for longer than
-the TTL, so it must be presumed expired), a new lease is granted and the owner's
-`on_new_lease(lease)` re-puts its leased keys. Nothing here raises once started: outages
-are logged once and retried every `retry_interval` seconds.
+The owner's `on_new_lease(lease)` puts its leased keys: for the first lease (in start())
+and again whenever the lease is gone (expired, revoked, or the store was unreachable for
+longer than the TTL, so it must be presumed expired) and a new one was granted.
+Nothing here raises once started: outages are logged once and retried every
+`retry_interval` seconds.
 """
 
 from __future__ import annotations
@@ -44,14 +45,16 @@ class KeepAlive:
         return self._lease
 
     async def start(self) -> None:
-        """Grant the first lease (raises StoreUnavailable if the store is unreachable), then
-        keep it alive. `on_new_lease` is not called for this first lease: put your keys
-        with `keepalive.lease.id` yourself."""
+        """Grant the first lease, await `on_new_lease(lease)`, then keep the lease alive.
+
+        Raises StoreUnavailable if the store is unreachable, and whatever `on_new_lease`
+        raises (the lease then just expires)."""
         try:
             self._lease = await self._bounded(self.store.grant(self.ttl))
         except asyncio.TimeoutError:
             raise StoreUnavailable(f"{self.store.endpoint}: no answer to a lease grant") from None
         self._last_ok = time.monotonic()
+        await self.on_new_lease(self._lease)
         self._task = asyncio.create_task(self._run(), name=f"keepalive {self._lease.id:x}")
 
     async def stop(self, revoke: bool = True) -> None:
