@@ -411,7 +411,7 @@ class Agent:
         containers are no longer our children)."""
         self._exited[c.id] = asyncio.Event()
         try:
-            fd = process.open_pidfd(c.pid)
+            fd = process.open_pidfd(c.pid, c.start_time or None)
         except OSError:
             asyncio.get_running_loop().call_soon(self._on_exit, c.id, None)
             return
@@ -456,9 +456,9 @@ class Agent:
         c = self.find_container(ref)
         if c.status != "created":
             raise Conflict(f"container {c.name} is already {c.status}")
-        if not process.alive(pid, process.proc_start_time(pid)):
+        if not os.path.exists(f"/proc/{pid}"):
             raise Invalid(f"process {pid} does not exist")
-        self._mark_running(c, pid)
+        self._mark_running(c, pid)   # a process that already ended is seen exiting at once
         # The CLI mounted whatever file was there when it started the process: swap in the
         # current one, whatever the cache says.
         self._hosts_content.pop(c.id, None)

@@ -155,6 +155,18 @@ def make_app(agent: Agent) -> web.Application:
         c = await agent.container_started(request.match_info["ref"], pid)
         return _json(container_json(agent, c))
 
+    @routes.post("/containers/{ref}/exited")
+    async def exited(request: web.Request) -> web.Response:
+        """A foreground container's exit status, which only the CLI (its parent) knows."""
+        code = (await body(request)).get("code")
+        if not isinstance(code, int):
+            raise Invalid(f"invalid exit code {code!r}")
+        c = agent.find_container(request.match_info["ref"])
+        if c.status == "exited" and c.exit_code is None:
+            c.exit_code = code
+            agent.state.save(c)
+        return _json(container_json(agent, c))
+
     @routes.post("/containers/{ref}/stop")
     async def stop(request: web.Request) -> web.Response:
         timeout = float(request.query.get("t", "10"))

@@ -189,12 +189,23 @@ def _foreground(ctx: click.Context, c: dict, interactive: bool) -> int:
     except Exception as e:
         call(ctx, "delete", f"/containers/{cid}", force="1")
         raise Failure(f"starting {c['Name']} failed: {e}") from None
-    if c["Config"]["AutoRemove"]:
-        try:
+    try:
+        if c["Config"]["AutoRemove"]:
             client(ctx).delete(f"/containers/{cid}", force="1")
-        except ApiError:
-            pass
+        else:
+            _report_exit(ctx, cid, code)
+    except ApiError:
+        pass   # the agent went away meanwhile: the exit code still reaches the caller
     return code
+
+
+def _report_exit(ctx: click.Context, cid: str, code: int) -> None:
+    """The agent learns of the exit through a pidfd but only we (the parent) know the code."""
+    for _ in range(50):
+        c = client(ctx).post(f"/containers/{cid}/exited", {"code": code})
+        if c["State"]["Status"] == "exited":
+            return
+        time.sleep(0.01)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -214,7 +225,8 @@ def ps(ctx: click.Context, show_all: bool, quiet: bool) -> None:
         if st["Status"] == "running":
             status = f"Up {ago(now - st['StartedAt'])}"
         elif st["Status"] == "exited":
-            status = f"Exited ({st['ExitCode']}) {ago(now - st['FinishedAt'])} ago"
+            code = "" if st["ExitCode"] is None else f" ({st['ExitCode']})"
+            status = f"Exited{code} {ago(now - st['FinishedAt'])} ago"
         else:
             status = "Created"
         command = " ".join(c["Config"]["Cmd"])

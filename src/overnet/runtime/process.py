@@ -144,7 +144,9 @@ def _setns_path(path: str, nstype: int) -> None:
 def enter(spec: ContainerSpec) -> None:
     """Turn the current (forked, single-threaded) process into the container. Raises
     ContainerStartError naming the failed step."""
-    _step(f"cannot join network namespace {spec.netns}", _setns_path, spec.netns, sc.CLONE_NEWNET)
+    if spec.netns:   # None: host networking, stay in the caller's network namespace
+        _step(f"cannot join network namespace {spec.netns}", _setns_path, spec.netns,
+              sc.CLONE_NEWNET)
     _step("cannot create mount and UTS namespaces", sc.unshare, sc.CLONE_NEWNS | sc.CLONE_NEWUTS)
     # Our mount namespace is a copy of the host's: make it private so our mounts do not
     # propagate back to the host (and the host's mounts do not reach us).
