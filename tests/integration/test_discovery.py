@@ -95,3 +95,18 @@ def test_hosts_files_follow_joins_and_leaves_within_a_second(lab3):
     assert len(gone_at) == 2 and max(gone_at.values()) < 1.0, gone_at
     for h in ("net-1", "net-2"):
         lab3.ov(h, "rm", "-f", cs[h])
+
+
+def test_records_of_a_dead_host_are_collected_after_the_grace(tmp_path):
+    lab = make_lab(str(tmp_path), agent_args=["--gc-grace", "2"])
+    try:
+        a = lab.out("net-1", "run", "-d", "--name", "stays", "sleep", "infinity")
+        lab.out("net-2", "run", "-d", "--name", "orphan", "sleep", "infinity")
+        assert wait_until(lambda: "orphan" in hosts_names(lab, "net-1", a))
+        lab._sigkill(lab.host("net-2").agent_pid)      # the host is gone for good
+        # its lease expires (10 s TTL), then the 2 s grace runs out
+        assert wait_until(lambda: "orphan" not in hosts_names(lab, "net-1", a), timeout=25,
+                          every=0.5)
+        assert "orphan" not in lab.out("net-1", "service", "ls")
+    finally:
+        lab.down(quiet=True)

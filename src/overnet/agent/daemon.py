@@ -61,6 +61,7 @@ class Agent:
         self.kernel = KernelThread()
         self.containers: dict[str, Container] = {}
         self._procs: dict[str, subprocess.Popen] = {}
+        self._pidfds: dict[str, int] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._clocks: dict[str, asyncio.Lock] = {}
         self._hosts_content: dict[str, str] = {}
@@ -125,11 +126,10 @@ class Agent:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         loop = asyncio.get_running_loop()
-        for c in self.containers.values():
-            fd = getattr(c, "_pidfd", None)
-            if fd is not None:
-                loop.remove_reader(fd)
-                os.close(fd)
+        for fd in self._pidfds.values():
+            loop.remove_reader(fd)
+            os.close(fd)
+        self._pidfds.clear()
         for obj, method in ((getattr(self, "mirror", None), "stop"),
                             (getattr(self, "keepalive", None), "stop")):
             if obj is not None:
@@ -415,18 +415,17 @@ class Agent:
         except OSError:
             asyncio.get_running_loop().call_soon(self._on_exit, c.id, None)
             return
-        c._pidfd = fd  # type: ignore[attr-defined]
+        self._pidfds[c.id] = fd
         asyncio.get_running_loop().add_reader(fd, self._on_exit, c.id, fd)
 
     def _on_exit(self, cid: str, fd: int | None) -> None:
-        loop = asyncio.get_running_loop()
         if fd is not None:
-            loop.remove_reader(fd)
+            asyncio.get_running_loop().remove_reader(fd)
             os.close(fd)
+            self._pidfds.pop(cid, None)
         c = self.containers.get(cid)
         if c is None:
             return
-        c._pidfd = None  # type: ignore[attr-defined]
         proc = self._procs.pop(cid, None)
         code = proc.wait() if proc is not None else None
         if proc is None:
@@ -624,8 +623,9 @@ class Agent:
                            if c.net and c.net.driver == "overlay" and c.net.ip}:
                 await self._sync_network(net_id)
 
-    async def _gc_loop(self, every: float = 5.0) -> None:
+    async def _gc_loop(self) -> None:
         """Remove endpoints, services and blocks of hosts dead for longer than the grace."""
+        every = min(5.0, max(0.2, self.cfg.gc_grace / 4))
         while True:
             await asyncio.sleep(every)
             try:

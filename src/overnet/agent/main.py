@@ -43,7 +43,7 @@ def run_agent(opts: dict[str, Any]) -> int:
                       socket=opts["socket_path"], state_dir=opts["state_dir"],
                       default_network=opts["default_network"],
                       default_range=opts["default_range"], bridge_subnet=opts["bridge_subnet"],
-                      vxlan_port=opts["vxlan_port"])
+                      vxlan_port=opts["vxlan_port"], gc_grace=opts["gc_grace"])
     try:
         return asyncio.run(_main(cfg))
     except OvernetError as e:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -35,15 +34,44 @@ def socket_path(host: str | None) -> str:
     raise ApiError(f"invalid agent address {value!r}: expected unix:///path/to/overnet.sock")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+def _http(path: str, timeout: float, method: str, target: str, payload: bytes | None
+          ) -> tuple[int, str, bytes]:
+    """One HTTP/1.1 exchange over a unix socket. Hand-rolled: http.client's import alone costs
+    a CLI call ~30 ms, and every `overnet …` command is one such exchange."""
+    head = [f"{method} {target} HTTP/1.1", "Host: localhost", "Connection: close",
+            f"Content-Length: {len(payload or b'')}"]
+    if payload:
+        head.append("Content-Type: application/json")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + (payload or b""))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    header, _, body = raw.partition(b"\r\n\r\n")
+    lines = header.decode("latin-1").split("\r\n")
+    try:
+        _, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        code = int(status)
+    except ValueError:
+        raise ApiError(f"the agent at {path} answered something that is not HTTP") from None
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    if headers.get("transfer-encoding") == "chunked":
+        body = _unchunk(body)
+    return code, reason, body
 
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+
+def _unchunk(data: bytes) -> bytes:
+    out, pos = [], 0
+    while True:
+        end = data.index(b"\r\n", pos)
+        size = int(data[pos:end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[end + 2:end + 2 + size])
+        pos = end + 2 + size + 2
 
 
 class Client:
@@ -55,13 +83,9 @@ class Client:
                 query: dict | None = None, raw: bool = False) -> Any:
         if query:
             path += "?" + urlencode(query)
-        conn = _UnixConnection(self.path, self.timeout)
+        payload = json.dumps(body).encode() if body is not None else None
         try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if payload else {}
-            conn.request(method, path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
+            status, reason, data = _http(self.path, self.timeout, method, path, payload)
         except socket.timeout:
             raise ApiError(f"the overnet agent at {self.path} did not answer in time") from None
         except (FileNotFoundError, ConnectionError) as e:
@@ -69,14 +93,12 @@ class Client:
                 f"cannot reach the overnet agent at {self.path} ({e.strerror}): is it running? "
                 "Start it with: overnet agent --store etcd://HOST:2379 --name NAME "
                 "--advertise ADDRESS") from None
-        finally:
-            conn.close()
-        if resp.status >= 400:
+        if status >= 400:
             try:
                 message = json.loads(data)["message"]
             except (ValueError, KeyError, TypeError):
-                message = data.decode(errors="replace") or resp.reason
-            raise ApiError(message, resp.status)
+                message = data.decode(errors="replace") or reason
+            raise ApiError(message, status)
         return data if raw else json.loads(data)
 
     def get(self, path: str, **query: Any) -> Any:

@@ -38,7 +38,27 @@ def call(ctx: click.Context, method: str, path: str, *args: Any, **kwargs: Any) 
         raise Failure(e.message) from None
 
 
-@click.group(context_settings=CONTEXT)
+class LazyGroup(click.Group):
+    """Sub-groups whose modules load only when used: a CLI call's start-up time is most of
+    what `overnet run -d` costs."""
+
+    lazy = {"sandbox": "overnet.cli.sandbox", "subnet": "overnet.cli.subnet"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | self._available())
+
+    def _available(self) -> set[str]:
+        import importlib.util
+        return {n for n, mod in self.lazy.items() if importlib.util.find_spec(mod)}
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands and name in self._available():
+            import importlib
+            self.add_command(getattr(importlib.import_module(self.lazy[name]), name))
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.option("-H", "--host", metavar="unix:///PATH",
               help="Agent socket (default: $OVERNET_HOST, else /run/overnet/overnet.sock).")
 @click.version_option(package_name="overnet")
@@ -61,6 +81,8 @@ def cli(host: str | None) -> None:
               help="Range the default /16 pools of new networks come from.")
 @click.option("--bridge-subnet", default="172.17.0.0/16", show_default=True)
 @click.option("--vxlan-port", default=4789, show_default=True, type=int)
+@click.option("--gc-grace", default=60.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a host must be gone before its records are removed.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:
@@ -324,18 +346,7 @@ def inspect(ctx: click.Context, fmt: str | None, containers: tuple[str, ...]) ->
     click.echo(json.dumps(found, indent=2))
 
 
-def _register_extras() -> None:
-    from .sandbox import sandbox
-    cli.add_command(sandbox)
-    try:
-        from .subnet import subnet
-        cli.add_command(subnet)
-    except ImportError:
-        pass
-
-
 def main() -> None:
-    _register_extras()
     if os.geteuid() != 0 and len(sys.argv) > 1 and sys.argv[1] in ("agent", "sandbox", "run",
                                                                      "exec"):
         click.echo(f"Error: overnet {sys.argv[1]} needs root (namespaces and netlink)", err=True)

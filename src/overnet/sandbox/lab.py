@@ -65,6 +65,7 @@ class LabState:
     store: Host | None = None
     etcd_pid: int = 0
     flannel: dict = field(default_factory=dict)
+    agent_args: list = field(default_factory=list)
 
     @property
     def store_url(self) -> str:
@@ -170,9 +171,9 @@ class Lab:
             return False
         net = self._check_underlay(underlay, hosts)
         self.state = LabState(name=self.name, underlay=str(net), bridge=f"{self.name}-br",
-                              flannel=flannel or {})
+                              flannel=flannel or {}, agent_args=list(agent_args or []))
         try:
-            self._build(net, hosts, agent_args or [])
+            self._build(net, hosts)
         except BaseException as e:
             self.say(f"up failed: {e}; rolling back")
             self.down(quiet=True)
@@ -201,7 +202,7 @@ class Lab:
                                f"{self.name!r} around? (`overnet sandbox down --name {self.name}`)")
         return net
 
-    def _build(self, net: ipaddress.IPv4Network, count: int, agent_args: list[str]) -> None:
+    def _build(self, net: ipaddress.IPv4Network, count: int) -> None:
         st = self.state
         os.makedirs(self.dir, exist_ok=True)
         self._save()
@@ -217,7 +218,7 @@ class Lab:
             st.hosts.append(h)
             self._save()
         for h in st.hosts:
-            self._start_agent(h, agent_args)
+            self._start_agent(h)
         for h in st.hosts:
             self._wait_agent(h)
 
@@ -287,11 +288,11 @@ class Lab:
             time.sleep(0.1)
         self.say(f"store    {h.address:<15} etcd {url}")
 
-    def _start_agent(self, h: Host, extra: list[str]) -> None:
+    def _start_agent(self, h: Host) -> None:
         st = self.state
         args = [sys.executable, "-m", "overnet", "agent", "--store", st.store_url,
                 "--name", h.name, "--advertise", h.address,
-                "--default-network", "overlay:multihost", *extra]
+                "--default-network", "overlay:multihost", *st.agent_args]
         for key, value in st.flannel.items():
             args += [f"--{key}", str(value)] if value is not True else [f"--{key}"]
         log = open(os.path.join(self.dir, h.name, "agent.log"), "ab")
@@ -322,7 +323,7 @@ class Lab:
         """For tests: kill a host's agent and start it again with the same arguments."""
         h = self.host(name)
         _kill(h.agent_pid) if sig == signal.SIGTERM else self._sigkill(h.agent_pid)
-        self._start_agent(h, [])
+        self._start_agent(h)
         self._wait_agent(h)
 
     @staticmethod
