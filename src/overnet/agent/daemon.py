@@ -264,7 +264,7 @@ class Agent:
             await self._teardown(c)
             self.containers.pop(cid, None)
             self.state.remove(cid)
-            if isinstance(e, OvernetError):
+            if isinstance(e, OvernetError) or not isinstance(e, Exception):
                 raise
             if isinstance(e, StoreError):
                 raise Unavailable(str(e)) from None

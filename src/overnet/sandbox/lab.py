@@ -322,7 +322,10 @@ class Lab:
     def restart_agent(self, name: str, sig: int = signal.SIGKILL) -> None:
         """For tests: kill a host's agent and start it again with the same arguments."""
         h = self.host(name)
-        _kill(h.agent_pid) if sig == signal.SIGTERM else self._sigkill(h.agent_pid)
+        if sig == signal.SIGTERM:
+            _kill(h.agent_pid)
+        else:
+            self._sigkill(h.agent_pid)
         self._start_agent(h)
         self._wait_agent(h)
 
