@@ -108,3 +108,27 @@ def test_cli_without_agent_says_how_to_start_it(tmp_path):
                           env={**os.environ, "PYTHONPATH": "src"})
     assert proc.returncode == 1
     assert "overnet agent --store" in proc.stderr and "x.sock" in proc.stderr
+
+
+def etcdctl(lab, *args: str) -> subprocess.CompletedProcess:
+    url = lab.state.store_url.replace("etcd://", "http://")
+    return lab.run("store", ["etcdctl", "--endpoints", url, *args])
+
+
+def test_bad_store_values_are_logged_and_skipped(lab2):
+    garbage = {"/overnet/v1/networks/" + "ab" * 32: "{not json",
+               "/overnet/v1/endpoints/" + "cd" * 32 + "/x": '{"id": 5}',
+               "/overnet/v1/services/" + "cd" * 32 + "/y": "[]"}
+    for key, value in garbage.items():
+        assert etcdctl(lab2, "put", key, value).returncode == 0
+    try:
+        c = lab2.out("net-1", "run", "-d", "sleep", "infinity")
+        assert "multihost" in lab2.out("net-2", "network", "ls")
+        lab2.out("net-2", "service", "ls")
+        lab2.ov("net-1", "rm", "-f", c)
+        log = open(lab2.agent_log(lab2.host("net-2"))).read()
+        for key in garbage:
+            assert key in log
+    finally:
+        for key in garbage:
+            etcdctl(lab2, "del", key)

@@ -143,3 +143,16 @@ def test_agent_kill9_restart_keeps_traffic(lab2):
         lab2.ov("net-1", "rm", "-f", a)
         lab2.ov("net-2", "rm", "-f", b)
         lab2.ov("net-1", "network", "rm", "live")
+
+
+def test_store_restart_is_survived(lab2):
+    """etcd goes away and comes back: traffic keeps flowing, agents catch up."""
+    a = lab2.out("net-1", "run", "-d", "--name", "before", "sleep", "infinity")
+    try:
+        lab2.restart_store(down_for=2.0)
+        b = lab2.out("net-2", "run", "-d", "--name", "after", "sleep", "infinity")
+        assert lab2.ping("net-1", a, "after") or wait_until(lambda: lab2.ping("net-1", a, "after"))
+        assert lab2.ping("net-2", b, "before")
+        lab2.ov("net-2", "rm", "-f", b)
+    finally:
+        lab2.ov("net-1", "rm", "-f", a)

@@ -329,6 +329,12 @@ class Lab:
         self._start_agent(h)
         self._wait_agent(h)
 
+    def restart_store(self, down_for: float = 0.0) -> None:
+        """For tests: stop etcd, wait, start it again on the same data."""
+        _kill(self.state.etcd_pid)
+        time.sleep(down_for)
+        self._start_etcd()
+
     @staticmethod
     def _sigkill(pid: int) -> None:
         try:
