@@ -379,8 +379,9 @@ class Lab:
         if not _alive(h.holder_pid):
             raise LabError(f"host {name} is down: run `overnet sandbox down` then `up`")
         shell = shutil.which("bash") or "/bin/sh"
-        argv = cmd or [shell, "--norc", "-i"] if shell.endswith("bash") else cmd or [shell, "-i"]
-        return self.enter_argv(h) + argv, self.shell_env(h)
+        if not cmd:
+            cmd = [shell, "--norc", "-i"] if shell.endswith("bash") else [shell, "-i"]
+        return self.enter_argv(h) + cmd, self.shell_env(h)
 
     def run(self, name: str, cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
         argv, env = self.ssh_argv(name, cmd)
@@ -395,16 +396,7 @@ class Lab:
             return False
         say = (lambda m: None) if quiet else self.say
         hosts = list(st.hosts)
-        for h in hosts:           # containers first: the agents know them
-            if _alive(h.agent_pid):
-                try:
-                    for c in Client("unix://" + h.socket, timeout=5).get("/containers",
-                                                                          all="1"):
-                        if c["State"]["Running"]:
-                            self._sigkill(c["State"]["Pid"])
-                except ApiError:
-                    pass
-        for h in hosts:
+        for h in hosts:           # the agent, then the containers it leaves running
             _kill(h.agent_pid)
             for pid in self._recorded_container_pids(h):
                 self._sigkill(pid)
@@ -458,10 +450,3 @@ class Lab:
             if ino in inodes:
                 self._sigkill(int(pid_s))
 
-
-def list_labs(root: str = LAB_ROOT) -> list[str]:
-    try:
-        return sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d,
-                                                                                 "lab.json")))
-    except FileNotFoundError:
-        return []
