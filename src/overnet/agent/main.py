@@ -20,10 +20,10 @@ async def _main(cfg: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = None
+    server = None
     try:
         await agent.start()
-        runner = await serve(agent, cfg.socket)
+        server = await serve(agent, cfg.socket)
         logging.getLogger("overnet").info("serving on unix://%s", cfg.socket)
         await stop.wait()
         return 0
@@ -31,8 +31,8 @@ async def _main(cfg: AgentConfig) -> int:
         print(f"Error: {getattr(e, 'message', e)}", file=sys.stderr)
         return 1
     finally:
-        if runner is not None:
-            await runner.cleanup()
+        if server is not None:
+            await server.close()
         await agent.stop()
 
 

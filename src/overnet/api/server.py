@@ -11,9 +11,9 @@ import json
 import logging
 import os
 import socket
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from aiohttp import web
+from . import http as web
 
 from ..agent.daemon import Agent
 from ..agent.state import Container
@@ -22,9 +22,6 @@ from ..store.base import StoreError
 from ..store.records import NetworkRecord
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[Any]]
-
 
 def network_json(agent: Agent, net: NetworkRecord) -> dict:
     d = dataclasses.asdict(net)
@@ -69,25 +66,11 @@ def _answers(path: str) -> bool:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+    return web.Response.json(data, status)
 
 
-def make_app(agent: Agent) -> web.Application:
+def make_app(agent: Agent) -> web.RouteTableDef:
     routes = web.RouteTableDef()
-
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except OvernetError as e:
-            return _json({"message": e.message}, e.status)
-        except StoreError as e:
-            return _json({"message": str(e)}, Unavailable.status)
-        except web.HTTPException:
-            raise
-        except Exception as e:
-            log.exception("%s %s failed", request.method, request.path)
-            return _json({"message": f"internal error: {e}"}, 500)
 
     async def body(request: web.Request) -> dict:
         try:
@@ -181,26 +164,32 @@ def make_app(agent: Agent) -> web.Application:
 
     @routes.get("/containers/{ref}/logs")
     async def logs(request: web.Request) -> web.Response:
-        return web.Response(body=agent.logs(request.match_info["ref"]),
+        return web.Response(agent.logs(request.match_info["ref"]),
                             content_type="application/octet-stream")
 
-    app = web.Application(middlewares=[errors])
-    app.add_routes(routes)
-    return app
+    return routes
 
 
-async def serve(agent: Agent, socket_path: str) -> web.AppRunner:
+def error_response(request: web.Request, e: Exception) -> web.Response:
+    if isinstance(e, OvernetError):
+        return _json({"message": e.message}, e.status)
+    if isinstance(e, StoreError):
+        return _json({"message": str(e)}, Unavailable.status)
+    log.error("%s %s failed", request.method, request.path, exc_info=e)
+    return _json({"message": f"internal error: {e}"}, 500)
+
+
+async def serve(agent: Agent, socket_path: str) -> web.Server:
     os.makedirs(os.path.dirname(socket_path) or ".", exist_ok=True)
     if os.path.exists(socket_path):
         if _answers(socket_path):
             raise Conflict(f"another agent is already serving on {socket_path}")
         os.unlink(socket_path)   # left by an agent that died
-    runner = web.AppRunner(make_app(agent), access_log=None)
-    await runner.setup()
+    server = web.Server(make_app(agent), error_response)
     old = os.umask(0o177)
     try:
-        await web.UnixSite(runner, socket_path).start()
+        await server.start_unix(socket_path)
     finally:
         os.umask(old)
     os.chmod(socket_path, 0o600)
-    return runner
+    return server
