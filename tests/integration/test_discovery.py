@@ -92,6 +92,7 @@ def test_hosts_files_follow_joins_and_leaves_within_a_second(lab3):
             if h not in gone_at and "c-net-3" not in open(path).read():
                 gone_at[h] = time.monotonic() - t0
         time.sleep(0.005)
+    print(f"[discovery] hosts files dropped the leaver after {gone_at} s (from `rm -f` issued)")
     assert len(gone_at) == 2 and max(gone_at.values()) < 1.0, gone_at
     for h in ("net-1", "net-2"):
         lab3.ov(h, "rm", "-f", cs[h])

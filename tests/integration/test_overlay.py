@@ -135,6 +135,7 @@ def test_agent_kill9_restart_keeps_traffic(lab2):
         out, _ = pinger.communicate(timeout=30)
         sent, received = map(int, re.search(r"(\d+) packets transmitted, (\d+) received",
                                             out).groups())
+        print(f"[restart] kill -9 of both agents: {sent - received} of {sent} pings lost")
         assert sent - received <= 1, out
         after = {h: _kernel_state(lab2, h) for h in ("net-1", "net-2")}
         assert after == before
