@@ -31,6 +31,7 @@ from ..store.base import Absent, Delete, Put, StoreError, StoreUnavailable
 from ..store.keepalive import KeepAlive
 from ..store.mirror import Mirror
 from ..store.records import EndpointRecord, HostRecord, NetworkRecord, ServiceRecord, decode
+from . import hostsubnet
 from . import networks as nets
 from .state import Container, LocalState, NetAttachment
 
@@ -51,6 +52,13 @@ class AgentConfig:
     vxlan_port: int = 4789
     host_ttl: int = 10                         # seconds: liveness lease
     gc_grace: float = 60.0                     # seconds a host must be dead before GC
+    # host subnets (flannel-compatible), see agent/hostsubnet.py
+    flannel: bool = False                      # also on when flannel_network is given
+    subnet_prefix: str = keys.FLANNEL_PREFIX
+    subnet_file: str = "/run/flannel/subnet.env"
+    ip_masq: bool = False
+    flannel_network: str | None = None         # write this config if the store has none
+    flannel_backend: str = "vxlan"
 
 
 class Agent:
@@ -69,6 +77,7 @@ class Agent:
         self._tasks: list[asyncio.Task] = []
         self._dead_since: dict[str, float] = {}
         self.default_net: tuple[str, str] = ("bridge", "bridge")
+        self.hostsubnet: hostsubnet.HostSubnet | None = None
         if cfg.default_network:
             driver, _, name = cfg.default_network.partition(":")
             if driver not in ("overlay", "bridge") or not name:
@@ -98,9 +107,12 @@ class Agent:
             raise Invalid(str(e)) from None
         await self.store.connect()
         self.mtu = mtu
+        # Host subnets first: the bridge network's subnet and MTU come from the lease.
+        self.hostsubnet = await hostsubnet.start_if_enabled(self)
         args = (self.kernel, self.cfg.state_dir, self.cfg.advertise, mtu)
         self.overlay = OverlayDriver(*args, port=self.cfg.vxlan_port)
-        self.bridge = BridgeDriver(*args)
+        self.bridge = BridgeDriver(*args, mtu=self.hostsubnet.bridge_mtu
+                                   if self.hostsubnet else None)
         self.drivers: dict[str, Driver] = {"overlay": self.overlay, "bridge": self.bridge,
                                            "null": NullDriver(*args), "host": HostDriver(*args)}
         self.allocator = HostAllocator(self.store, self.name)
@@ -111,7 +123,13 @@ class Agent:
         await self.mirror.start()
         self.view = nets.ClusterView(self.mirror)
         self._events = self.mirror.subscribe()
-        self.builtin = nets.builtin_networks(self.state.builtin_ids(), self.cfg.bridge_subnet)
+        ids, bridge_subnet = self.state.builtin_ids(), self.cfg.bridge_subnet
+        if self.hostsubnet is not None:
+            ids = {**ids, "bridge": self.hostsubnet.bridge_id}
+            bridge_subnet = str(self.hostsubnet.subnet)
+        self.builtin = nets.builtin_networks(ids, bridge_subnet)
+        if self.hostsubnet is not None:
+            await self.hostsubnet.ready(self.bridge, self.find_network("bridge"))
         await self._adopt()
         await self._ensure_default_network()
         self._tasks = [asyncio.create_task(coro) for coro in
@@ -131,6 +149,7 @@ class Agent:
             os.close(fd)
         self._pidfds.clear()
         for obj, method in ((getattr(self, "mirror", None), "stop"),
+                            (self.hostsubnet, "stop"),
                             (getattr(self, "keepalive", None), "stop")):
             if obj is not None:
                 try:
@@ -254,7 +273,9 @@ class Agent:
                               service=service or name)
         self.containers[cid] = c
         try:
+            t_net = time.perf_counter()
             await self._connect(c, net)
+            c.net_setup_seconds = time.perf_counter() - t_net   # bench: agent-side set-up
             self._check_links(c)
             self._write_files(c)
             self.state.save(c)
@@ -316,6 +337,8 @@ class Agent:
             att.endpoint = secrets.token_hex(32)
         if net.driver == "overlay":
             await self._publish(c, net)
+        elif net.driver == "bridge" and self.hostsubnet is not None:
+            await self.hostsubnet.publish(c, net)   # for --link from other hosts
         await driver.join(net, self._attachment(c))
         if net.driver == "overlay":
             await self._sync_network(net.id)
@@ -517,7 +540,8 @@ class Agent:
             att = c.net
             if att and att.ip:
                 net = self._network_record(att.network)
-                if att.driver == "overlay" and att.endpoint:
+                if att.endpoint and (att.driver == "overlay" or (
+                        att.driver == "bridge" and self.hostsubnet is not None)):
                     await self.store.txn([], [
                         Delete(keys.endpoint(att.network, att.endpoint)),
                         *([Delete(keys.service(att.network, att.service))]
@@ -551,6 +575,9 @@ class Agent:
         """Make this host's kernel and hosts files match the store for one overlay network."""
         local = [c for c in self.containers.values()
                  if c.net and c.net.network == net_id and c.net.ip]
+        if self.hostsubnet is not None and net_id == self.hostsubnet.bridge_id:
+            await self._refresh_hosts(local)   # links only: the bridge has no overlay state
+            return
         net = self.view.network(net_id)
         if net is None:
             net = NetworkRecord(id=net_id, name="", driver="overlay", subnet="0.0.0.0/0",

@@ -43,7 +43,13 @@ def run_agent(opts: dict[str, Any]) -> int:
                       socket=opts["socket_path"], state_dir=opts["state_dir"],
                       default_network=opts["default_network"],
                       default_range=opts["default_range"], bridge_subnet=opts["bridge_subnet"],
-                      vxlan_port=opts["vxlan_port"], gc_grace=opts["gc_grace"])
+                      vxlan_port=opts["vxlan_port"], gc_grace=opts["gc_grace"],
+                      flannel=bool(opts.get("flannel")),
+                      subnet_prefix=opts.get("subnet_prefix") or "/coreos.com/network",
+                      subnet_file=opts.get("subnet_file") or "/run/flannel/subnet.env",
+                      ip_masq=bool(opts.get("ip_masq")),
+                      flannel_network=opts.get("flannel_network"),
+                      flannel_backend=opts.get("flannel_backend") or "vxlan")
     try:
         return asyncio.run(_main(cfg))
     except OvernetError as e:

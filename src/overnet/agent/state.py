@@ -43,6 +43,7 @@ class Container:
     exit_code: int | None = None
     started: float = 0.0
     finished: float = 0.0
+    net_setup_seconds: float | None = None       # how long _connect took (bench/)
 
     @property
     def hostname(self) -> str:

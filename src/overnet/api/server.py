@@ -15,6 +15,7 @@ from typing import Any
 
 from . import http as web
 
+from ..agent import hostsubnet
 from ..agent.daemon import Agent
 from ..agent.state import Container
 from ..errors import Conflict, Invalid, OvernetError, Unavailable
@@ -48,7 +49,8 @@ def container_json(agent: Agent, c: Container) -> dict:
         "NetworkSettings": {
             "SandboxKey": c.netns, "IPAddress": net.ip if net else "",
             "MacAddress": net.mac if net else "",
-            "Networks": {net.network_name: dataclasses.asdict(net)} if net else {}},
+            "Networks": {net.network_name: dataclasses.asdict(net)} if net else {},
+            "NetworkSetupSeconds": c.net_setup_seconds},
         "HostsPath": c.hosts_file,
         "Spec": dataclasses.asdict(agent._spec(c)),
     }
@@ -166,6 +168,23 @@ def make_app(agent: Agent) -> web.RouteTableDef:
     async def logs(request: web.Request) -> web.Response:
         return web.Response(agent.logs(request.match_info["ref"]),
                             content_type="application/octet-stream")
+
+    # host subnets (flannel-compatible): agent/hostsubnet.py does the work
+    @routes.get("/subnet/config")
+    async def subnet_config(request: web.Request) -> web.Response:
+        return _json(await hostsubnet.get_config(agent))
+
+    @routes.put("/subnet/config")
+    async def put_subnet_config(request: web.Request) -> web.Response:
+        return _json(await hostsubnet.put_config(agent, await body(request)))
+
+    @routes.get("/subnet/lease")
+    async def subnet_lease(request: web.Request) -> web.Response:
+        return _json(hostsubnet.get_lease(agent))
+
+    @routes.get("/subnet/leases")
+    async def subnet_leases(request: web.Request) -> web.Response:
+        return _json(await hostsubnet.list_leases(agent))
 
     return routes
 

@@ -81,6 +81,18 @@ def cli(host: str | None) -> None:
               help="Range the default /16 pools of new networks come from.")
 @click.option("--bridge-subnet", default="172.17.0.0/16", show_default=True)
 @click.option("--vxlan-port", default=4789, show_default=True, type=int)
+@click.option("--flannel", is_flag=True,
+              help="Lease this host's bridge subnet in flannel's etcd layout (host subnets).")
+@click.option("--flannel-network", metavar="CIDR",
+              help="Write this network config if the store has none (implies --flannel).")
+@click.option("--flannel-backend", type=click.Choice(["vxlan", "host-gw"]), default="vxlan",
+              show_default=True, help="Backend of the config written by --flannel-network.")
+@click.option("--subnet-prefix", default="/coreos.com/network", show_default=True,
+              help="etcd prefix of the network config and subnet leases.")
+@click.option("--subnet-file", default="/run/flannel/subnet.env", show_default=True,
+              help="Where to write FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, ...")
+@click.option("--ip-masq", is_flag=True,
+              help="Masquerade container traffic leaving the flannel network (nftables).")
 @click.option("--gc-grace", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds a host must be gone before its records are removed.")
 @click.option("--log-level", default="info", show_default=True,

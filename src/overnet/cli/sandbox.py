@@ -49,7 +49,9 @@ def print_status(lab: Lab) -> None:
 def up(hosts: int, underlay: str, flannel: bool, backend: str, lab_name: str) -> None:
     """Build the lab (does nothing if it is already up)."""
     lab = _lab(lab_name)
-    opts = {"flannel-network": "10.1.0.0/16", "flannel-backend": backend} if flannel else None
+    # As in the flannel seed, `run` without --net goes to each host's bridge (docker0).
+    opts = {"flannel-network": "10.1.0.0/16", "flannel-backend": backend,
+            "default-network": "bridge:bridge"} if flannel else None
     try:
         made = lab.up(hosts=hosts, underlay=underlay, flannel=opts)
     except LabError as e:

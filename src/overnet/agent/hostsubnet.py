@@ -1,0 +1,372 @@
+"""Host subnets for the agent: flannel's lease and backend, glued to the built-in bridge.
+
+With `--flannel` (or `--flannel-network`), the agent, before it serves:
+  1. reads the network config at <prefix>/config (writing it first, create-if-absent, when
+     --flannel-network is given; waiting for it otherwise, as flanneld does);
+  2. leases a subnet (<prefix>/subnets/A.B.C.D-LEN) and sets up the backend (flannel.N for
+     vxlan) and the masquerade rules (--ip-masq);
+  3. gives the `bridge` network that subnet (gateway .1, MTU of the backend) and writes
+     subnet.env once the bridge is up.
+Then it follows the other hosts' leases (a Mirror of <prefix>/subnets/) and keeps its own
+lease renewed, its masquerade rules in place, and the kernel in step with the leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..dataplane import routes
+from ..dataplane.masq import Masquerade, MasqError
+from ..errors import Conflict, Invalid, NotFound, Unavailable
+from ..flannel import config as fconfig
+from ..flannel.backend import Backend, make_backend
+from ..flannel.lease import LeaseError, LeaseManager, SubnetLease, decode, read_previous
+from ..store import keys
+from ..store.base import Put, StoreError
+from ..store.mirror import Mirror
+from ..store.records import EndpointRecord
+
+if TYPE_CHECKING:
+    from ..drivers.bridge import BridgeDriver
+    from ..store.records import NetworkRecord
+    from .daemon import Agent
+    from .state import Container
+
+log = logging.getLogger(__name__)
+
+CONFIG_WAIT_LOG = 5.0       # seconds between "still waiting for the config" lines
+RESYNC_EVERY = 10.0         # level-triggered re-apply of the kernel state
+MASQ_CHECK_EVERY = 2.0      # how soon removed masquerade rules come back
+RETRY = 5.0                 # after a failed renewal
+
+
+def enabled(agent: Agent) -> bool:
+    return bool(getattr(agent.cfg, "flannel", False) or getattr(agent.cfg, "flannel_network",
+                                                                  None))
+
+
+def prefix_of(agent: Agent) -> str:
+    return (getattr(agent.cfg, "subnet_prefix", None) or keys.FLANNEL_PREFIX).rstrip("/")
+
+
+def bridge_network_id(prefix: str) -> str:
+    """One network ID for every host's flannel bridge: together they are one routed
+    network, so a --link can name a container on any host's bridge."""
+    return hashlib.sha256(f"overnet flannel bridge {keys.flannel_config(prefix)}".encode()
+                          ).hexdigest()
+
+
+def write_subnet_env(path: str, network: ipaddress.IPv4Network, subnet: ipaddress.IPv4Network,
+                     mtu: int, ipmasq: bool) -> None:
+    """flanneld's WriteSubnetFile: FLANNEL_SUBNET is the bridge address (.1), not the .0."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    content = (f"FLANNEL_NETWORK={network}\n"
+               f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
+               f"FLANNEL_MTU={mtu}\n"
+               f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(content)
+    os.replace(tmp, path)    # readers never see half a file
+
+
+class HostSubnet:
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.store = agent.store
+        self.prefix = prefix_of(agent)
+        self.subnet_file = getattr(agent.cfg, "subnet_file", None) or "/run/flannel/subnet.env"
+        self.ip_masq = bool(getattr(agent.cfg, "ip_masq", False))
+        self.bridge_id = bridge_network_id(self.prefix)
+        self.cfg: fconfig.NetConfig | None = None
+        self.backend: Backend | None = None
+        self.manager: LeaseManager | None = None
+        self.mirror: Mirror | None = None
+        self.masq: Masquerade | None = None
+        self.acquire_seconds = 0.0
+        self.ready_at = 0.0
+        self._tasks: list[asyncio.Task] = []
+
+    # --- what the agent uses ------------------------------------------------------------------
+
+    @property
+    def lease(self) -> SubnetLease:
+        assert self.manager is not None and self.manager.lease is not None
+        return self.manager.lease
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return self.lease.subnet
+
+    @property
+    def bridge_mtu(self) -> int:
+        assert self.backend is not None
+        return self.backend.mtu
+
+    # --- start and stop ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Config, lease, backend, masquerade: everything before the bridge can use the
+        subnet. Raises Invalid/Conflict with a message the operator can act on."""
+        agent = self.agent
+        self.cfg = cfg = await self._config()
+        self.backend = make_backend(agent.kernel, cfg, agent.cfg.advertise, agent.mtu)
+        self.manager = LeaseManager(self.store, cfg, self.prefix, self.backend.attrs(),
+                                    previous=read_previous(self.subnet_file))
+        t0 = time.monotonic()
+        try:
+            lease = await self.manager.acquire()
+        except LeaseError as e:
+            raise Conflict(str(e)) from None
+        self.acquire_seconds = time.monotonic() - t0
+        log.info("subnet lease %s (network %s, backend %s) in %.3fs", lease.subnet,
+                 cfg.network, cfg.backend, self.acquire_seconds)
+        self.mirror = Mirror(self.store, keys.flannel_subnets(self.prefix))
+        await self.mirror.start()
+        events = self.mirror.subscribe()
+        if await asyncio.get_running_loop().run_in_executor(None, routes.enable_forwarding):
+            log.info("enabled IPv4 forwarding (host subnets are routed)")
+        await self.backend.setup(lease)
+        await self.backend.sync(lease, self.leases())
+        if self.ip_masq:
+            self.masq = Masquerade(str(cfg.network), str(lease.subnet))
+            try:
+                await self.masq.ensure()
+            except MasqError as e:
+                raise Invalid(str(e)) from None
+        self._tasks = [asyncio.create_task(c) for c in
+                       (self._watch(events), self._renew_loop(), self._resync_loop())]
+        if self.masq is not None:
+            self._tasks.append(asyncio.create_task(self._masq_loop()))
+
+    async def ready(self, bridge: BridgeDriver, net: NetworkRecord) -> None:
+        """The bridge is up with the leased subnet: now tell the world (subnet.env)."""
+        await bridge.ensure(net)
+        assert self.cfg is not None
+        write_subnet_env(self.subnet_file, self.cfg.network, self.subnet, self.bridge_mtu,
+                         self.ip_masq)
+        self.ready_at = time.time()
+
+    async def stop(self) -> None:
+        """Keep the lease, the device and the routes (a restart must not disturb traffic);
+        drop the masquerade rules, which only a running agent can keep correct."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.mirror is not None:
+            await self.mirror.stop()
+        if self.masq is not None:
+            try:
+                await self.masq.remove()
+            except MasqError as e:
+                log.warning("%s", e)
+
+    async def _config(self) -> fconfig.NetConfig:
+        key = keys.flannel_config(self.prefix)
+        want = getattr(self.agent.cfg, "flannel_network", None)
+        waited = 0.0
+        while True:
+            kv = await self.store.get(key)
+            if kv is None and want:
+                try:
+                    cfg = fconfig.build(want, backend=getattr(self.agent.cfg, "flannel_backend",
+                                                              None) or fconfig.VXLAN)
+                except fconfig.ConfigError as e:
+                    raise Invalid(f"--flannel-network: {e}") from None
+                if await self.store.create(key, cfg.to_json()):
+                    log.info("wrote network config %s: %s", key, cfg.to_json().decode())
+                continue    # read back whatever won (ours or another host's)
+            if kv is not None:
+                try:
+                    cfg = fconfig.parse(kv.value)
+                except fconfig.ConfigError as e:
+                    raise Invalid(f"network config at {key}: {e}") from None
+                if want and ipaddress.IPv4Network(want, strict=False) != cfg.network:
+                    log.warning("--flannel-network %s ignored: the cluster's config at %s says "
+                                "%s", want, key, cfg.network)
+                return cfg
+            if waited % CONFIG_WAIT_LOG == 0:
+                log.warning("waiting for the network config at %s (write it with `overnet "
+                            "subnet config --network CIDR` or etcdctl)", key)
+            await asyncio.sleep(1.0)
+            waited += 1.0
+
+    # --- following the cluster ----------------------------------------------------------------
+
+    def leases(self) -> list[SubnetLease]:
+        assert self.mirror is not None
+        out = []
+        for key, item in list(self.mirror.items.items()):
+            lease = decode(self.prefix, key, item.value, 0, item.mod_revision)
+            if lease is not None:
+                out.append(lease)
+        return out
+
+    async def _sync(self) -> None:
+        assert self.backend is not None
+        try:
+            await self.backend.sync(self.lease, self.leases())
+        except Exception as e:  # noqa: BLE001 - retried by the next event or resync
+            log.warning("host subnets: kernel sync failed: %s", e)
+
+    async def _watch(self, events: asyncio.Queue) -> None:
+        while True:
+            batch = await events.get()
+            own_gone = False
+            while True:     # coalesce a burst into one sync
+                own_gone |= any(e.type == "delete" and e.key == self.manager.key for e in batch)
+                if events.empty():
+                    break
+                batch = events.get_nowait()
+            if own_gone:
+                log.warning("the lease of this host's subnet %s was deleted: re-creating it",
+                            self.subnet)
+                try:
+                    await self.manager.reclaim()
+                except StoreError as e:
+                    log.warning("re-creating the lease failed: %s (retrying at resync)", e)
+            await self._sync()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESYNC_EVERY)
+            assert self.mirror is not None
+            if self.manager.key not in self.mirror.items:
+                try:
+                    await self.manager.reclaim()
+                except StoreError as e:
+                    log.warning("re-creating the lease failed: %s", e)
+            await self._sync()
+
+    async def _renew_loop(self) -> None:
+        assert self.manager is not None
+        while True:
+            delay = self.manager.renew_in()
+            if delay is None:
+                return     # a reservation: no TTL to renew
+            await asyncio.sleep(delay)
+            try:
+                await self.manager.renew()
+                log.info("renewed the lease of %s", self.subnet)
+            except StoreError as e:
+                log.warning("renewing the lease of %s failed: %s; retrying", self.subnet, e)
+                await asyncio.sleep(RETRY)
+
+    async def _masq_loop(self) -> None:
+        assert self.masq is not None
+        while True:
+            await asyncio.sleep(MASQ_CHECK_EVERY)
+            try:
+                await self.masq.check()
+            except MasqError as e:
+                log.warning("%s", e)
+
+    # --- links across hosts -------------------------------------------------------------------
+
+    async def publish(self, c: Container, net: NetworkRecord) -> None:
+        """An endpoint record for a bridge container, so --link finds it from any host.
+        No service claim: bridge names stay host-local, as on Docker's default bridge."""
+        att = c.net
+        agent = self.agent
+        ep = EndpointRecord(id=att.endpoint, network=net.id, container=c.id, name=c.name,
+                            host=agent.name, host_address=agent.cfg.advertise, ip=att.ip,
+                            mac=att.mac)
+        result = await self.store.txn([], [Put(keys.endpoint(net.id, att.endpoint),
+                                               ep.to_json())])
+        await agent.mirror.wait_revision(result.revision)
+
+    # --- API ----------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        assert self.cfg is not None and self.backend is not None and self.manager is not None
+        lease = self.lease
+        return {
+            "subnet": str(lease.subnet), "network": str(self.cfg.network),
+            "gateway": str(lease.subnet.network_address + 1),
+            "public_ip": lease.attrs.public_ip, "backend": self.cfg.backend,
+            "backend_data": {"VNI": lease.attrs.vni, "VtepMAC": lease.attrs.vtep_mac}
+            if lease.attrs.vtep_mac else None,
+            "key": self.manager.key, "value": lease.attrs.to_json().decode(),
+            "expires": self.manager.expires or None, "renewals": self.manager.renewals,
+            "mtu": self.bridge_mtu, "subnet_file": self.subnet_file, "ip_masq": self.ip_masq,
+            "masq_restores": self.masq.restores if self.masq else 0,
+            "peers": self.backend.peers, "errors": dict(self.backend.errors),
+            "acquire_seconds": round(self.acquire_seconds, 4),
+        }
+
+
+# --- API helpers (work with or without --flannel: they only need the store) ----------------
+
+async def get_config(agent: Agent) -> dict[str, Any]:
+    key = keys.flannel_config(prefix_of(agent))
+    kv = await agent.store.get(key)
+    if kv is None:
+        raise NotFound(f"no network config at {key}: write one with `overnet subnet config "
+                       "--network CIDR`")
+    try:
+        cfg = fconfig.parse(kv.value)
+    except fconfig.ConfigError as e:
+        return {"key": key, "raw": kv.value.decode(errors="replace"), "error": str(e)}
+    return {"key": key, "raw": kv.value.decode(errors="replace"), "config": cfg.to_dict()}
+
+
+async def put_config(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
+    key = keys.flannel_config(prefix_of(agent))
+
+    def opt_int(name: str) -> int | None:
+        value = body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid(f"invalid {name} {value!r}: expected an integer")
+        return value
+
+    try:
+        cfg = fconfig.build(str(body.get("network") or ""), opt_int("subnet_len"),
+                            str(body.get("backend") or fconfig.VXLAN), body.get("subnet_min"),
+                            body.get("subnet_max"), opt_int("vni"), opt_int("port"))
+    except fconfig.ConfigError as e:
+        raise Invalid(f"invalid network config: {e}") from None
+    await agent.store.put(key, cfg.to_json())
+    return {"key": key, "raw": cfg.to_json().decode(), "config": cfg.to_dict()}
+
+
+def get_lease(agent: Agent) -> dict[str, Any]:
+    hs = getattr(agent, "hostsubnet", None)
+    if hs is None:
+        raise NotFound(f"host subnets are off on {agent.name}: start its agent with --flannel")
+    return hs.info()
+
+
+async def list_leases(agent: Agent) -> list[dict[str, Any]]:
+    prefix = prefix_of(agent)
+    try:
+        kvs, _ = await agent.store.list(keys.flannel_subnets(prefix))
+    except StoreError as e:
+        raise Unavailable(str(e)) from None
+    out = []
+    for kv in kvs:
+        lease = decode(prefix, kv.key, kv.value, kv.lease, kv.mod_revision)
+        if lease is not None:
+            out.append({"subnet": str(lease.subnet), "public_ip": lease.attrs.public_ip,
+                        "backend": lease.attrs.backend_type, "vtep_mac": lease.attrs.vtep_mac,
+                        "key": kv.key, "lease": kv.lease})
+    return out
+
+
+async def start_if_enabled(agent: Agent) -> HostSubnet | None:
+    if not enabled(agent):
+        return None
+    hs = HostSubnet(agent)
+    try:
+        await hs.start()
+    except BaseException:
+        await hs.stop()
+        raise
+    return hs

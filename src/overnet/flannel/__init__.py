@@ -1,0 +1,1 @@
+"""Flannel-compatible host subnets: flannel's etcd layout, lease logic and backends."""
