@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.labfixture"]   # the lab2 fixture: a two-host lab per module
+
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() != 0:

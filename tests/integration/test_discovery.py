@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.labfixture import lab2, make_lab, wait_until  # noqa: F401  (fixture)
+from tests.labfixture import make_lab, wait_until
 
 
 def hosts_names(lab, host: str, container: str) -> set[str]:

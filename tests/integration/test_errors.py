@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-from tests.labfixture import lab2  # noqa: F401  (fixture)
 
 
 def fails(lab, host: str, *args: str, needle: str) -> str:

@@ -8,9 +8,7 @@ import re
 import subprocess
 import time
 
-import pytest
-
-from tests.labfixture import lab2, wait_until  # noqa: F401  (fixture)
+from tests.labfixture import wait_until
 
 
 def test_network_created_on_one_host_is_listed_on_the_other(lab2):

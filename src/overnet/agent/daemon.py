@@ -9,7 +9,6 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 
@@ -33,6 +32,7 @@ from ..store.mirror import Mirror
 from ..store.records import EndpointRecord, HostRecord, NetworkRecord, ServiceRecord, decode
 from . import hostsubnet
 from . import networks as nets
+from .processes import ProcessWatcher
 from .state import Container, LocalState, NetAttachment
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,7 @@ class Agent:
         self.state = LocalState(cfg.state_dir)
         self.kernel = KernelThread()
         self.containers: dict[str, Container] = {}
-        self._procs: dict[str, subprocess.Popen] = {}
-        self._pidfds: dict[str, int] = {}
-        self._exited: dict[str, asyncio.Event] = {}
+        self.procs = ProcessWatcher(self._on_exit)
         self._clocks: dict[str, asyncio.Lock] = {}
         self._hosts_content: dict[str, str] = {}
         self._hosts_lock = asyncio.Lock()
@@ -143,11 +141,7 @@ class Agent:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        for fd in self._pidfds.values():
-            loop.remove_reader(fd)
-            os.close(fd)
-        self._pidfds.clear()
+        self.procs.close()
         for obj, method in ((getattr(self, "mirror", None), "stop"),
                             (self.hostsubnet, "stop"),
                             (getattr(self, "keepalive", None), "stop")):
@@ -417,50 +411,19 @@ class Agent:
 
     def _spawn(self, c: Container) -> None:
         log_path = os.path.join(self.state.container_dir(c.id), "log")
-        with open(log_path, "ab") as logf:
-            proc = process.spawn(self._spec(c), stdin=subprocess.DEVNULL, stdout=logf,
-                                 stderr=subprocess.STDOUT)
-        self._procs[c.id] = proc
-        self._mark_running(c, proc.pid)
+        self._mark_running(c, self.procs.spawn(c.id, self._spec(c), log_path))
 
     def _mark_running(self, c: Container, pid: int) -> None:
         c.pid, c.start_time = pid, process.proc_start_time(pid) or 0
         c.status, c.started = "running", time.time()
         self.state.save(c)
-        self._watch_exit(c)
+        self.procs.watch(c.id, pid, c.start_time)
 
-    def _watch_exit(self, c: Container) -> None:
-        """pidfd: readable when the process ends, child of ours or not (after a restart the
-        containers are no longer our children)."""
-        self._exited[c.id] = asyncio.Event()
-        try:
-            fd = process.open_pidfd(c.pid, c.start_time or None)
-        except OSError:
-            asyncio.get_running_loop().call_soon(self._on_exit, c.id, None)
-            return
-        self._pidfds[c.id] = fd
-        asyncio.get_running_loop().add_reader(fd, self._on_exit, c.id, fd)
-
-    def _on_exit(self, cid: str, fd: int | None) -> None:
-        if fd is not None:
-            asyncio.get_running_loop().remove_reader(fd)
-            os.close(fd)
-            self._pidfds.pop(cid, None)
+    def _on_exit(self, cid: str, code: int | None) -> None:
         c = self.containers.get(cid)
-        if c is None:
-            return
-        proc = self._procs.pop(cid, None)
-        code = proc.wait() if proc is not None else None
-        if proc is None:
-            try:   # a foreground container's process is the CLI's child; reap ours if any
-                _, status = os.waitpid(c.pid, os.WNOHANG)
-                code = os.waitstatus_to_exitcode(status) if status else None
-            except ChildProcessError:
-                pass
-        c.status, c.exit_code, c.finished = "exited", code, time.time()
-        if code is not None and code < 0:
-            c.exit_code = 128 - code
-        asyncio.create_task(self._after_exit(c))
+        if c is not None:
+            c.status, c.exit_code, c.finished = "exited", code, time.time()
+            asyncio.create_task(self._after_exit(c))
 
     async def _after_exit(self, c: Container) -> None:
         try:
@@ -470,9 +433,7 @@ class Agent:
             else:
                 self.state.save(c)
         finally:
-            ev = self._exited.get(c.id)
-            if ev is not None:
-                ev.set()
+            self.procs.finished(c.id)
 
     async def container_started(self, ref: str, pid: int) -> Container:
         c = self.find_container(ref)
@@ -494,20 +455,7 @@ class Agent:
         return c
 
     async def _kill(self, c: Container, sig: int, timeout: float) -> None:
-        ev = self._exited.get(c.id)
-        if process.alive(c.pid, c.start_time):
-            try:
-                os.kill(c.pid, sig)
-            except ProcessLookupError:
-                pass
-        if ev is None:
-            return
-        try:
-            await asyncio.wait_for(ev.wait(), timeout)
-        except asyncio.TimeoutError:
-            if process.alive(c.pid, c.start_time):
-                os.kill(c.pid, signal.SIGKILL)
-            await asyncio.wait_for(ev.wait(), 10)
+        await self.procs.stop(c.id, c.pid, c.start_time, sig, timeout)
 
     async def remove_container(self, ref: str, force: bool = False) -> Container:
         c = self.find_container(ref)
@@ -522,7 +470,7 @@ class Agent:
     def _forget(self, c: Container) -> None:
         self.containers.pop(c.id, None)
         self._hosts_content.pop(c.id, None)
-        self._exited.pop(c.id, None)
+        self.procs.forget(c.id)
         self._clocks.pop(c.id, None)
         self.state.remove(c.id)
 
@@ -688,7 +636,7 @@ class Agent:
             self.containers[c.id] = c
             self._hosts_content[c.id] = ""
             if c.status == "running" and process.alive(c.pid, c.start_time):
-                self._watch_exit(c)
+                self.procs.watch(c.id, c.pid, c.start_time)
             elif c.status == "running":
                 c.status, c.finished = "exited", time.time()
                 await self._after_exit(c)

@@ -7,7 +7,6 @@ Routes are thin: they parse the request, call the agent, and shape the answer. E
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import socket

@@ -111,10 +111,10 @@ def walk(lab: Lab, underlay: str, echo: Callable[[str], None] = print) -> bool:
                 "the network's namespace holds a vxlan device on port 4789")
 
     echo("\nThe sandbox is up. Explore it:")
-    echo(f"  overnet sandbox ssh net-1          # a shell on net-1 (`exit` to leave)")
-    echo(f"  overnet sandbox ssh net-2 -- overnet ps")
-    echo(f"  overnet sandbox status")
-    echo(f"  overnet sandbox down               # remove everything")
+    echo("  overnet sandbox ssh net-1          # a shell on net-1 (`exit` to leave)")
+    echo("  overnet sandbox ssh net-2 -- overnet ps")
+    echo("  overnet sandbox status")
+    echo("  overnet sandbox down               # remove everything")
     if w.failures:
         echo(f"\n{len(w.failures)} step(s) did not go as the seed says:")
         for f in w.failures:
