@@ -395,14 +395,17 @@ class Agent:
         process.prepare_files(spec, content)
         self._hosts_content[c.id] = content
 
-    def _render_hosts(self, c: Container) -> str:
+    def _peers(self, c: Container) -> list[hostsfile.Peer]:
+        """The names a container's /etc/hosts lists: every endpoint of its overlay network."""
+        if not (c.net and c.net.driver == "overlay"):
+            return []
+        return [hostsfile.Peer(ep.ip, ep.name, c.net.network_name, tuple(ep.aliases))
+                for ep in self._net_endpoints(c.net.network)]
+
+    def _render_hosts(self, c: Container, peers: list[hostsfile.Peer] | None = None) -> str:
         own_ip = c.net.ip if c.net and c.net.ip else None
-        peers: list[hostsfile.Peer] = []
+        peers = self._peers(c) if peers is None else peers
         links: list[tuple[str, str]] = []
-        if c.net and c.net.driver == "overlay":
-            for ep in self._net_endpoints(c.net.network):
-                peers.append(hostsfile.Peer(ep.ip, ep.name, c.net.network_name,
-                                            tuple(ep.aliases)))
         for target, alias in c.links:
             ep = self._link_target(c, target)
             if ep is not None:
@@ -519,13 +522,20 @@ class Agent:
 
     # --- reconcile --------------------------------------------------------------------------
 
+    def _local(self, net_id: str) -> list[Container]:
+        return [c for c in self.containers.values()
+                if c.net and c.net.network == net_id and c.net.ip]
+
+    async def _reconcile(self, net_id: str) -> None:
+        """Make this host's kernel and hosts files match the store for one network."""
+        await self._sync_network(net_id)
+        await self._refresh_hosts(self._local(net_id))
+
     async def _sync_network(self, net_id: str) -> None:
-        """Make this host's kernel and hosts files match the store for one overlay network."""
-        local = [c for c in self.containers.values()
-                 if c.net and c.net.network == net_id and c.net.ip]
+        """Make this host's kernel hold exactly the network's remote peers."""
+        local = self._local(net_id)
         if self.hostsubnet is not None and net_id == self.hostsubnet.bridge_id:
-            await self._refresh_hosts(local)   # links only: the bridge has no overlay state
-            return
+            return   # the flannel bridge has no overlay state: links live in hosts files
         net = self.view.network(net_id)
         if net is None:
             net = NetworkRecord(id=net_id, name="", driver="overlay", subnet="0.0.0.0/0",
@@ -536,17 +546,20 @@ class Agent:
             await self.overlay.sync(net, peers, active=bool(local) and net.vni > 0)
         except Exception as e:
             log.warning("network %s: kernel sync failed: %s", net_id[:12], e)
-        await self._refresh_hosts(local)
 
     async def _refresh_hosts(self, containers: list[Container]) -> None:
         """Rewrite the hosts files whose content changed. Running containers get theirs
         swapped atomically (a new file mounted beneath the old one), all in one fork."""
         async with self._hosts_lock:
             swaps: dict[int, tuple[Container, str]] = {}
+            peers: dict[str, list[hostsfile.Peer]] = {}     # per network: the same for all
             for c in containers:
                 if not c.hosts_file:
                     continue   # still being created: its files are written once connected
-                content = self._render_hosts(c)
+                net_id = c.net.network if c.net else ""
+                if net_id not in peers:
+                    peers[net_id] = self._peers(c)
+                content = self._render_hosts(c, peers[net_id])
                 if self._hosts_content.get(c.id) == content:
                     continue
                 self._hosts_content[c.id] = content
@@ -588,7 +601,7 @@ class Agent:
                     break
                 batch = self._events.get_nowait()
             for net_id in dirty:
-                await self._sync_network(net_id)
+                await self._reconcile(net_id)
 
     async def _resync_loop(self, every: float = 30.0) -> None:
         """Level-triggered safety net: re-apply every network with local containers."""
@@ -596,7 +609,7 @@ class Agent:
             await asyncio.sleep(every)
             for net_id in {c.net.network for c in self.containers.values()
                            if c.net and c.net.driver == "overlay" and c.net.ip}:
-                await self._sync_network(net_id)
+                await self._reconcile(net_id)
 
     async def _gc_loop(self) -> None:
         """Remove endpoints, services and blocks of hosts dead for longer than the grace."""
@@ -634,7 +647,11 @@ class Agent:
         """Rebuild this host's picture after a (re)start without disturbing what still runs."""
         for c in self.state.load_all():
             self.containers[c.id] = c
-            self._hosts_content[c.id] = ""
+            try:   # what the container sees now: rewritten only if the cluster moved on
+                with open(c.hosts_file) as f:
+                    self._hosts_content[c.id] = f.read()
+            except OSError:
+                pass
             if c.status == "running" and process.alive(c.pid, c.start_time):
                 self.procs.watch(c.id, c.pid, c.start_time)
             elif c.status == "running":
@@ -655,7 +672,7 @@ class Agent:
                 path = os.path.join(self.state.netns_dir, name)
                 await self.kernel.run(lambda k, p=path: netns.delete_netns(p))
         for net_id in active:
-            await self._sync_network(net_id)
+            await self._reconcile(net_id)   # catch up with what changed while we were away
         # Records this host owns but no local container backs: an earlier run died mid-way.
         mine = {c.net.endpoint for c in self.containers.values() if c.net and c.net.endpoint}
         stale = [keys.endpoint(ep.network, ep.id) for ep in self.view.endpoints()

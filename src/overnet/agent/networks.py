@@ -34,6 +34,7 @@ class ClusterView:
 
     def __init__(self, mirror) -> None:
         self.mirror = mirror   # its `items` (key -> value, mod_revision) stay current
+        self._decoded: dict[str, tuple[int, object]] = {}   # key -> (mod_revision, record)
 
     @property
     def items(self) -> dict:
@@ -45,11 +46,23 @@ class ClusterView:
         out = []
         for key, item in list(self.items.items()):
             if key.startswith(prefix):
-                rec = decode(cls, key, item.value)
+                rec = self._decode(cls, key, item)
                 if rec is not None:
                     out.append((item.mod_revision, rec))
         out.sort(key=lambda pair: pair[0])
         return out
+
+    def _decode(self, cls, key: str, item):
+        """Each value is parsed once per revision: hosts files are rendered on every change,
+        for every local container, from all the network's endpoints."""
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == item.mod_revision:
+            return cached[1]
+        rec = decode(cls, key, item.value)
+        if len(self._decoded) > 4 * len(self.items) + 64:
+            self._decoded = {k: v for k, v in self._decoded.items() if k in self.items}
+        self._decoded[key] = (item.mod_revision, rec)
+        return rec
 
     def networks(self) -> list[NetworkRecord]:
         return [r for _, r in self._records(keys.NETWORKS, NetworkRecord)]
