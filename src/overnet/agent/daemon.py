@@ -103,7 +103,7 @@ class Agent:
             self.store = open_store(self.cfg.store)
         except ValueError as e:
             raise Invalid(str(e)) from None
-        await self.store.connect()
+        await self._connect_store()
         self.mtu = mtu
         # Host subnets first: the bridge network's subnet and MTU come from the lease.
         self.hostsubnet = await hostsubnet.start_if_enabled(self)
@@ -153,6 +153,19 @@ class Agent:
         if getattr(self, "store", None) is not None:
             await self.store.close()
         self.kernel.close()
+
+    async def _connect_store(self, patience: float = 8.0) -> None:
+        """Retry for a few seconds (a store that is starting, or busy with many agents
+        starting at once), then give up naming the endpoint: never hang."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return await self.store.connect()
+            except StoreUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("store %s not answering yet: retrying", self.cfg.store)
+                await asyncio.sleep(0.5)
 
     async def _check_host_name(self) -> None:
         kv = await self.store.get(keys.host(self.name))
