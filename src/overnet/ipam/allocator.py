@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 import ipaddress
 
 from ..store import keys
@@ -59,9 +60,12 @@ class HostAllocator:
     async def _claim_block(self, net: NetworkRecord) -> IPv4Network:
         value = BlockRecord(host=self.host).to_json()
         claimed = await self._claimed(net.id)
-        # In order, so addresses read like the seed's (10.0.0.2, .3, …); a host that loses a
-        # race for a block just takes the next one.
-        for block in (b for b in blocks_of(net.network) if b not in claimed):
+        # Each host starts its search at its own place (from its name): hosts starting
+        # containers at once rarely race for one block. Addresses inside a block still go
+        # in order (10.0.0.2, .3, …, as in the seed).
+        free = [b for b in blocks_of(net.network) if b not in claimed]
+        start = zlib.crc32(self.host.encode()) % len(free) if free else 0
+        for block in free[start:] + free[:start]:
             if await self.store.create(keys.block(net.id, block), value):
                 return block
         raise PoolExhausted(f"network {net.name}: address pool {net.subnet} is full")

@@ -1,0 +1,170 @@
+"""Docker's own multi-host overlay on the same kind of lab: one dockerd per namespace host.
+
+Docker 20.10 (Debian's docker.io) still has the classic, swarm-less overlay: every dockerd
+points --cluster-store at an etcd (v2 API) and --cluster-advertise at its underlay address.
+Each host is a sandbox host (network namespace + a holder owning a private /run and hostname),
+so /run/docker, the socket, the pidfile and containerd's state are that host's own; the data
+root is a directory of the lab. The lab's etcd already runs with --enable-v2.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+
+from overnet.sandbox.lab import Host, Lab, LabError, _alive, _kill, _tail
+
+IMAGE = "busybox:bench"
+BUSYBOX = "/bin/busybox"
+
+
+def docker_missing() -> str | None:
+    """Why Docker cannot run here, or None."""
+    for tool, pkg in (("dockerd", "docker.io"), ("docker", "docker.io")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian package {pkg}: bash bench/setup.sh)"
+    if not os.path.exists(BUSYBOX):
+        return f"{BUSYBOX} is missing (Debian package busybox-static: bash bench/setup.sh)"
+    return None
+
+
+def busybox_tar() -> bytes:
+    """A root filesystem with just /bin/busybox and its applet links, as a tar stream."""
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(BUSYBOX, "bin/busybox")
+        for a in applets:
+            if a == "busybox":
+                continue
+            info = tarfile.TarInfo(f"bin/{a}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+class DockerLab(Lab):
+    """A sandbox whose hosts run dockerd instead of the overnet agent."""
+
+    def cgroup_parent(self, h: Host) -> str:
+        return f"ovbench-{self.name}-{h.name}"
+
+    def sock(self, h: Host) -> str:
+        return h.run_dir + "/docker.sock"
+
+    def _start_agent(self, h: Host, *_: object) -> None:
+        st = self.state
+        root = os.path.join(self.dir, h.name, "docker")
+        os.makedirs(root, exist_ok=True)
+        args = ["dockerd", "--data-root", root, "--exec-root", "/run/docker",
+                "--host", "unix:///run/docker.sock", "--pidfile", "/run/docker.pid",
+                "--cluster-store", f"etcd://{st.store.address}:2379",
+                "--cluster-advertise", f"{h.address}:2376",
+                "--exec-opt", "native.cgroupdriver=cgroupfs",
+                "--cgroup-parent", self.cgroup_parent(h),
+                "--storage-driver", os.environ.get("BENCH_DOCKER_STORAGE", "overlay2"),
+                "--log-level", "warn"]
+        log = open(os.path.join(self.dir, h.name, "dockerd.log"), "ab")
+        proc = subprocess.Popen(self.enter_argv(h) + args, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=log, start_new_session=True)
+        log.close()
+        h.agent_pid = proc.pid
+        self._save()
+
+    def _wait_agent(self, h: Host, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if os.path.exists(self.sock(h)) and self.docker(h.name, "version", check=False,
+                                                            timeout=10).returncode == 0:
+                break
+            if not _alive(h.agent_pid) or time.monotonic() > deadline:
+                raise LabError(f"dockerd on {h.name} did not start: "
+                               + _tail(os.path.join(self.dir, h.name, "dockerd.log")))
+            time.sleep(0.1)
+        self.say(f"dockerd  {h.name:<15} ready")
+
+    def agent_log(self, h: Host) -> str:
+        return os.path.join(self.dir, h.name, "dockerd.log")
+
+    def docker_argv(self, host: str) -> list[str]:
+        return ["docker", "-H", "unix://" + self.sock(self.host(host))]
+
+    def docker(self, host: str, *args: str, check: bool = True, timeout: float = 120,
+               input: bytes | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.docker_argv(host) + list(args), capture_output=True,
+                              timeout=timeout, input=input)
+        if check and proc.returncode != 0:
+            raise LabError(f"docker {' '.join(args)} on {host}: "
+                           f"{proc.stderr.decode(errors='replace').strip()}")
+        return proc
+
+    def out(self, host: str, *args: str, timeout: float = 120) -> str:
+        return self.docker(host, *args, timeout=timeout).stdout.decode().strip()
+
+    def import_image(self, tar: bytes) -> None:
+        for h in self.state.hosts:
+            self.docker(h.name, "import", "-", IMAGE, input=tar)
+
+    def pid(self, host: str, container: str) -> int:
+        return int(self.out(host, "inspect", "-f", "{{.State.Pid}}", container))
+
+    # --- down -----------------------------------------------------------------------------
+
+    def down(self, quiet: bool = False) -> bool:
+        st = self.state
+        if st is None:
+            return False
+        for h in st.hosts:
+            if _alive(h.agent_pid) and os.path.exists(self.sock(h)):
+                try:
+                    ids = self.docker(h.name, "ps", "-aq", check=False,
+                                      timeout=30).stdout.decode().split()
+                    if ids:
+                        self.docker(h.name, "rm", "-f", *ids, check=False, timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+            _kill(h.agent_pid, timeout=15)
+        for h in st.hosts:
+            self._kill_cgroup(self.cgroup_parent(h))
+        return super().down(quiet=quiet)
+
+    @staticmethod
+    def _kill_cgroup(parent: str) -> None:
+        """Container processes Docker left (their own net and pid namespaces put them out of
+        reach of the lab's clean-up): found by cgroup, killed, cgroups removed."""
+        marker = f"/{parent}/"
+        for pid_s in os.listdir("/proc"):
+            if not pid_s.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid_s}/cgroup") as f:
+                    if marker in f.read():
+                        os.kill(int(pid_s), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
+        time.sleep(0.05)
+        base = "/sys/fs/cgroup"
+        for ctl in os.listdir(base) if os.path.isdir(base) else []:
+            top = os.path.join(base, ctl, parent)
+            if not os.path.isdir(top):
+                continue
+            for dirpath, _, _ in sorted(os.walk(top), key=lambda t: -t[0].count("/")):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+
+
+def inspect_json(lab: DockerLab, host: str, container: str) -> dict:
+    return json.loads(lab.out(host, "inspect", container))[0]

@@ -1,0 +1,219 @@
+"""overnet bench: overnet against the underlay, the reference CNI plugins and Docker's overlay.
+
+    sudo .venv/bin/python -m bench all [--quick]        # everything, ~6 minutes on 2 cores
+    sudo .venv/bin/python -m bench throughput|convergence|setup|scale [--quick]
+    .venv/bin/python -m bench report     # redraw tables, chart, README section from latest.json
+
+`all` writes bench/results/latest.{json,md,png} and README-section.md; one benchmark alone
+writes bench/results/<name>.{json,md,png}. Progress goes to stderr, the tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+if __package__ in (None, ""):        # `python bench/run.py`: make `bench` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    __package__ = "bench"
+
+from bench import convergence, scale, setup_time, throughput  # noqa: E402
+from bench.labs import Config, Context, Progress, Skip  # noqa: E402
+from bench.report import Results, readme_section, summary_text  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+BENCHES = {"throughput": throughput.run, "convergence": convergence.run,
+           "setup": setup_time.run, "scale": scale.run}
+
+
+def _machine() -> str:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = 0
+    return f"{os.cpu_count()} CPU ({cpu}), {mem:.0f} GB, Linux {platform.release()}"
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for key, argv in (("iperf3", ["iperf3", "--version"]), ("docker", ["dockerd", "--version"]),
+                      ("etcd", ["etcd", "--version"])):
+        try:
+            out[key] = subprocess.run(argv, capture_output=True, text=True,
+                                      timeout=10).stdout.splitlines()[0].strip()
+        except (OSError, IndexError, subprocess.SubprocessError):
+            out[key] = "not installed"
+    return out
+
+
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return ""
+
+
+def preflight() -> list[str]:
+    """Things on this machine that skew or break the figures, said up front."""
+    out = []
+    try:
+        nets = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                              timeout=10).stdout.split("\n")
+        foreign = sorted({n.split()[0] for n in nets if n.strip()
+                          and not n.startswith("bn-")})
+        if foreign:
+            out.append(f"{len(foreign)} network namespace(s) of other workloads exist "
+                       f"({', '.join(foreign[:4])}{'…' if len(foreign) > 4 else ''}): whatever "
+                       "runs there competes for the CPUs and adds noise")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
+            nf = f.read().strip() == "1"
+        policy = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True,
+                                timeout=10).stdout
+        if nf and "-P FORWARD DROP" in policy:
+            out.append("this namespace's FORWARD policy is DROP (a system dockerd?) and "
+                       "br_netfilter is loaded: the sandbox underlay bridges are filtered "
+                       "too; `iptables -P FORWARD ACCEPT` or stop the system Docker service")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("bench", choices=["all", *BENCHES], nargs="?", default="all")
+    ap.add_argument("--quick", action="store_true",
+                    help="reduced sizes: fewer rounds and trials, a 4-host scale lab")
+    ap.add_argument("--out", default=RESULTS, help="results directory (default bench/results)")
+    ap.add_argument("--no-docker", action="store_true", help="skip the Docker references")
+    ap.add_argument("--reps", type=int, help="throughput rounds (default 5, quick 2)")
+    ap.add_argument("--duration", type=int, help="iperf3 seconds per test (default 2)")
+    ap.add_argument("--trials", type=int, dest="conv_trials",
+                    help="convergence trials per system (default 30, quick 8)")
+    ap.add_argument("--containers", type=int, dest="setup_n",
+                    help="set-up benchmark containers (default 100, quick 20)")
+    ap.add_argument("--docker-runs", type=int, help="docker run samples (default 20, quick 5)")
+    ap.add_argument("--hosts", type=int, dest="scale_hosts",
+                    help="scale lab hosts (default 20, quick 4)")
+    ap.add_argument("--per-host", type=int, dest="scale_per_host",
+                    help="scale containers per host (default 10, quick 4)")
+    ap.add_argument("--scale-rounds", type=int, help="scale rounds (default 2, quick 1)")
+    ap.add_argument("--budget", type=float, default=14.0, metavar="MINUTES",
+                    help="time budget of the whole run; later scale rounds are left out "
+                         "(and said so) when they would not fit (default 14, 0: none)")
+    return ap.parse_args(argv)
+
+
+def rerender(out: str) -> int:
+    """`report`: draw latest.md, latest.png and README-section.md again from latest.json
+    (no measurement; the numbers are the ones that run recorded)."""
+    import json
+    path = os.path.join(out, "latest.json")
+    try:
+        with open(path) as f:
+            res = Results.from_dict(json.load(f))
+    except (OSError, ValueError) as e:
+        print(f"Error: cannot read {path}: {e}", file=sys.stderr)
+        return 1
+    paths = res.write(out, "latest")
+    with open(os.path.join(out, "README-section.md"), "w") as f:
+        f.write(readme_section(res, "bench/results/latest.png" if "png" in paths else None))
+    print(summary_text(res))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return rerender(parse_args(argv[1:]).out)
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("Error: the benchmarks need root (namespaces, netlink, dockerd)", file=sys.stderr)
+        return 1
+    cfg = Config.make(args.quick, reps=args.reps, duration=args.duration,
+                      conv_trials=args.conv_trials, setup_n=args.setup_n,
+                      docker_runs=args.docker_runs, scale_hosts=args.scale_hosts,
+                      scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds)
+    cfg.docker = not args.no_docker
+    cfg.budget_s = args.budget * 60 if args.budget else None
+    progress = Progress()
+    res = Results(command="sudo .venv/bin/python -m bench " + shlex.join(argv or ["all"]))
+    started = time.monotonic()
+    res.meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": _machine(),
+                "versions": _versions(), "config": vars(cfg)}
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    todo = list(BENCHES) if args.bench == "all" else [args.bench]
+    for line in preflight():
+        progress("bench", line)
+        res.note("bench", line)
+    res.meta["loadavg_start"] = _loadavg()
+    Context.clean_leftovers(lambda m: progress("cleanup", m))
+    ctx = Context(cfg, progress)
+    code = 0
+    try:
+        for name in todo:
+            if name == "scale":
+                ctx.close()      # the scale lab gets the machine to itself
+            progress(name, "starting")
+            t = time.monotonic()
+            try:
+                BENCHES[name](ctx, res)
+                res.ran.append(name)
+            except Skip as e:
+                res.skip(name, "whole benchmark", str(e))
+                progress(name, f"skipped: {e}")
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # one benchmark failing does not lose the others
+                code = 1
+                res.skip(name, "whole benchmark", f"failed: {type(e).__name__}: {e}")
+                progress(name, f"FAILED: {type(e).__name__}: {e}")
+                import traceback
+                traceback.print_exc()
+            progress(name, f"done in {time.monotonic() - t:.0f}s")
+    except KeyboardInterrupt:
+        progress("bench", "interrupted: cleaning up")
+        code = 130
+    finally:
+        ctx.close()
+    res.meta["duration_s"] = time.monotonic() - started
+    res.meta["loadavg_end"] = _loadavg()
+    stem = "latest" if args.bench == "all" else args.bench
+    paths = res.write(args.out, stem)
+    if args.bench == "all" and code == 0:
+        chart = "bench/results/latest.png" if "png" in paths else None
+        with open(os.path.join(args.out, "README-section.md"), "w") as f:
+            f.write(readme_section(res, chart))
+        paths["readme"] = os.path.join(args.out, "README-section.md")
+    print(summary_text(res))
+    for kind, path in paths.items():
+        progress("bench", f"wrote {os.path.relpath(path)}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""bench/: statistics and report formatting (pure; no root, no labs, no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import stats
+from bench.report import Results, fmt, fmt_target, markdown, readme_section, summary_text, table
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+def test_percentile_linear_interpolation_like_numpy():
+    xs = [1, 2, 3, 4]
+    assert stats.percentile(xs, 0) == 1
+    assert stats.percentile(xs, 100) == 4
+    assert stats.percentile(xs, 50) == 2.5
+    assert stats.percentile(xs, 95) == pytest.approx(3.85)       # numpy: 3.85
+    assert stats.percentile([10, 1, 5], 50) == 5                 # order does not matter
+    assert stats.percentile([7], 95) == 7
+
+
+def test_percentile_rejects_nothing_and_bad_q():
+    with pytest.raises(ValueError):
+        stats.percentile([], 50)
+    with pytest.raises(ValueError):
+        stats.percentile([None, None], 50)
+    with pytest.raises(ValueError):
+        stats.percentile([1], 101)
+
+
+def test_summarize_skips_failed_samples():
+    s = stats.summarize([3.0, None, 1.0, 2.0, float("nan")])
+    assert s["n"] == 3 and s["failed"] == 2
+    assert (s["median"], s["min"], s["max"]) == (2.0, 1.0, 3.0)
+    assert s["p95"] == pytest.approx(2.9)
+    assert s["mean"] == pytest.approx(2.0)
+
+
+def test_summarize_empty():
+    s = stats.summarize([None])
+    assert s["n"] == 0 and s["failed"] == 1 and s["median"] is None and s["p95"] is None
+
+
+def test_paired_ratio_is_per_round():
+    num, den = [10, 20, 30], [10, 10, 10]
+    samples, paired = stats.ratio_samples(num, den)
+    assert paired and samples == [1.0, 2.0, 3.0]
+    s = stats.ratio_summary(num, den)
+    assert s["median"] == 2.0 and s["min"] == 1.0 and s["paired"]
+    assert s["of_medians"] == 2.0
+
+
+def test_paired_ratio_drops_failed_rounds_and_zero_denominators():
+    samples, _ = stats.ratio_samples([1, None, 3, 4], [1, 2, 0, 2])
+    assert samples == [1.0, 2.0]
+
+
+def test_unpaired_ratio_uses_every_cross_pair():
+    samples, paired = stats.ratio_samples([2, 4], [1, 2, 4])
+    assert not paired
+    assert sorted(samples) == [0.5, 1.0, 1.0, 2.0, 2.0, 4.0]
+    with pytest.raises(ValueError):
+        stats.ratio_samples([1], [1, 2], paired=True)
+
+
+def test_check_operators():
+    assert stats.check(0.9, ">=", 0.85) is True
+    assert stats.check(0.8, ">=", 0.85) is False
+    assert stats.check(4, "<=", 4) is True
+    assert stats.check(None, "<=", 4) is None
+
+
+PROM = """\
+# HELP etcd_mvcc_put_total Total number of puts seen by this member.
+# TYPE etcd_mvcc_put_total counter
+etcd_mvcc_put_total 12
+etcd_mvcc_delete_total 3
+etcd_debugging_mvcc_current_revision 40
+grpc_server_handled_total{grpc_code="OK",grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 7
+grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 5
+grpc_server_handled_total{grpc_code="Unavailable",grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 1
+process_resident_memory_bytes 2.5e+07
+"""
+
+
+def test_parse_prometheus_and_sum_by_label():
+    m = stats.parse_prometheus(PROM)
+    assert m["etcd_mvcc_put_total"] == 12
+    assert m["process_resident_memory_bytes"] == 2.5e7
+    assert stats.metric_sum(m, "grpc_server_handled_total", grpc_method="Txn") == 8
+    assert stats.metric_sum(m, "grpc_server_handled_total", grpc_method="Txn",
+                            grpc_code="OK") == 7
+    assert stats.metric_sum(m, "grpc_server_handled_total") == 13
+    assert stats.metric_sum(m, "no_such_metric") == 0
+    after = stats.parse_prometheus(PROM.replace("etcd_mvcc_put_total 12", "etcd_mvcc_put_total 32"))
+    assert stats.metric_delta(m, after, "etcd_mvcc_put_total") == 20
+
+
+# --- report ----------------------------------------------------------------------------------
+
+def _results() -> Results:
+    r = Results(command="python -m bench all", meta={"date": "2025-01-01 00:00 UTC",
+                                                   "machine": "2 CPU", "duration_s": 12.0})
+    r.add_figure("t.u", "throughput", "underlay", "Gbit/s", [10, 12, 11])
+    r.add_figure("t.o", "throughput", "overlay", "Gbit/s", [9, 9.6, 8.8])
+    r.add_figure("c.e", "convergence", "ping e2e", "ms", [100, 120, None])
+    r.add_ratio("t.r", "throughput", "overlay / underlay", "t.o", "t.u", ">=", 0.85)
+    r.add_absolute("c.p50", "convergence", "ping e2e p50", "c.e", "median", "<=", 150)
+    r.skip("throughput", "flannel host-gw", "not available")
+    return r
+
+
+def test_ratio_and_target_evaluation():
+    r = _results()
+    ratio = r.ratios[0]
+    assert ratio["summary"]["median"] == pytest.approx(0.8)
+    assert ratio["summary"]["min"] == pytest.approx(0.8)
+    assert ratio["met"] is False
+    a = r.absolute[0]
+    assert a["value"] == 110 and a["met"] is True and a["unit"] == "ms"
+
+
+def test_ratio_of_missing_figure_is_not_added():
+    r = _results()
+    assert r.add_ratio("x", "throughput", "x", "t.o", "t.docker") is None
+    r.add_figure("empty", "throughput", "failed", "Gbit/s", [None, None])
+    assert r.add_ratio("y", "throughput", "y", "t.o", "empty") is None
+    assert [x["id"] for x in r.ratios] == ["t.r"]
+
+
+def test_fmt():
+    assert fmt(None) == "–"
+    assert fmt(0.8) == "0.800"
+    assert fmt(12.345, "ms") == "12.3"
+    assert fmt(123.4, "ms") == "123"
+    assert fmt(9.876, "Gbit/s") == "9.88"
+    assert fmt(2.0, "count") == "2"
+    assert fmt(2.25, "count") == "2.25"
+    assert fmt_target({"op": "<=", "value": 150}, "ms") == "<= 150 ms"
+    assert fmt_target(None) == ""
+
+
+def test_table_shape_and_escaping():
+    t = table(["a", "b"], [["x|y", "1"]]).splitlines()
+    assert t[0] == "| a | b |"
+    assert t[1] == "|---|---:|"
+    assert t[2] == "| x\\|y | 1 |"
+
+
+def test_markdown_lists_every_figure_ratio_target_and_skip():
+    md = markdown(_results())
+    assert "| throughput | overlay / underlay | 0.800× | 0.800 |" in md
+    assert "| convergence | ping e2e p50 | 110 ms | <= 150 ms | yes |" in md
+    assert "| convergence | ping e2e | ms | 110 | 100 |" in md
+    assert "2 (1 failed)" in md
+    assert "flannel host-gw: skipped: not available" in md
+    assert "**no**" in md
+
+
+def test_summary_and_readme_section_carry_the_same_numbers():
+    r = _results()
+    s = summary_text(r)
+    sec = readme_section(r, "bench/results/latest.png")
+    assert sec.startswith("## Performance")
+    assert "![ratios](bench/results/latest.png)" in sec
+    assert "python -m bench all" in sec
+    for line in s.splitlines():
+        if line.startswith("| throughput") or line.startswith("| convergence"):
+            assert line in sec
+
+
+def test_json_round_trip(tmp_path):
+    r = _results()
+    paths = r.write(str(tmp_path), "latest", chart=False)
+    data = json.loads(open(paths["json"]).read())
+    assert data["command"] == "python -m bench all"
+    assert {f["id"] for f in data["figures"]} == {"t.u", "t.o", "c.e"}
+    assert data["figures"][2]["samples"][2] is None
+    back = Results.from_dict(data)
+    assert markdown(back) == markdown(r)
+    assert open(paths["md"]).read() == markdown(r)
+
+
+def test_chart_is_written_when_matplotlib_is_there(tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = _results().write(str(tmp_path), "latest")
+    with open(paths["png"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_constants_sneak_in():
+    """Figures are exactly the samples given: nothing rounded or invented on the way."""
+    r = Results()
+    r.add_figure("f", "b", "f", "ms", [1.23456789, 2])
+    assert r.figures["f"]["samples"] == [1.23456789, 2.0]
+    assert math.isclose(r.figures["f"]["summary"]["median"], 1.617283945)
