@@ -48,15 +48,6 @@ def _host(k: Kernel) -> IPRoute:
     return k._ipr(None)   # the Kernel's cached socket of the host namespace
 
 
-def _link(ipr: IPRoute, name: str) -> Any | None:
-    try:
-        return ipr.link("get", ifname=name)[0]
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return None
-        raise
-
-
 def _vxlan_conf(link: Any) -> dict[str, Any]:
     data = link.get(("linkinfo", "data"))
     return {"vni": data.get("vxlan_id"), "port": data.get("vxlan_port"),
@@ -102,7 +93,7 @@ def ensure_vxlan(k: Kernel, name: str, vni: int, local: str, port: int, mtu: int
     ipr = _host(k)
     want = {"vni": vni, "port": port, "local": local, "learning": False}
     with _failing(f"cannot set up {name} (vni {vni}, port {port}, local {local}, mtu {mtu})"):
-        link = _link(ipr, name)
+        link = Kernel._get(ipr, name)
         if link is not None and (link.get(("linkinfo", "kind")) != "vxlan"
                                  or _vxlan_conf(link) != want):
             ipr.link("del", index=link["index"])
@@ -127,7 +118,7 @@ def ensure_vxlan(k: Kernel, name: str, vni: int, local: str, port: int, mtu: int
 def remove_link(k: Kernel, name: str) -> None:
     ipr = _host(k)
     with _failing(f"cannot delete {name}"):
-        link = _link(ipr, name)
+        link = Kernel._get(ipr, name)
         if link is not None:
             ipr.link("del", index=link["index"])
 
@@ -136,7 +127,7 @@ def vxlan_peers(k: Kernel, name: str) -> tuple[set[str], dict[str, str], dict[st
     """What the device holds: route subnets, neighbours (ip -> mac), FDB (mac -> dst)."""
     ipr = _host(k)
     with _failing(f"cannot read the peers of {name}"):
-        link = _link(ipr, name)
+        link = Kernel._get(ipr, name)
         if link is None:
             return set(), {}, {}
         index = link["index"]
@@ -159,7 +150,7 @@ def sync_vxlan(k: Kernel, name: str, peers: set[VxlanPeer]) -> tuple[int, int]:
     want_fdb = {p.vtep_mac: p.public_ip for p in peers}
     added = removed = 0
     with _failing(f"cannot program the peers of {name}"):
-        link = _link(ipr, name)
+        link = Kernel._get(ipr, name)
         if link is None:
             raise DataplaneError(f"no device {name}", errno.ENODEV)
         index = link["index"]
