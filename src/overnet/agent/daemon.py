@@ -29,7 +29,8 @@ from ..store import keys, open_store
 from ..store.base import Absent, Delete, Put, StoreError, StoreUnavailable
 from ..store.keepalive import KeepAlive
 from ..store.mirror import Mirror
-from ..store.records import EndpointRecord, HostRecord, NetworkRecord, ServiceRecord, decode
+from ..store.records import (BlockRecord, EndpointRecord, HostRecord, NetworkRecord,
+                             ServiceRecord, decode)
 from . import hostsubnet
 from . import networks as nets
 from .processes import ProcessWatcher
@@ -704,10 +705,7 @@ def _write_atomic(path: str, content: str) -> None:
 
 
 def _host_of(kind: str, key: str, raw: bytes) -> str | None:
-    from ..store.records import BlockRecord
     cls = {"endpoints": EndpointRecord, "services": ServiceRecord, "blocks": BlockRecord}[kind]
     rec = decode(cls, key, raw)
     return getattr(rec, "host", None)
 
-
-__all__ = ["Agent", "AgentConfig", "StoreUnavailable"]
