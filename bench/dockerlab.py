@@ -75,11 +75,7 @@ class DockerLab(Lab):
                 "--cgroup-parent", self.cgroup_parent(h),
                 "--storage-driver", os.environ.get("BENCH_DOCKER_STORAGE", "overlay2"),
                 "--log-level", "warn"]
-        log = open(os.path.join(self.dir, h.name, "dockerd.log"), "ab")
-        proc = subprocess.Popen(self.enter_argv(h) + args, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=log, start_new_session=True)
-        log.close()
-        h.agent_pid = proc.pid
+        h.agent_pid = self.launch(h, "dockerd.log", args).pid
         self._save()
 
     def _wait_agent(self, h: Host, timeout: float = 60) -> None:

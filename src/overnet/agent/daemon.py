@@ -548,8 +548,8 @@ class Agent:
     async def _sync_network(self, net_id: str) -> None:
         """Make this host's kernel hold exactly the network's remote peers."""
         local = self._local(net_id)
-        if self.hostsubnet is not None and net_id == self.hostsubnet.bridge_id:
-            return   # the flannel bridge has no overlay state: links live in hosts files
+        if any(c.net.driver != "overlay" for c in local):
+            return   # only overlay networks hold remote peers in the kernel
         net = self.view.network(net_id)
         if net is None:
             net = NetworkRecord(id=net_id, name="", driver="overlay", subnet="0.0.0.0/0",

@@ -258,22 +258,25 @@ class Lab:
     def enter_argv(self, h: Host) -> list[str]:
         return ["nsenter", "-t", str(h.holder_pid), "--net", "--mount", "--uts", "--"]
 
+    def launch(self, h: Host, log_name: str, argv: list[str]) -> subprocess.Popen:
+        """Start a long-lived process inside host `h`'s namespaces, output to its log file,
+        in its own session so it outlives this command."""
+        with open(os.path.join(self.dir, h.name, log_name), "ab") as log:
+            return subprocess.Popen(self.enter_argv(h) + argv, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True)
+
     def _start_etcd(self) -> None:
         st, h = self.state, self.state.store
         if shutil.which("etcd") is None:
             raise LabError("etcd is not installed: run scripts/setup.sh (Debian package "
                            "etcd-server)")
         url = f"http://{h.address}:{ETCD_PORT}"
-        log = open(os.path.join(self.dir, "store", "etcd.log"), "ab")
-        proc = subprocess.Popen(
-            self.enter_argv(h) + [
-                "etcd", "--name", "store", "--data-dir", os.path.join(self.dir, "store", "etcd"),
-                "--listen-client-urls", url, "--advertise-client-urls", url,
-                "--listen-peer-urls", "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-                "--initial-cluster", "store=http://127.0.0.1:2380", "--enable-v2"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        proc = self.launch(h, "etcd.log", [
+            "etcd", "--name", "store", "--data-dir", os.path.join(self.dir, "store", "etcd"),
+            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-peer-urls", "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
+            "--initial-cluster", "store=http://127.0.0.1:2380", "--enable-v2"])
         st.etcd_pid = proc.pid
         self._save()
         deadline = time.monotonic() + 15
@@ -295,11 +298,7 @@ class Lab:
                 "--default-network", "overlay:multihost", *st.agent_args]
         for key, value in st.flannel.items():
             args += [f"--{key}", str(value)] if value is not True else [f"--{key}"]
-        log = open(os.path.join(self.dir, h.name, "agent.log"), "ab")
-        proc = subprocess.Popen(self.enter_argv(h) + args, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=log, start_new_session=True)
-        log.close()
-        h.agent_pid = proc.pid
+        h.agent_pid = self.launch(h, "agent.log", args).pid
         self._save()
 
     def _wait_agent(self, h: Host, timeout: float = 30) -> None:
