@@ -99,7 +99,7 @@ def cli(host: str | None) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:
     """Run this host's agent (in the foreground)."""
-    from ..agent.main import run_agent
+    from ..api.agentd import run_agent
     sys.exit(run_agent(opts))
 
 

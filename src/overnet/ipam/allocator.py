@@ -81,3 +81,21 @@ class HostAllocator:
     def forget(self, net_id: str) -> None:
         self._mine.pop(net_id, None)
         self._locks.pop(net_id, None)
+
+    async def reclaim(self, net: NetworkRecord, ip: IPv4Address) -> bool:
+        """After a restart: claim again the block holding an address this host still uses
+        (it may have been collected while the agent was away). False if another host
+        owns it now (the address itself is still guarded by its endpoint key)."""
+        for block in blocks_of(net.network):
+            if ip in block:
+                break
+        else:
+            return False
+        mine = await self._my_blocks(net.id)
+        if block in mine:
+            return True
+        if await self.store.create(keys.block(net.id, block),
+                                   BlockRecord(host=self.host).to_json()):
+            mine.add(block)
+            return True
+        return False

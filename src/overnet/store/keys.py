@@ -4,9 +4,10 @@
     /overnet/v1/names/<net-name>             NameClaim     (name -> id, unique cluster-wide)
     /overnet/v1/vnis/<vni>                   VniClaim      (vni -> network id)
     /overnet/v1/pools/<a.b.c.d-len>          PoolClaim     (default pools handed to networks)
-    /overnet/v1/hosts/<host>                 HostRecord    (under the host's liveness lease)
+    /overnet/v1/hosts/<host>                 HostRecord    (durable: the host's address)
+    /overnet/v1/alive/<host>                 HostRecord    (under the host's liveness lease)
     /overnet/v1/blocks/<net-id>/<a.b.c.d-len> BlockRecord  (address block owned by a host)
-    /overnet/v1/endpoints/<net-id>/<ep-id>   EndpointRecord
+    /overnet/v1/endpoints/<net-id>/<a.b.c.d> EndpointRecord (keyed by its address: unique)
     /overnet/v1/services/<net-id>/<name>     ServiceRecord (name unique within a network)
 
 Flannel's layout (host subnets) lives under its own prefix, see `flannel_*` below.
@@ -22,6 +23,7 @@ NAMES = ROOT + "names/"
 VNIS = ROOT + "vnis/"
 POOLS = ROOT + "pools/"
 HOSTS = ROOT + "hosts/"
+ALIVE = ROOT + "alive/"
 BLOCKS = ROOT + "blocks/"
 ENDPOINTS = ROOT + "endpoints/"
 SERVICES = ROOT + "services/"
@@ -60,6 +62,10 @@ def host(host_name: str) -> str:
     return HOSTS + host_name
 
 
+def alive(host_name: str) -> str:
+    return ALIVE + host_name
+
+
 def blocks(net_id: str) -> str:
     return f"{BLOCKS}{net_id}/"
 
@@ -72,8 +78,8 @@ def endpoints(net_id: str) -> str:
     return f"{ENDPOINTS}{net_id}/"
 
 
-def endpoint(net_id: str, ep_id: str) -> str:
-    return endpoints(net_id) + ep_id
+def endpoint(net_id: str, ip: str) -> str:
+    return endpoints(net_id) + ip
 
 
 def services(net_id: str) -> str:

@@ -1,4 +1,4 @@
-"""`overnet agent`: run the daemon until SIGTERM/SIGINT."""
+"""`overnet agent`: run the daemon and serve its API until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import signal
 import sys
 from typing import Any
 
+from ..agent.config import AgentConfig
+from ..agent.daemon import Agent
 from ..errors import OvernetError
 from ..store.base import StoreError
-from .daemon import Agent, AgentConfig
+from .server import serve
 
 
 async def _main(cfg: AgentConfig) -> int:
-    from ..api.server import serve
     agent = Agent(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
