@@ -3,7 +3,6 @@ from __future__ import annotations
 import itertools
 import random
 import re
-import re
 from collections.abc import Sequence
 from typing import TypeVar
 
