@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from pyroute2.iproute.linux import AsyncIPRoute
 
@@ -36,7 +36,7 @@ class _Counter:
         self.count = 0
         self._saved: dict[str, Any] = {}
 
-    def __enter__(self) -> _Counter:
+    def __enter__(self) -> Self:
         for name in ("link", "addr", "route", "neigh", "fdb"):
             # The sync IPRoute forwards to its AsyncIPRoute core, looked up at each call.
             orig = getattr(AsyncIPRoute, name)

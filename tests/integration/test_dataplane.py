@@ -389,7 +389,7 @@ def test_attach_timing(lab: Lab, kernels: list[Kernel], capsys: pytest.CaptureFi
 def test_single_entry_lookup_falls_back_to_dump() -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
-    from overnet.dataplane.kernel import _single
+    from overnet.dataplane.plumbing import single as _single
 
     class Entry(dict):  # pyroute2 messages answer .get() for fields and attributes alike
         pass
