@@ -87,6 +87,19 @@ def links(ns: str) -> list[str]:
     return sorted(in_ns(ns, "ip", "-o", "link", "show").stdout.splitlines())
 
 
+def settled(net: str) -> bool:
+    """Wait until br0 of `net` reports operstate UP, True if it does (within 5 s).
+
+    The kernel updates a bridge's operstate asynchronously (linkwatch, up to a second after a
+    port comes up), so link lines taken right after an attach can still change by themselves.
+    """
+    for _ in range(50):
+        if " state UP " in in_ns(net, "ip", "-o", "link", "show", "br0").stdout:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def fdb_lines(net: str) -> list[str]:
     out = in_ns(net, "bridge", "fdb", "show", "dev", "vxlan0").stdout
     return sorted(line for line in out.splitlines() if " dst " in line)
@@ -175,6 +188,7 @@ def test_idempotent(lab: Lab, kernels: list[Kernel]) -> None:
     (c1, net1, ip1, mac1), (c2, net2, ip2, mac2) = setup_overlay(lab, kernels)
     k = kernels[0]
     host_a = lab.hosts[0]
+    assert settled(net1)
     snapshot = (links(net1), links(c1), fdb_lines(net1), neigh_lines(net1),
                 in_ns(net1, "ip", "-o", "addr").stdout, in_ns(c1, "ip", "-o", "addr").stdout,
                 links(host_a.ns))
@@ -271,6 +285,7 @@ def test_remove_overlay(lab: Lab, kernels: list[Kernel]) -> None:
 def test_restart_adopts_state(lab: Lab, kernels: list[Kernel]) -> None:
     (c1, net1, ip1, mac1), (c2, net2, ip2, mac2) = setup_overlay(lab, kernels)
     host = lab.hosts[0]
+    assert settled(net1)
     before = links(net1), links(c1), links(host.ns)
     kernels[0].close()
     kernels[0] = k = Kernel(host_ns=host.ns)  # a restarted agent: nothing cached

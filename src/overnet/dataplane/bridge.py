@@ -40,6 +40,7 @@ def ensure_bridge_in(k: Netlink, path: str | None, name: str, gateway_cidr: str,
         ensure_addresses(ipr, idx, gw)
         # Setting the MTU explicitly also stops the bridge following its ports' MTUs.
         ipr.link("set", index=idx, mtu=mtu, state="up")
+    k.remember(path, name, idx)
     return idx
 
 

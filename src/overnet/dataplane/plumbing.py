@@ -1,12 +1,17 @@
 """Netlink plumbing shared by the kernel modules: one socket per namespace, errors, helpers.
 
-One netlink socket is cached per namespace. pyroute2 sockets are bound to the namespace of the
+One netlink socket is cached per namespace the agent programs (host, network namespaces);
+container namespaces get a transient socket per call, all sharing one event loop (a sync
+pyroute2 socket otherwise makes a new asyncio loop each time, the larger part of its cost).
+The ifindex of bridges is remembered too (a link 'get' costs more than the change itself).
+pyroute2 sockets are bound to the namespace of the
 thread that creates them and are kept per thread, so a `Netlink` is NOT thread-safe: it binds to
 the first thread that uses it and refuses calls from any other thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import os
@@ -103,6 +108,18 @@ def ensure_addresses(ipr: IPRoute, index: int, want: ipaddress.IPv4Interface) ->
 
 
 @contextmanager
+def echoed(ipr: IPRoute) -> Iterator[None]:
+    """Requests in the body ask the kernel to echo what they made (NLM_F_ECHO): a created
+    device's message, with its ifindex and its veth peer's, saves a 'get'."""
+    status = ipr.status  # pyroute2 reads the flag from here at each request
+    status["nlm_echo"] = True
+    try:
+        yield
+    finally:
+        status["nlm_echo"] = False
+
+
+@contextmanager
 def ns_fd(path: str) -> Iterator[int]:
     """An open fd of the namespace file `path` (netlink moves devices by fd)."""
     with failing(f"cannot open namespace {path}"):
@@ -127,6 +144,8 @@ class Netlink:
             self._home_fd = os.open(host_ns or "/proc/thread-self/ns/net",
                                     os.O_RDONLY | os.O_CLOEXEC)
         self._sockets: dict[str | None, IPRoute] = {}
+        self._indexes: dict[tuple[str | None, str], int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # of the transient sockets
         self._owner: int | None = None
 
     def __enter__(self) -> Self:
@@ -142,16 +161,45 @@ class Netlink:
         for ipr in self._sockets.values():
             ipr.close()
         self._sockets.clear()
+        self._indexes.clear()
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
         if self._home_fd >= 0:
             os.close(self._home_fd)
             self._home_fd = -1
 
     def forget(self, path: str | None) -> None:
         """Drop the cached socket of a namespace (call when the namespace is deleted)."""
-        ipr = self._sockets.pop(self._key(path), None)
+        key = self._key(path)
+        self._indexes = {k: v for k, v in self._indexes.items() if k[0] != key}
+        ipr = self._sockets.pop(key, None)
         if ipr is not None:
             self._check_thread()
             ipr.close()
+
+    def index(self, path: str | None, name: str, refresh: bool = False) -> int | None:
+        """ifindex of a device we keep (a bridge), remembered; None if there is none.
+
+        A remembered index can be stale if someone recreated the device behind our back:
+        callers that fail with it ask again with `refresh`.
+        """
+        key = (self._key(path), name)
+        if refresh or key not in self._indexes:
+            link = get_link(self.socket(path), name)
+            if link is None:
+                self._indexes.pop(key, None)
+                return None
+            self._indexes[key] = int(link["index"])
+        return self._indexes[key]
+
+    def remember(self, path: str | None, name: str, index: int | None) -> None:
+        """Record (or, with None, drop) the ifindex of a device this process made or deleted."""
+        key = (self._key(path), name)
+        if index is None:
+            self._indexes.pop(key, None)
+        else:
+            self._indexes[key] = index
 
     def knows(self, path: str | None) -> bool:
         """True if a socket of that namespace is cached (so the namespace existed)."""
@@ -183,7 +231,9 @@ class Netlink:
     def transient(self, path: str) -> Iterator[IPRoute]:
         """A socket in a namespace we do not keep one for (containers: one use each)."""
         self._check_thread()
-        ipr = self._open(path)
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        ipr = self._open(path, self._loop)
         try:
             yield ipr
         finally:
@@ -212,19 +262,20 @@ class Netlink:
     def _key(path: str | None) -> str | None:
         return None if path is None else os.path.abspath(path)
 
-    def _open(self, path: str | None) -> IPRoute:
+    def _open(self, path: str | None, loop: asyncio.AbstractEventLoop | None = None) -> IPRoute:
         if self._home_fd < 0:
             raise DataplaneError("Kernel is closed")
         with (failing(f"cannot open a netlink socket in {self.label(path)}"),
               netns.entered(self._home_fd if path is None else path)):
             # The socket binds to the namespace current at creation; ext_ack gets the
             # kernel's own explanation of failures.
-            return IPRoute(ext_ack=True)
+            return IPRoute(ext_ack=True, use_event_loop=loop)
 
 
 def delete_link(k: Netlink, path: str | None, name: str) -> None:
     """Delete a device by name; no error if it does not exist."""
     ipr = k.socket(path)
+    k.remember(path, name, None)
     with failing(f"cannot delete {name} in {k.label(path)}"):
         link = get_link(ipr, name)
         if link is not None:

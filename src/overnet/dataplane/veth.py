@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -20,6 +22,7 @@ from overnet.dataplane.plumbing import (
     Netlink,
     attr,
     delete_link,
+    echoed,
     ensure_addresses,
     failing,
     get_link,
@@ -46,18 +49,10 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
         check_mac(mac)
     ipr = k.socket(net_ns)
     with failing(what), k.transient(container_ns) as cipr:
-        br = get_link(ipr, bridge)
-        if br is None:
-            raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV)
-        # Optimistic: a fresh container is the common case, so try to create first and
-        # only inspect what exists when the kernel says a name is taken.
-        fresh = _add_veth(ipr, container_ns, host_ifname, ifname, mac, mtu, br["index"],
-                          quiet=True)
-        if not fresh:
-            _adopt_veth(ipr, cipr, container_ns, host_ifname, ifname, mac, mtu, br["index"],
-                        what)
+        pair = _Pair(ipr, cipr, container_ns, host_ifname, ifname, mac.lower(), mtu, what)
+        fresh, index = _with_bridge(k, net_ns, bridge, what, pair.plug)
         try:
-            _configure_container(cipr, ifname, addr, gateway, fresh)
+            _configure_container(cipr, index, addr, gateway, fresh)
         except BaseException:
             if fresh:  # do not leave a half-configured pair behind
                 try:
@@ -74,9 +69,26 @@ def detach(k: Netlink, net_ns: str | None, host_ifname: str) -> None:
     delete_link(k, net_ns, host_ifname)
 
 
-def _configure_container(cipr: IPRoute, ifname: str, addr: ipaddress.IPv4Interface,
+def _with_bridge(k: Netlink, path: str | None, bridge: str, what: str,
+                 plug: Callable[[int], tuple[bool, int]]) -> tuple[bool, int]:
+    """Run `plug(bridge ifindex)`; if it fails with a remembered index, look the bridge up
+    again once (it may have been recreated behind our back)."""
+    master = k.index(path, bridge)
+    if master is None:
+        raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV)
+    try:
+        return plug(master)
+    except NetlinkError:
+        again = k.index(path, bridge, refresh=True)
+        if again is None:
+            raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV) from None
+        if again == master:
+            raise
+        return plug(again)
+
+
+def _configure_container(cipr: IPRoute, index: int, addr: ipaddress.IPv4Interface,
                          gateway: str | None, fresh: bool) -> None:
-    index = cipr.link("get", ifname=ifname)[0]["index"]
     if fresh:  # nothing to compare with: skip the address dump
         cipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
     else:
@@ -87,45 +99,72 @@ def _configure_container(cipr: IPRoute, ifname: str, addr: ipaddress.IPv4Interfa
         cipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=index)
 
 
-def _add_veth(ipr: IPRoute, container_ns: str, host_ifname: str, ifname: str, mac: str,
-              mtu: int, master: int, quiet: bool = False) -> bool:
-    """Create the pair with its peer born inside the container (no move, no rename).
+@dataclass
+class _Pair:
+    """The veth pair one attach call wants: host end in `ipr`'s namespace, `ifname` in the
+    container (`cipr`)."""
 
-    Returns False instead of raising when `quiet` and a name is already taken.
-    """
-    try:
-        with ns_fd(container_ns) as fd:
-            ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, master=master,
-                     state="up", peer={"ifname": ifname, "net_ns_fd": fd, "address": mac,
-                                       "mtu": mtu})
-    except NetlinkError as exc:
-        if quiet and exc.code == errno.EEXIST:
-            return False
-        raise
-    return True
+    ipr: IPRoute
+    cipr: IPRoute
+    container_ns: str
+    host_ifname: str
+    ifname: str
+    mac: str
+    mtu: int
+    what: str  # the attach call, for error messages
+
+    def plug(self, master: int) -> tuple[bool, int]:
+        """Create the pair, or converge the existing one. Returns (created, container ifindex).
+
+        Optimistic: a fresh container is the common case, so create first and only inspect
+        what exists when the kernel says a name is taken.
+        """
+        index = self.create(master, quiet=True)
+        if index is not None:
+            return True, index
+        return self.adopt(master)
+
+    def create(self, master: int, quiet: bool = False) -> int | None:
+        """Create the pair with its peer born inside the container (no move, no rename) and
+        return the container end's ifindex; None instead of EEXIST when `quiet`."""
+        try:
+            with ns_fd(self.container_ns) as fd, echoed(self.ipr):
+                reply = self.ipr.link(
+                    "add", ifname=self.host_ifname, kind="veth", mtu=self.mtu, master=master,
+                    state="up", peer={"ifname": self.ifname, "net_ns_fd": fd,
+                                      "address": self.mac, "mtu": self.mtu})
+        except NetlinkError as exc:
+            if quiet and exc.code == errno.EEXIST:
+                return None
+            raise
+        # The echoed host end names its peer (IFLA_LINK); kernels before 6.3 echo nothing.
+        peer = next((m.get("link") for m in reply or () if m.get("ifname") == self.host_ifname),
+                    None)
+        return int(peer) if peer else int(self.cipr.link("get", ifname=self.ifname)[0]["index"])
+
+    def adopt(self, master: int) -> tuple[bool, int]:
+        """Converge an existing pair, or replace a stale host end, or refuse a name clash."""
+        host = get_link(self.ipr, self.host_ifname)
+        peer = get_link(self.cipr, self.ifname)
+        if host is not None and not _paired(host, peer):
+            # A leftover host end whose partner is not this container's device: start over.
+            self.ipr.link("del", index=host["index"])
+            host = None
+        if host is None:
+            if peer is not None:
+                raise DataplaneError(f"{self.what}: the container already has a device named "
+                                     f"{self.ifname}", errno.EEXIST)
+            index = self.create(master)
+            assert index is not None
+            return True, index
+        assert peer is not None  # _paired
+        self.ipr.link("set", index=host["index"], master=master, mtu=self.mtu, state="up")
+        if peer.get("address") != self.mac or peer.get("mtu") != self.mtu:
+            self.cipr.link("set", index=peer["index"], address=self.mac, mtu=self.mtu)
+        return False, int(peer["index"])
 
 
 def _paired(host: Any, peer: Any | None) -> bool:
     """True if two veth ends point at each other (IFLA_LINK is the peer's ifindex)."""
     return (peer is not None and attr(peer, "linkinfo", "kind") == "veth"
             and host.get("link") == peer["index"] and peer.get("link") == host["index"])
-
-
-def _adopt_veth(ipr: IPRoute, cipr: IPRoute, container_ns: str, host_ifname: str,
-                ifname: str, mac: str, mtu: int, master: int, what: str) -> None:
-    """Converge an existing pair, or replace a stale host end, or refuse a name clash."""
-    host = get_link(ipr, host_ifname)
-    peer = get_link(cipr, ifname)
-    if host is not None and not _paired(host, peer):
-        # A leftover host end whose partner is not this container's device: start over.
-        ipr.link("del", index=host["index"])
-        host = None
-    if host is None:
-        if peer is not None:
-            raise DataplaneError(f"{what}: the container already has a device named "
-                                 f"{ifname}", errno.EEXIST)
-        _add_veth(ipr, container_ns, host_ifname, ifname, mac, mtu, master)
-        return
-    ipr.link("set", index=host["index"], master=master, mtu=mtu, state="up")
-    if peer is not None and (peer.get("address") != mac.lower() or peer.get("mtu") != mtu):
-        cipr.link("set", index=peer["index"], address=mac, mtu=mtu)
