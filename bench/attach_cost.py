@@ -68,11 +68,14 @@ def round_(n: int, rnd: int) -> None:
             attach_ms = _timed(n, attach)
             reattach_ms = _timed(n, attach)
             detach_ms = _timed(n, lambda i: k.detach(net, f"vb{i:06x}"))
-            with _Counter() as c:
-                attach(n)
+            counts = []
+            for step in (attach, attach, lambda i: k.detach(net, f"vb{i:06x}")):
+                with _Counter() as c:
+                    step(n)
+                counts.append(c.count)
             print(f"round {rnd}: attach {attach_ms:.2f} ms, re-attach {reattach_ms:.2f} ms, "
-                  f"detach {detach_ms:.2f} ms (avg over {n}); {c.count} netlink requests "
-                  "per fresh attach", flush=True)
+                  f"detach {detach_ms:.2f} ms (avg over {n}); netlink requests: attach "
+                  f"{counts[0]}, re-attach {counts[1]}, detach {counts[2]}", flush=True)
     finally:
         destroy_lab(lab)
 

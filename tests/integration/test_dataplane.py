@@ -296,6 +296,22 @@ def test_restart_adopts_state(lab: Lab, kernels: list[Kernel]) -> None:
     assert ping(c1, ip2)
 
 
+def test_reattach_repairs_drift(lab: Lab, kernels: list[Kernel]) -> None:
+    (c1, net1, ip1, mac1), (_c2, _net2, ip2, _mac2) = setup_overlay(lab, kernels)
+    k = kernels[0]
+    # Someone unplugs the host end, downs both ends and strips the container's address.
+    in_ns(net1, "ip", "link", "set", "veth1000002", "nomaster", "down")
+    in_ns(c1, "ip", "link", "set", "eth0", "down", "mtu", "1300")
+    in_ns(c1, "ip", "addr", "flush", "dev", "eth0")
+    k.attach(net1, c1, "veth1000002", f"{ip1}/16", mac1, MTU)
+    host_end = in_ns(net1, "ip", "-o", "link", "show", "veth1000002").stdout
+    assert "master br0" in host_end and ",UP" in host_end and f"mtu {MTU} " in host_end
+    eth0 = in_ns(c1, "ip", "-o", "link", "show", "eth0").stdout
+    assert ",UP" in eth0 and f"mtu {MTU} " in eth0
+    assert f"inet {ip1}/16" in in_ns(c1, "ip", "-o", "-4", "addr", "show", "eth0").stdout
+    assert ping(c1, ip2)
+
+
 def test_detach(lab: Lab, kernels: list[Kernel]) -> None:
     (c1, net1, *_), _ = setup_overlay(lab, kernels)
     k = kernels[0]

@@ -11,9 +11,7 @@ from socket import AF_INET
 from typing import Any
 
 from overnet.dataplane.model import DataplaneError, LinkInfo, check_ifname
-from overnet.dataplane.plumbing import Netlink, attr, failing, get_link, ipv4_addresses
-
-_IFF_UP = 1
+from overnet.dataplane.plumbing import IFF_UP, Netlink, attr, failing, get_link, ipv4_addresses
 
 
 def underlay_mtu(k: Netlink, address: str) -> int:
@@ -59,7 +57,7 @@ def _info(link: Any, addrs: dict[int, set[tuple[str, int]]], names: dict[int, st
     master = link.get("master")
     return LinkInfo(
         name=link.get("ifname"), index=index, kind=kind, mtu=int(link.get("mtu")),
-        mac=(link.get("address") or "").lower(), up=bool(link["flags"] & _IFF_UP),
+        mac=(link.get("address") or "").lower(), up=bool(link["flags"] & IFF_UP),
         master=names.get(master) if master else None,
         addresses=sorted(f"{a}/{p}" for a, p in addrs.get(index, set())),
         # IFLA_LINK of a veth is its peer's ifindex, in the peer's namespace.

@@ -27,6 +27,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from overnet.dataplane import netns
 from overnet.dataplane.model import DataplaneError
 
+IFF_UP = 1  # ifinfomsg flag: administratively up
+
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, NetlinkError):
@@ -273,10 +275,9 @@ class Netlink:
 
 
 def delete_link(k: Netlink, path: str | None, name: str) -> None:
-    """Delete a device by name; no error if it does not exist."""
+    """Delete a device by name; no error if it does not exist (or went with its peer)."""
     ipr = k.socket(path)
     k.remember(path, name, None)
     with failing(f"cannot delete {name} in {k.label(path)}"):
-        link = get_link(ipr, name)
-        if link is not None:
-            ignore_missing(ipr.link, "del", index=link["index"])  # ENODEV: went with its peer
+        # RTM_DELLINK takes the name itself (IFLA_IFNAME): no 'get' first.
+        ignore_missing(ipr.link, "del", ifname=name)

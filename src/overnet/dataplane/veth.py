@@ -19,6 +19,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from overnet.dataplane import netns
 from overnet.dataplane.model import BRIDGE, LOOPBACK_INDEX, DataplaneError, check_ifname, check_mac
 from overnet.dataplane.plumbing import (
+    IFF_UP as _IFF_UP,
+)
+from overnet.dataplane.plumbing import (
     Netlink,
     attr,
     delete_link,
@@ -91,9 +94,9 @@ def _configure_container(cipr: IPRoute, index: int, addr: ipaddress.IPv4Interfac
                          gateway: str | None, fresh: bool) -> None:
     if fresh:  # nothing to compare with: skip the address dump
         cipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-    else:
+        cipr.link("set", index=index, state="up")  # a veth peer is born down
+    else:  # adopt() brought an existing end up
         ensure_addresses(cipr, index, addr)
-    cipr.link("set", index=index, state="up")
     cipr.link("set", index=LOOPBACK_INDEX, state="up")
     if gateway is not None:
         cipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=index)
@@ -158,10 +161,19 @@ class _Pair:
             assert index is not None
             return True, index
         assert peer is not None  # _paired
-        self.ipr.link("set", index=host["index"], master=master, mtu=self.mtu, state="up")
-        if peer.get("address") != self.mac or peer.get("mtu") != self.mtu:
-            self.cipr.link("set", index=peer["index"], address=self.mac, mtu=self.mtu)
+        # Only what differs is set: a repeated attach is mostly reads.
+        if not _has(host, master, self.mtu):
+            self.ipr.link("set", index=host["index"], master=master, mtu=self.mtu, state="up")
+        if not _has(peer, None, self.mtu) or peer.get("address") != self.mac:
+            self.cipr.link("set", index=peer["index"], address=self.mac, mtu=self.mtu,
+                           state="up")
         return False, int(peer["index"])
+
+
+def _has(link: Any, master: int | None, mtu: int) -> bool:
+    """True if a link is up, with that MTU (and that master, if given)."""
+    return (bool(link["flags"] & _IFF_UP) and link.get("mtu") == mtu
+            and (master is None or link.get("master") == master))
 
 
 def _paired(host: Any, peer: Any | None) -> bool:
