@@ -22,6 +22,8 @@ from overnet.dataplane import netns, routes
 from overnet.dataplane.kernel import Kernel
 from overnet.dataplane.model import (
     BRIDGE,
+    VXLAN,
+    VXLAN_OVERHEAD,
     VXLAN_PORT,
     DataplaneError,
     GwRoute,
@@ -31,8 +33,8 @@ from overnet.dataplane.model import (
 from overnet.dataplane.plumbing import failing
 from overnet.dataplane.worker import KernelThread
 
-__all__ = ["Dataplane", "DataplaneError", "GwRoute", "LinkInfo", "NetlinkDataplane",
-           "Peer", "VxlanPeer"]
+__all__ = ["BRIDGE", "VXLAN", "VXLAN_OVERHEAD", "VXLAN_PORT", "Dataplane", "DataplaneError",
+           "GwRoute", "LinkInfo", "NetlinkDataplane", "Peer", "VxlanPeer"]
 
 T = TypeVar("T")
 Peer = tuple[str, str, str]  # (mac, ip, vtep_ip) of a remote endpoint of an overlay network
