@@ -47,6 +47,7 @@ class DnsServer:
         self._timeout = timeout
         self.stats: dict[str, int] = dict.fromkeys(RESULTS, 0)
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_closed: asyncio.Future[None] | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: tuple[str, int] | None = None  # where it listens, once started
@@ -59,9 +60,9 @@ class DnsServer:
         udp, tcp = await _in_fresh_thread(lambda: _bind_sockets(address, port, netns_path))
         try:
             loop = asyncio.get_running_loop()
-            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self),
-                                                               sock=udp)
-            self._udp = transport  # type: ignore[assignment]
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=udp)
+            self._udp, self._udp_closed = transport, protocol.closed  # type: ignore[assignment]
             self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp)
         except BaseException:
             udp.close()
@@ -75,6 +76,9 @@ class DnsServer:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+        if self._udp_closed is not None:
+            await self._udp_closed  # the transport closes its socket on the next loop turn
+            self._udp_closed = None
         server, self._tcp = self._tcp, None
         if server is not None:
             server.close()
@@ -190,6 +194,11 @@ class DnsServer:
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self._server = server
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
