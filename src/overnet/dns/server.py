@@ -214,23 +214,30 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 def _bind_sockets(address: str, port: int, netns_path: str | None
                   ) -> tuple[socket.socket, socket.socket]:
     """A bound UDP socket and a listening TCP socket on the same port, made in `netns_path`."""
-    with netns.entered(netns_path) if netns_path else contextlib.nullcontext():
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            udp.bind((address, port))
-            tcp.bind((address, udp.getsockname()[1]))  # port 0: TCP takes the port UDP got
-            tcp.listen(128)
-            udp.setblocking(False)
-            tcp.setblocking(False)
-        except OSError as exc:
-            udp.close()
-            tcp.close()
-            where = netns_path or "the agent's namespace"
-            raise OSError(exc.errno, f"cannot listen for DNS on {address} port {port} in "
-                                     f"{where}: {exc.strerror}") from exc
+    try:
+        with netns.entered(netns_path) if netns_path else contextlib.nullcontext():
+            return _bind(address, port)
+    except OSError as exc:
+        where = netns_path or "the agent's namespace"
+        raise OSError(exc.errno, f"cannot listen for DNS on {address} port {port} in {where}: "
+                                 f"{exc.strerror or exc}") from exc
+
+
+def _bind(address: str, port: int) -> tuple[socket.socket, socket.socket]:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind((address, port))
+        tcp.bind((address, udp.getsockname()[1]))  # port 0: TCP takes the port UDP got
+        tcp.listen(128)
+        udp.setblocking(False)
+        tcp.setblocking(False)
+    except BaseException:
+        udp.close()
+        tcp.close()
+        raise
     return udp, tcp
 
 
