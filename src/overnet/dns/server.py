@@ -131,6 +131,10 @@ class DnsServer:
                 log.debug("upstream %s:%d failed for %s: %r", host, port,
                           query.question[0].name, exc)
                 continue
+            except Exception:  # a surprise from the library must not lose the client's answer
+                self.stats["errors"] += 1
+                log.exception("forwarding %s to %s:%d failed", query.question[0].name, host, port)
+                continue
             self.stats["forwarded"] += 1
             return response
         self.stats["servfail"] += 1
