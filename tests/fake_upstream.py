@@ -34,11 +34,23 @@ class FakeUpstream:
 
     async def start(self) -> FakeUpstream:
         loop = asyncio.get_running_loop()
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
+        for _ in range(16):  # the UDP port the kernel picked may be taken for TCP: pick again
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind(("127.0.0.1", 0))
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+                break
+            except OSError:
+                udp.close()
+                tcp.close()
+        else:
+            raise OSError("no port free for both UDP and TCP on 127.0.0.1")
         self.port = udp.getsockname()[1]
         self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
-        self._tcp = await asyncio.start_server(self._serve_tcp, "127.0.0.1", self.port)
+        tcp.listen(16)
+        self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp)
         return self
 
     async def stop(self) -> None:

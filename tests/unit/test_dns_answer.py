@@ -187,3 +187,22 @@ def test_random_bytes_never_raise() -> None:
             decided = local_answer(TABLE, query)
             if decided is not None:
                 encode(decided[1])
+
+
+def test_reply_cache_keys_on_the_query_after_its_id_and_on_the_table() -> None:
+    from overnet.dns.cache import ReplyCache
+
+    cache = ReplyCache(size=2)
+    other = NameTable.build("foobar", "overnet", [])
+    q1 = b"\x00\x01" + b"question-one"
+    assert cache.get(TABLE, q1, 0) is None
+    cache.put(TABLE, q1, 0, "answered", b"\x00\x01" + b"reply-one")
+    assert cache.get(TABLE, b"\x12\x34question-one", 0) == ("answered", b"\x12\x34reply-one")
+    assert cache.get(TABLE, q1, 65535) is None  # another size limit, another reply
+    cache.put(other, b"\x00\x02q", 0, "answered", b"\x00\x02r")  # made for a stale table
+    assert len(cache) == 1
+    cache.put(TABLE, b"\x00\x02q2", 0, "nxdomain", b"\x00\x02r2")
+    cache.put(TABLE, b"\x00\x03q3", 0, "nxdomain", b"\x00\x03r3")  # full: starts over
+    assert len(cache) == 1
+    assert cache.get(other, b"\x00\x03q3", 0) is None  # a new table empties it
+    assert len(cache) == 0

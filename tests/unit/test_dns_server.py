@@ -24,6 +24,13 @@ def make_table(*extra: Entry) -> NameTable:
     return NameTable.build("foobar", "overnet", entries, subnet="10.0.0.0/16")
 
 
+TABLE = make_table()
+
+
+def table() -> NameTable:
+    return TABLE  # as the agent does: a table built in advance, handed out per query
+
+
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
     fake = await FakeUpstream({"example.test.": ["192.0.2.10"],
@@ -34,7 +41,7 @@ async def upstream() -> AsyncIterator[FakeUpstream]:
 
 @pytest.fixture
 async def server(upstream: FakeUpstream) -> AsyncIterator[DnsServer]:
-    srv = DnsServer(make_table, [upstream.address], timeout=1.0)
+    srv = DnsServer(table, [upstream.address], timeout=1.0)
     await srv.start("127.0.0.1", 0)
     yield srv
     await srv.stop()
@@ -75,12 +82,30 @@ async def test_forwards_other_names(server: DnsServer, upstream: FakeUpstream) -
     assert upstream.received == 3 and server.stats["forwarded"] == 3
 
 
+async def test_repeated_queries_answered_from_the_cache_under_their_own_id(
+        server: DnsServer) -> None:
+    host, port = server.address
+    replies = []
+    for qid in (1111, 2222):  # same bytes but for the ID
+        query = dns.message.make_query("web.foobar.overnet", "A", id=qid)
+        replies.append(await dns.asyncquery.udp(query, host, timeout=5.0, port=port))
+    assert [r.id for r in replies] == [1111, 2222]
+    assert ips(replies[0]) == ips(replies[1]) == ["10.0.0.2"]
+    assert len(server._cache) == 1 and server.stats["answered"] == 2
+    assert (await udp(server, "nope.overnet")).rcode() == dns.rcode.NXDOMAIN
+    assert (await udp(server, "nope.overnet")).rcode() == dns.rcode.NXDOMAIN
+    assert server.stats["nxdomain"] == 2
+    assert ips(await tcp(server, "web.foobar.overnet")) == ["10.0.0.2"]  # its own entry
+    assert len(server._cache) == 3
+
+
 async def test_table_provider_is_asked_per_query(upstream: FakeUpstream) -> None:
     current = [make_table()]
     srv = DnsServer(lambda: current[0], [upstream.address])
     await srv.start("127.0.0.1", 0)
     try:
-        assert (await udp(srv, "late.foobar.overnet")).rcode() == dns.rcode.NXDOMAIN
+        for _ in range(2):  # the second answer comes from the cache
+            assert (await udp(srv, "late.foobar.overnet")).rcode() == dns.rcode.NXDOMAIN
         current[0] = make_table(Entry("late", "10.0.0.77"))
         assert ips(await udp(srv, "late.foobar.overnet")) == ["10.0.0.77"]
     finally:
@@ -107,7 +132,7 @@ async def test_large_forwarded_answer(server: DnsServer) -> None:
 
 async def test_dead_upstream_gives_servfail_within_the_timeout() -> None:
     dead = await FakeUpstream({}, silent=True).start()
-    srv = DnsServer(make_table, [dead.address], timeout=0.5)
+    srv = DnsServer(table, [dead.address], timeout=0.5)
     await srv.start("127.0.0.1", 0)
     try:
         # The client waits 10 times the resolver's timeout: SERVFAIL must come first.
@@ -122,7 +147,7 @@ async def test_dead_upstream_gives_servfail_within_the_timeout() -> None:
 
 async def test_next_upstream_tried_when_the_first_is_dead(upstream: FakeUpstream) -> None:
     dead = await FakeUpstream({}, silent=True).start()
-    srv = DnsServer(make_table, [dead.address, upstream.address], timeout=2.0)
+    srv = DnsServer(table, [dead.address, upstream.address], timeout=2.0)
     await srv.start("127.0.0.1", 0)
     try:
         assert ips(await udp(srv, "example.test")) == ["192.0.2.10"]
@@ -133,7 +158,7 @@ async def test_next_upstream_tried_when_the_first_is_dead(upstream: FakeUpstream
 
 
 async def test_no_upstreams_gives_servfail_for_foreign_names() -> None:
-    srv = DnsServer(make_table, [])
+    srv = DnsServer(table, [])
     await srv.start("127.0.0.1", 0)
     try:
         assert (await udp(srv, "example.test")).rcode() == dns.rcode.SERVFAIL
@@ -213,7 +238,7 @@ async def test_stop_releases_the_port_and_is_idempotent(server: DnsServer) -> No
     address = server.address
     await server.stop()
     await server.stop()
-    again = DnsServer(make_table, [])
+    again = DnsServer(table, [])
     await again.start(*address)  # same UDP and TCP port: nothing kept them
     try:
         assert ips(await tcp(again, "web")) == ["10.0.0.2"]
@@ -231,10 +256,10 @@ async def test_stop_ends_open_tcp_connections(server: DnsServer) -> None:
 
 async def test_bad_arguments_name_the_value() -> None:
     with pytest.raises(ValueError, match="nonsense"):
-        DnsServer(make_table, ["nonsense"])
+        DnsServer(table, ["nonsense"])
     with pytest.raises(ValueError, match="timeout"):
-        DnsServer(make_table, [], timeout=0)
-    srv = DnsServer(make_table, [])
+        DnsServer(table, [], timeout=0)
+    srv = DnsServer(table, [])
     with pytest.raises(OSError, match="192.0.2.1 port 0"):
         await srv.start("192.0.2.1", 0)  # not an address of this host
     await srv.start("127.0.0.1", 0)

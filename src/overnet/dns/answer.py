@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 import dns.exception
@@ -13,6 +14,7 @@ import dns.message
 import dns.name
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.reversename
@@ -72,10 +74,9 @@ def _forward_answer(table: NameTable, query: dns.message.Message
     for rdtype, family in ((dns.rdatatype.A, 4), (dns.rdatatype.AAAA, 6)):
         if question.rdtype not in (rdtype, dns.rdatatype.ANY):
             continue
-        matching = [ip for ip in ips if ipaddress.ip_address(ip).version == family]
+        matching = [_rdata(rdtype, ip) for ip in ips if _version(ip) == family]
         if matching:
-            response.answer.append(dns.rrset.from_text_list(
-                question.name, TTL, dns.rdataclass.IN, rdtype, matching))
+            response.answer.append(dns.rrset.from_rdata_list(question.name, TTL, matching))
     return "answered", response
 
 
@@ -93,9 +94,21 @@ def _reverse_answer(table: NameTable, query: dns.message.Message
         return None
     response = _response(query)
     if question.rdtype in (dns.rdatatype.PTR, dns.rdatatype.ANY):
-        response.answer.append(dns.rrset.from_text_list(
-            question.name, TTL, dns.rdataclass.IN, dns.rdatatype.PTR, [canonical + "."]))
+        response.answer.append(dns.rrset.from_rdata_list(
+            question.name, TTL, [_rdata(dns.rdatatype.PTR, canonical + ".")]))
     return "answered", response
+
+
+# Parsing record text is most of the cost of an answer; rdata are immutable, so each address
+# and name is parsed once (the cache holds far more than one network's names).
+@functools.lru_cache(maxsize=16384)
+def _rdata(rdtype: dns.rdatatype.RdataType, text: str) -> dns.rdata.Rdata:
+    return dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
+
+
+@functools.lru_cache(maxsize=16384)
+def _version(ip: str) -> int:
+    return ipaddress.ip_address(ip).version
 
 
 def _response(query: dns.message.Message, rcode: dns.rcode.Rcode = dns.rcode.NOERROR

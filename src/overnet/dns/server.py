@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import threading
@@ -23,6 +24,7 @@ import dns.rcode
 
 from overnet.dataplane import netns
 from overnet.dns.answer import encode, error_response, local_answer, parse_query, udp_limit
+from overnet.dns.cache import ReplyCache
 from overnet.dns.resolvconf import parse_upstream
 from overnet.dns.table import NameTable
 
@@ -46,6 +48,7 @@ class DnsServer:
         self._upstreams = [parse_upstream(u) for u in upstreams]
         self._timeout = timeout
         self.stats: dict[str, int] = dict.fromkeys(RESULTS, 0)
+        self._cache = ReplyCache()
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_closed: asyncio.Future[None] | None = None
         self._tcp: asyncio.Server | None = None
@@ -99,20 +102,40 @@ class DnsServer:
             self.stats["malformed"] += 1
         return query
 
-    def _answer_now(self, query: dns.message.Message, max_size: int) -> bytes | None:
-        """The reply when the table decides the query; None when it must be forwarded."""
+    def _answer_now(self, wire: bytes, udp: bool
+                    ) -> tuple[bytes | None, dns.message.Message | None]:
+        """(reply, None) when the table decides the query, (None, query) when the query must be
+        forwarded, (None, None) when it is dropped (malformed)."""
         try:
-            decided = local_answer(self._table_provider(), query)
+            table = self._table_provider()
         except Exception:
-            log.exception("DNS table lookup failed for %s", query.question[0].name)
+            log.exception("DNS table provider failed")
             self.stats["errors"] += 1
-            self.stats["servfail"] += 1
-            return encode(error_response(query, dns.rcode.SERVFAIL), max_size)
+            return self._servfail(wire, udp), None
+        max_size = 0 if udp else 65535  # 0: not yet known, the query's EDNS decides
+        hit = self._cache.get(table, wire, max_size)
+        if hit is not None:
+            self.stats[hit[0]] += 1
+            return hit[1], None
+        query = self._parse(wire)
+        if query is None:
+            return None, None
+        decided = local_answer(table, query)
         if decided is None:
-            return None
+            return None, query
         result, response = decided
         self.stats[result] += 1
-        return encode(response, max_size)
+        reply = encode(response, udp_limit(query) if udp else 65535)
+        self._cache.put(table, wire, max_size, result, reply)
+        return reply, None
+
+    def _servfail(self, wire: bytes, udp: bool) -> bytes | None:
+        query = self._parse(wire)
+        if query is None:
+            return None
+        self.stats["servfail"] += 1
+        return encode(error_response(query, dns.rcode.SERVFAIL),
+                      udp_limit(query) if udp else 65535)
 
     async def _forward(self, query: dns.message.Message) -> dns.message.Message:
         """The first upstream answer within the timeout (shared out among the upstreams still
@@ -153,12 +176,13 @@ class DnsServer:
     # -- transports --------------------------------------------------------------------
 
     def _datagram(self, data: bytes, client: tuple[str, int]) -> None:
-        query = self._parse(data)
-        if query is None or self._udp is None:
+        if self._udp is None:
             return
-        reply = self._answer_now(query, udp_limit(query))
+        reply, query = self._answer_now(data, udp=True)
         if reply is not None:
             self._udp.sendto(reply, client)
+        elif query is None:
+            return  # dropped
         elif len(self._tasks) >= MAX_INFLIGHT:
             self.stats["dropped"] += 1  # the client retries; better than unbounded tasks
         else:
@@ -174,11 +198,10 @@ class DnsServer:
                 header = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
                 wire = await asyncio.wait_for(
                     reader.readexactly(int.from_bytes(header, "big")), TCP_IDLE_TIMEOUT)
-                query = self._parse(wire)
-                if query is None:
-                    break  # a stream that carried garbage is not trusted further
-                reply = self._answer_now(query, 65535)
+                reply, query = self._answer_now(wire, udp=False)
                 if reply is None:
+                    if query is None:
+                        break  # a stream that carried garbage is not trusted further
                     reply = encode(await self._forward(query))
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await writer.drain()
@@ -228,6 +251,17 @@ def _bind_sockets(address: str, port: int, netns_path: str | None
 
 
 def _bind(address: str, port: int) -> tuple[socket.socket, socket.socket]:
+    # With port 0 the kernel picks a free UDP port that may be taken for TCP: pick again.
+    for _ in range(16 if port == 0 else 1):
+        try:
+            return _bind_pair(address, port)
+        except OSError as exc:
+            if port != 0 or exc.errno != errno.EADDRINUSE:
+                raise
+    return _bind_pair(address, port)
+
+
+def _bind_pair(address: str, port: int) -> tuple[socket.socket, socket.socket]:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     udp = socket.socket(family, socket.SOCK_DGRAM)
     tcp = socket.socket(family, socket.SOCK_STREAM)
