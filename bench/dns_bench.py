@@ -83,11 +83,13 @@ def _read(sock: socket.socket, size: int) -> bytes:
 
 async def rate(server: str, port: int, qname: str, total: int, concurrency: int,
                budget: float = 20.0) -> tuple[float, int]:
-    """(queries answered per second, queries lost) with `concurrency` UDP queries in flight."""
+    """(queries answered per second, queries lost) with `concurrency` UDP queries in flight.
+
+    A query unanswered for half a second counts as lost and its window slot is refilled, so
+    one lost datagram does not stall the measurement."""
     loop = asyncio.get_running_loop()
     wires = [query_wire(qname, i) for i in range(256)]
-    done: asyncio.Future[None] = loop.create_future()
-    counts = {"sent": 0, "received": 0}
+    counts = {"sent": 0, "received": 0, "lost": 0}
     last = [time.perf_counter()]
 
     class Client(asyncio.DatagramProtocol):
@@ -96,8 +98,6 @@ async def rate(server: str, port: int, qname: str, total: int, concurrency: int,
             last[0] = time.perf_counter()
             if counts["sent"] < total:
                 send()
-            elif counts["received"] >= total and not done.done():
-                done.set_result(None)
 
     transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(server, port))
 
@@ -108,12 +108,17 @@ async def rate(server: str, port: int, qname: str, total: int, concurrency: int,
     start = time.perf_counter()
     for _ in range(min(concurrency, total)):
         send()
-    try:
-        await asyncio.wait_for(done, budget)  # a lost datagram only narrows the window
-    except TimeoutError:
-        pass
+    seen = -1
+    while counts["received"] + counts["lost"] < total and time.perf_counter() - start < budget:
+        await asyncio.sleep(0.5)
+        if counts["received"] == seen:  # no answer for half a second: the window is lost
+            inflight = counts["sent"] - counts["received"] - counts["lost"]
+            counts["lost"] += inflight
+            for _ in range(min(inflight, total - counts["sent"])):
+                send()
+        seen = counts["received"]
     transport.close()
-    return counts["received"] / (last[0] - start), counts["sent"] - counts["received"]
+    return counts["received"] / (last[0] - start), counts["lost"]
 
 
 def client_main(args: argparse.Namespace) -> None:

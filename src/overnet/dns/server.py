@@ -164,9 +164,13 @@ class DnsServer:
         return error_response(query, dns.rcode.SERVFAIL)
 
     async def _forward_udp(self, query: dns.message.Message, client: tuple[str, int]) -> None:
-        response = await self._forward(query)
-        if self._udp is not None:
-            self._udp.sendto(encode(response, udp_limit(query)), client)
+        try:
+            response = await self._forward(query)
+            if self._udp is not None:
+                self._udp.sendto(encode(response, udp_limit(query)), client)
+        except Exception:  # nobody awaits this task: say what went wrong here
+            self.stats["errors"] += 1
+            log.exception("answering %s forwarded for %s failed", query.question[0].name, client)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -267,6 +271,8 @@ def _bind_pair(address: str, port: int) -> tuple[socket.socket, socket.socket]:
     tcp = socket.socket(family, socket.SOCK_STREAM)
     try:
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Room for a burst while the loop is busy (the kernel caps it at net.core.rmem_max).
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         udp.bind((address, port))
         tcp.bind((address, udp.getsockname()[1]))  # port 0: TCP takes the port UDP got
         tcp.listen(128)
