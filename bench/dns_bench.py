@@ -172,8 +172,8 @@ async def measure(ns: str, args: argparse.Namespace) -> None:
                             subnet="10.77.0.0/16")
     upstream_table = NameTable.build("up", "test", [Entry("example", "192.0.2.10")])
     upstream = DnsServer(lambda: upstream_table, [])
-    await upstream.start("127.0.0.1", 0)
-    server = DnsServer(lambda: table, [f"127.0.0.1:{upstream.address[1]}"])
+    _, upstream_port = await upstream.start("127.0.0.1", 0)
+    server = DnsServer(lambda: table, [f"127.0.0.1:{upstream_port}"])
     await server.start(GATEWAY, 53, netns_path=ns)
     try:
         print(f"{'scenario':<16} {'p50 us':>8} {'p99 us':>8} {'answered':>9} {'qps':>8} "

@@ -22,7 +22,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from overnet.dataplane import netns
-from overnet.dns import DnsServer, Entry, NameTable, resolv_conf
+from overnet.dns import DnsServer, Entry, NameTable, Resolvers, ResolverSpec, resolv_conf
 from tests.fake_upstream import FakeUpstream
 
 T = TypeVar("T")
@@ -236,6 +236,28 @@ async def test_one_loop_serves_two_networks_on_the_same_address(two_nets: list[s
     finally:
         for srv in servers:
             await srv.stop()
+
+
+async def test_resolvers_sync_every_network_of_the_host(two_nets: list[str]) -> None:
+    red, blue = two_nets
+    resolvers = Resolvers([])
+    try:
+        errors = await resolvers.sync({
+            "red": ResolverSpec(GATEWAY, red, NameTable.build("red", "overnet", [
+                Entry("web", "10.77.0.2")])),
+            "blue": ResolverSpec(GATEWAY, blue, NameTable.build("blue", "overnet", [
+                Entry("web", "10.77.0.3")])),
+        })
+        assert errors == {}
+        assert ips(await query(red, "web.red")) == ["10.77.0.2"]
+        assert ips(await query(blue, "web.blue", tcp=True)) == ["10.77.0.3"]
+        await resolvers.sync({"red": ResolverSpec(GATEWAY, red, NameTable.build(
+            "red", "overnet", [Entry("web", "10.77.0.4")]))})
+        assert ips(await query(red, "web.red")) == ["10.77.0.4"]
+        assert f"{GATEWAY}:53" not in await listening(blue)
+    finally:
+        await resolvers.close()
+    assert f"{GATEWAY}:53" not in await listening(red)
 
 
 async def test_start_failures_name_address_and_namespace(net_ns: str, workdir: str) -> None:

@@ -61,3 +61,12 @@ def _port(value: str, text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"bad port in upstream resolver {value!r}")
     return int(text)
+
+
+def host_upstreams(path: str = "/etc/resolv.conf") -> list[str]:
+    """The upstream resolvers of the host's resolv.conf (none if the file is missing)."""
+    try:
+        with open(path) as f:
+            return upstreams_from_resolv_conf(f.read())
+    except FileNotFoundError:
+        return []

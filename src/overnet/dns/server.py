@@ -55,9 +55,11 @@ class DnsServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.address: tuple[str, int] | None = None  # where it listens, once started
 
-    async def start(self, address: str, port: int = 53, netns_path: str | None = None) -> None:
+    async def start(self, address: str, port: int = 53, netns_path: str | None = None
+                    ) -> tuple[str, int]:
         """Listen on `address`:`port` (UDP and TCP; port 0 picks one) inside the namespace at
-        `netns_path` (None: the caller's). Raises OSError naming address, port and namespace."""
+        `netns_path` (None: the caller's) and return (address, port). Raises OSError naming
+        address, port and namespace."""
         if self._udp is not None:
             raise RuntimeError(f"DNS server already listening on {self.address}")
         udp, tcp = await _in_fresh_thread(lambda: _bind_sockets(address, port, netns_path))
@@ -73,6 +75,7 @@ class DnsServer:
             await self.stop()
             raise
         self.address = (address, udp.getsockname()[1])
+        return self.address
 
     async def stop(self) -> None:
         """Close the sockets and end the queries in flight (idempotent)."""
