@@ -41,9 +41,9 @@ def on_error(request, e):
 
 
 @contextmanager
-def serving(path: str) -> Iterator[None]:
+def serving(path: str, routes: http.RouteTableDef | None = None) -> Iterator[None]:
     loop = asyncio.new_event_loop()
-    srv = http.Server(thing_routes(), on_error)
+    srv = http.Server(routes or thing_routes(), on_error)
     loop.run_until_complete(srv.start_unix(path))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
