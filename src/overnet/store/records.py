@@ -110,14 +110,14 @@ def _cidr(value: str, what: str) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(value)
     except ValueError:
-        raise BadRecord(f"{what}: bad CIDR {value!r}") from None
+        raise BadRecord(f"{what}: bad CIDR {shown(value)!r}") from None
 
 
 def _ip(value: str, what: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(value)
     except ValueError:
-        raise BadRecord(f"{what}: bad IPv4 address {value!r}") from None
+        raise BadRecord(f"{what}: bad IPv4 address {shown(value)!r}") from None
 
 
 def unicast(value: str, what: str) -> ipaddress.IPv4Address:
