@@ -38,7 +38,7 @@ class Cluster:
         dp = self.kernels.get(name) or FakeDataplane(underlay=f"{self.address(name)}/24")
         self.kernels[name] = dp
         config = AgentConfig(store="memory://", name=name, advertise=self.address(name),
-                             state_dir=str(self.tmp / name), resync_every=3600,
+                             state_dir=str(self.tmp / name), resync_every=3600, dns=False,
                              **{**self.cfg, **cfg})
         agent = Agent(config, store=MemoryStore(self.state), dataplane=dp,
                       host_networks=lambda: [ipaddress.IPv4Network("192.168.9.0/24")])

@@ -13,11 +13,12 @@ import os
 import secrets
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..discovery import hosts as hostsfile
 from ..drivers import HostInfo
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
+from ..fsutil import write_atomic
 from ..runtime import names, process
 from ..store.base import StoreError
 from ..store.records import NetworkRecord
@@ -49,6 +50,8 @@ class ContainerService:
         self.containers: dict[str, Container] = {}
         self.procs = ProcessWatcher(self._on_exit)
         self.hosts = HostsFiles(state)
+        # the containers' /etc/resolv.conf per network (None: the host's); set by the agent
+        self.resolv_conf: Callable[[NetworkRecord], str | None] = lambda net: None
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- lookups -------------------------------------------------------------------------
@@ -188,6 +191,10 @@ class ContainerService:
         c.hosts_file = spec.hosts_file
         content = self.render_hosts(c)
         process.prepare_files(spec, content)
+        net = self.networks.get(c.network)
+        resolv = self.resolv_conf(net) if net is not None else None
+        if resolv is not None:
+            write_atomic(spec.resolv_file, resolv)
         self.hosts.write_initial(c, content)
 
     async def refresh_network(self, net_id: str) -> None:

@@ -31,6 +31,7 @@ from ..store.records import HostRecord, decode
 from . import hostsubnet as hs
 from .config import AgentConfig
 from .containers import ContainerService
+from .dns import NetworkDns
 from .endpoints import EndpointService
 from .gc import GarbageCollector
 from .networks import BUILTIN, NAME_RE, NetworkService, builtin_networks
@@ -135,6 +136,9 @@ class Agent:
             hidden=[self.cfg.state_dir, os.path.dirname(self.cfg.socket)],
             start_expiry=self.cfg.start_expiry)
         self.gc = GarbageCollector(self.store, self.view, self.name, self.cfg.gc_grace)
+        self.dns = NetworkDns(self.view, self.networks) if self.cfg.dns else None
+        if self.dns is not None:
+            self.containers.resolv_conf = self.dns.resolv_conf
 
     def _make_drivers(self) -> dict[str, Driver]:
         opts = DriverOptions(vxlan_port=self.cfg.vxlan_port)
@@ -169,6 +173,8 @@ class Agent:
                     await part.stop()
                 except Exception as e:  # noqa: BLE001 - shutting down: report, go on
                     log.warning("stopping %s: %s", type(part).__name__, e)
+        if getattr(self, "dns", None) is not None:
+            await self.dns.close()
         if self.store is not None:
             await self.store.close()
         if self.dp is not None:
@@ -242,10 +248,15 @@ class Agent:
             return
         self._last_net[net_id] = net
         driver = self.networks.driver(net)
+        gone = self.networks.get(net_id) is None
+        active = bool(self.endpoints.on_network(net_id)) and not gone
+        if self.dns is not None and not active:
+            await self.dns.update(net, False)    # its sockets would hold the namespace
         if driver.publishes:
-            gone = self.networks.get(net_id) is None
             await driver.sync(net, set() if gone else self.endpoints.peers(net),
                               active=bool(self.endpoints.on_network(net_id)), verify=verify)
+        if self.dns is not None and active:
+            await self.dns.update(net, True)
         await self.containers.refresh_network(net_id)
 
     def _classify(self, ev) -> str | None:

@@ -103,6 +103,8 @@ def cli(host: str | None) -> None:
               type=click.FloatRange(min=1),
               help="Seconds a created container may wait for its process before it is "
                    "removed.")
+@click.option("--dns/--no-dns", default=True, show_default=True,
+              help="Serve each network's names on its gateway address (port 53).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:
