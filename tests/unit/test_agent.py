@@ -301,16 +301,21 @@ async def test_gc_after_grace_and_not_before(cluster):
     await cluster.synced()
     now = [100.0]
     h1.gc.clock = lambda: now[0]
-    h1.gc.grace = 60
+    h1.gc.grace, h1.gc.block_grace = 60, 600
     assert await h1.gc.collect() == 0
     now[0] += 59
     assert await h1.gc.collect() == 0
     net = h1.networks.find("web")
     assert keys.endpoint(net.id, b.ip) in h1.view.items
     now[0] += 1
-    assert await h1.gc.collect() >= 2            # endpoint and block
+    assert await h1.gc.collect() == 1            # the endpoint; its block stays
     await cluster.synced()
     assert keys.endpoint(net.id, b.ip) not in h1.view.items
+    assert any(k.startswith(keys.blocks(net.id)) for k in h1.view.items)
+    now[0] += 540
+    assert await h1.gc.collect() == 1            # now the block
+    await cluster.synced()
+    assert not any(k.startswith(keys.blocks(net.id)) for k in h1.view.items)
 
 
 async def test_an_agent_that_is_down_keeps_its_peers_programmed(cluster):
@@ -333,7 +338,7 @@ async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
     c = await attach(h2, "web", "c")
     await cluster.crash("h2")
     await cluster.synced()
-    h1.gc.grace = 0
+    h1.gc.grace = h1.gc.block_grace = 0
     assert await h1.gc.collect() == 3             # h2's two endpoints and its block
     await cluster.synced()
     taken = await attach(h1, "web", "a")         # h1 takes the block and b's address
@@ -346,6 +351,25 @@ async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
     net = h1.networks.find("web")
     assert json.loads(h1.view.items[keys.endpoint(net.id, c.ip)].value)["host"] == "h2"
     assert json.loads(h1.view.items[keys.endpoint(net.id, b.ip)].value)["host"] == "h1"
+
+
+async def test_collected_endpoints_come_back_and_their_addresses_stay_unused(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web", subnet="10.50.0.0/29")   # one block: one owner
+    await cluster.synced()
+    b = await attach(h2, "web", "b")
+    await cluster.crash("h2")
+    await cluster.synced()
+    h1.gc.grace = 0
+    assert await h1.gc.collect() == 1             # the endpoint, not the block
+    await cluster.synced()
+    with pytest.raises(Conflict, match="full"):   # b still holds its address: not given out
+        await attach(h1, "web", "a")
+    h2 = await cluster.start("h2")
+    await cluster.synced()
+    net = h1.networks.find("web")
+    assert h2.endpoints.find("b").phase == "attached"
+    assert json.loads(h1.view.items[keys.endpoint(net.id, b.ip)].value)["host"] == "h2"
 
 
 async def test_store_garbage_never_reaches_the_kernel(cluster):

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable
 
 from ..discovery import hosts as hostsfile
+from ..crashpoints import crashpoint
 from ..drivers import HostInfo
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..fsutil import write_atomic
@@ -90,11 +91,13 @@ class ContainerService:
                       links=links)
         self.containers[cid] = c
         self.state.save(c)          # journal first: a crash from here on is found at start
+        crashpoint("create:journalled")
         try:
             await self._connect(c, net)
             self._check_links(c)
             self._write_files(c)
             self.state.save(c)
+            crashpoint("create:files")
             if c.detach:
                 self._spawn(c)
         except BaseException as e:
@@ -125,6 +128,7 @@ class ContainerService:
             c.netns = self.state.netns_path(c.id)
             self.state.save(c)
             await self.dp.create_netns(c.netns)
+            crashpoint("create:netns")
         if driver.needs_address:
             await self.endpoints.attach(AttachRequest(
                 network=net.id, container_id=c.id, netns=c.netns, ifname=IFNAME,
@@ -228,7 +232,9 @@ class ContainerService:
 
     def _spawn(self, c: Container) -> None:
         log_path = os.path.join(self.state.container_dir(c.id), "log")
-        self._mark_running(c, self.procs.spawn(c.id, self.spec(c), log_path))
+        pid = self.procs.spawn(c.id, self.spec(c), log_path)
+        crashpoint("create:spawned")      # a process whose PID never reached the disk
+        self._mark_running(c, pid)
 
     def _mark_running(self, c: Container, pid: int) -> None:
         c.pid, c.start_time = pid, process.proc_start_time(pid) or 0

@@ -135,7 +135,8 @@ class Agent:
             view=self.view, dp=self.dp, host=self.host, default_network=self.default_net[1],
             hidden=[self.cfg.state_dir, os.path.dirname(self.cfg.socket)],
             start_expiry=self.cfg.start_expiry)
-        self.gc = GarbageCollector(self.store, self.view, self.name, self.cfg.gc_grace)
+        self.gc = GarbageCollector(self.store, self.view, self.name, self.cfg.gc_grace,
+                                   self.cfg.block_grace)
         self.dns = NetworkDns(self.view, self.networks) if self.cfg.dns else None
         if self.dns is not None:
             self.containers.resolv_conf = self.dns.resolv_conf

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from ..crashpoints import crashpoint
 from ..drivers import Attachment, Driver, HostInfo, RemotePeer
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..ipam import pools
@@ -142,9 +143,11 @@ class EndpointService:
             if not await self.dp.is_netns(req.netns):
                 raise Invalid(f"invalid netns {req.netns!r}: not a network namespace")
             ep = await self._reserve(net, driver, req)
+            crashpoint("attach:reserved")
             try:
                 await asyncio.gather(self._publish(net, ep) if driver.publishes
-                                     else _nothing(), driver.attach(net, attachment(ep)))
+                                     else _nothing(), self._plug(net, driver, ep))
+                crashpoint("attach:both")
                 ep.phase = ATTACHED
                 self.state.save_endpoint(ep)
             except BaseException as e:
@@ -153,6 +156,11 @@ class EndpointService:
                                      f"{net.name}") from None
         await self.changed(net.id)
         return ep
+
+    @staticmethod
+    async def _plug(net: NetworkRecord, driver: Driver, ep: LocalEndpoint) -> None:
+        await driver.attach(net, attachment(ep))
+        crashpoint("attach:kernel")
 
     async def _reserve(self, net: NetworkRecord, driver: Driver,
                        req: AttachRequest) -> LocalEndpoint:
@@ -216,7 +224,9 @@ class EndpointService:
             compares.append(Absent(keys.service(net.id, ep.service)))
             ops.append(Put(keys.service(net.id, ep.service), svc.to_json()))
         self.state.save_endpoint(ep)     # the values we are about to write: ours to delete
+        crashpoint("publish:before-txn")
         result = await self.store.txn(compares, ops)
+        crashpoint("publish:after-txn")
         if not result.succeeded:
             ep.record = ep.service_record = ""
             self.state.save_endpoint(ep)
@@ -249,6 +259,7 @@ class EndpointService:
                 await driver.detach(net, attachment(ep))
             except Exception as e:   # the namespace may be gone with its devices
                 log.warning("endpoint %s: removing %s: %s", ep.id[:12], ep.host_ifname, e)
+        crashpoint("detach:kernel")
         for key, value in self._records_of(ep):
             try:
                 await self.store.txn([ValueIs(key, value)], [Delete(key)])

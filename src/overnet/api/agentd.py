@@ -45,6 +45,7 @@ def run_agent(opts: dict[str, Any]) -> int:
                       default_network=opts["default_network"],
                       default_range=opts["default_range"], bridge_subnet=opts["bridge_subnet"],
                       vxlan_port=opts["vxlan_port"], gc_grace=opts["gc_grace"],
+                      block_grace=opts["block_grace"],
                       resync_every=opts["resync_every"], start_expiry=opts["start_expiry"],
                       dns=opts["dns"],
                       flannel=bool(opts.get("flannel")),

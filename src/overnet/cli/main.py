@@ -96,6 +96,10 @@ def cli(host: str | None) -> None:
 @click.option("--gc-grace", default=3600.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds a host's agent must be gone before its records are removed "
                    "(an agent that is down is not a dead host).")
+@click.option("--block-grace", default=86400.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Seconds before a gone host's address blocks may go to other hosts (its "
+                   "containers may still hold those addresses).")
 @click.option("--resync-every", default=10.0, show_default=True,
               type=click.FloatRange(min=0.1),
               help="Seconds between re-checks of the kernel against the store.")

@@ -16,6 +16,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from overnet.crashpoints import crashpoint
 from overnet.dataplane import netns
 from overnet.dataplane.model import BRIDGE, LOOPBACK_INDEX, DataplaneError, check_ifname, check_mac
 from overnet.dataplane.plumbing import (
@@ -54,6 +55,7 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
     with failing(what), k.transient(container_ns) as cipr:
         pair = _Pair(ipr, cipr, container_ns, host_ifname, ifname, mac.lower(), mtu, what)
         fresh, index = _with_bridge(k, net_ns, bridge, what, pair.plug)
+        crashpoint("veth:created")      # mid-netlink: the pair exists, unconfigured
         try:
             _configure_container(cipr, index, addr, gateway, fresh)
         except BaseException:
