@@ -85,13 +85,35 @@ def mount_proc() -> None:
 
 
 def _contain(init_setup: Callable[[], None] | None) -> None:
+    terminal = _on_terminal()
+
     def command_setup() -> None:
+        if terminal:
+            _step("cannot take the terminal", _take_terminal)
         _step("cannot drop capabilities", caps.restrict)
 
     try:
         supervise.fork_into(command_setup, init_setup)
     except supervise.StartError as e:
         raise ContainerStartError(str(e)) from None
+
+
+def _on_terminal() -> bool:
+    """Whether we run in the foreground of a terminal (the CLI's `run -it`, `exec -it`)."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _take_terminal() -> None:
+    """Make the command its own process group, in the terminal's foreground. The caller's
+    group is invisible inside the PID namespace: a shell there would see process group 0,
+    fail to hand the terminal back on exit and report an error. The caller takes the
+    terminal back once the command's group is gone. (SIGTTOU is blocked here, so the
+    terminal lets a background group do this.)"""
+    os.setpgid(0, 0)
+    os.tcsetpgrp(0, os.getpgrp())
 
 
 # --- exec: joining a running container ------------------------------------------------------
