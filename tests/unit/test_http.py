@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from overnet.api import http
-from overnet.api.client import AgentUnreachable, ApiError, Client
+from overnet.api.client import AgentUnreachable, ApiError, Client, unreachable
 from overnet.errors import NotFound
 
 
@@ -72,5 +72,15 @@ def test_big_body(server):
 
 
 def test_no_agent(tmp_path):
-    with pytest.raises(AgentUnreachable, match="overnet agent --store"):
+    with pytest.raises(AgentUnreachable) as e:
         Client(f"unix://{tmp_path}/none.sock").get("/info")
+    assert e.value.message == (f"cannot reach the agent at unix://{tmp_path}/none.sock: no such "
+                               "socket (is the agent running? see: overnet agent --help)")
+
+
+def test_agent_socket_not_ours(tmp_path):
+    # What a non-root user gets from a root-only socket (no root needed to test the wording).
+    with pytest.raises(AgentUnreachable) as e:
+        raise AgentUnreachable(unreachable("/run/overnet/overnet.sock", PermissionError(13, "x")))
+    assert e.value.message == ("cannot reach the agent at unix:///run/overnet/overnet.sock: "
+                               "permission denied (run as root)")

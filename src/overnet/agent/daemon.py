@@ -277,6 +277,7 @@ class Agent:
         c = Container(id=cid, name=name, cmd=cmd, created=time.time(),
                       detach=bool(req.get("detach")), auto_remove=bool(req.get("rm")),
                       tty=bool(req.get("tty")), env=dict(req.get("env") or {}), links=links)
+        c.privileged = bool(req.get("privileged"))  # type: ignore[attr-defined]
         c.net = NetAttachment(network=net.id, network_name=net.name, driver=net.driver,
                               service=service or name)
         self.containers[cid] = c
@@ -389,7 +390,8 @@ class Agent:
             id=c.id, hostname=c.hostname, netns=c.netns or None, netns_dir=self.state.netns_dir,
             hosts_file=c.hosts_file or os.path.join(d, "hosts"),
             hostname_file=os.path.join(d, "hostname"), resolv_file=os.path.join(d, "resolv.conf"),
-            cmd=c.cmd, env=env)
+            cmd=c.cmd, env=env, privileged=getattr(c, "privileged", False),
+            hide=[self.cfg.state_dir, os.path.dirname(self.cfg.socket)])
 
     def _link_env(self, c: Container) -> dict[str, str]:
         env = {}

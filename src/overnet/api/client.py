@@ -74,6 +74,18 @@ def _unchunk(data: bytes) -> bytes:
         pos = end + 2 + size + 2
 
 
+def unreachable(path: str, e: OSError) -> str:
+    """One line saying why the agent's socket cannot be used, and what to do."""
+    where = f"cannot reach the agent at unix://{path}"
+    if isinstance(e, PermissionError):
+        return f"{where}: permission denied (run as root)"
+    if isinstance(e, FileNotFoundError):
+        return f"{where}: no such socket (is the agent running? see: overnet agent --help)"
+    if isinstance(e, ConnectionRefusedError):
+        return f"{where}: connection refused (is the agent running? see: overnet agent --help)"
+    return f"{where}: {e.strerror or e}"
+
+
 class Client:
     def __init__(self, host: str | None = None, timeout: float = 120.0) -> None:
         self.path = socket_path(host)
@@ -88,11 +100,8 @@ class Client:
             status, reason, data = _http(self.path, self.timeout, method, path, payload)
         except socket.timeout:
             raise ApiError(f"the overnet agent at {self.path} did not answer in time") from None
-        except (FileNotFoundError, ConnectionError) as e:
-            raise AgentUnreachable(
-                f"cannot reach the overnet agent at {self.path} ({e.strerror}): is it running? "
-                "Start it with: overnet agent --store etcd://HOST:2379 --name NAME "
-                "--advertise ADDRESS") from None
+        except OSError as e:
+            raise AgentUnreachable(unreachable(self.path, e)) from None
         if status >= 400:
             try:
                 message = json.loads(data)["message"]
