@@ -64,7 +64,8 @@ def _http(path: str, timeout: float, method: str, target: str, payload: bytes | 
 
 
 def _unchunk(data: bytes) -> bytes:
-    out, pos = [], 0
+    out: list[bytes] = []
+    pos = 0
     while True:
         end = data.index(b"\r\n", pos)
         size = int(data[pos:end].split(b";")[0], 16)
@@ -98,7 +99,7 @@ class Client:
         payload = json.dumps(body).encode() if body is not None else None
         try:
             status, reason, data = _http(self.path, self.timeout, method, path, payload)
-        except socket.timeout:
+        except TimeoutError:
             raise ApiError(f"the overnet agent at {self.path} did not answer in time") from None
         except OSError as e:
             raise AgentUnreachable(unreachable(self.path, e)) from None

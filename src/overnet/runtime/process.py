@@ -7,8 +7,14 @@ from .confine import ContainerStartError, enter
 from .identity import alive, open_pidfd, pid_in_container, proc_start_time
 from .mountswap import replace_files, replace_hosts, replace_hosts_many
 from .spawn import Stdio, exec_in, exec_popen, exit_code, run_foreground, spawn
-from .spec import (DEFAULT_PATH, SYSTEMD_RESOLV, ContainerSpec, container_env,
-                   filter_resolv_conf, prepare_files)
+from .spec import (
+                   DEFAULT_PATH,
+                   SYSTEMD_RESOLV,
+                   ContainerSpec,
+                   container_env,
+                   filter_resolv_conf,
+                   prepare_files,
+)
 
 __all__ = [
     "DEFAULT_PATH", "SYSTEMD_RESOLV", "ContainerSpec", "ContainerStartError", "Stdio", "alive",

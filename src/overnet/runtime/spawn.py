@@ -37,7 +37,9 @@ def _popen(args: Sequence[str], preexec: Callable[[], None], **kwargs: Any) -> s
             raise
 
     try:
-        return subprocess.Popen(list(args), preexec_fn=child, close_fds=True, **kwargs)
+        # (Namespaces must be entered between fork and exec: there is no other place.)
+        return subprocess.Popen(list(args), preexec_fn=child,  # noqa: PLW1509
+                                close_fds=True, **kwargs)
     except subprocess.SubprocessError:
         # Popen has reaped the child, so its message (if any) is already in the pipe.
         try:

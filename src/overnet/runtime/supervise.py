@@ -72,7 +72,7 @@ def fork_into(command_setup: Callable[[], None],
 
 
 def _start(wfd: int, command_setup: Callable[[], None], init_setup: Callable[[], None] | None,
-           saved: set[signal.Signals]) -> None:
+           saved: set[int | signal.Signals]) -> None:
     try:
         if init_setup is not None:
             # The init must not outlive the waiter (a SIGKILLed container must die whole);
