@@ -68,6 +68,10 @@ def test_ps_and_proc_show_only_the_containers_processes(boxes) -> None:
     assert len(proc_pids(ls.stdout)) == 3 and {1, 2} <= proc_pids(ls.stdout)
     agent_pid = boxes.host("net-1").agent_pid
     assert ex(boxes, "net-1", "cnt-a", "test", "-e", f"/proc/{agent_pid}").returncode != 0
+    # The init is a fork of the agent: it shows none of the agent's command line or environment
+    init = ex(boxes, "net-1", "cnt-a", "cat", "/proc/1/cmdline")
+    assert init.stdout.rstrip("\0") == "overnet-init"
+    assert ex(boxes, "net-1", "cnt-a", "cat", "/proc/1/environ").returncode != 0
 
 
 def test_foreground_container_has_its_own_pids(boxes) -> None:

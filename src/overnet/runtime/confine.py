@@ -66,7 +66,7 @@ def enter(spec: ContainerSpec) -> None:
         hide(spec.hide)   # after the bind mounts: their sources may live under these
     _step(f"cannot change directory to {spec.cwd}", os.chdir, spec.cwd)
     if not spec.privileged:
-        _contain(mount_proc)
+        _contain(mount_proc, f"overnet-run {spec.id[:12]}")
 
 
 def hide(paths: list[str]) -> None:
@@ -84,7 +84,7 @@ def mount_proc() -> None:
           MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def _contain(init_setup: Callable[[], None] | None) -> None:
+def _contain(init_setup: Callable[[], None] | None, name: str) -> None:
     terminal = _on_terminal()
 
     def command_setup() -> None:
@@ -93,7 +93,7 @@ def _contain(init_setup: Callable[[], None] | None) -> None:
         _step("cannot drop capabilities", caps.restrict)
 
     try:
-        supervise.fork_into(command_setup, init_setup)
+        supervise.fork_into(command_setup, init_setup, name)
     except supervise.StartError as e:
         raise ContainerStartError(str(e)) from None
 
@@ -166,4 +166,4 @@ def join(fds: NsFds, contained: bool) -> None:
         _step(f"cannot join namespace (type {nstype:#x})", sc.setns, fd, nstype)
     os.chdir("/")
     if contained:
-        _contain(None)
+        _contain(None, "overnet-exec")

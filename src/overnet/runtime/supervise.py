@@ -22,6 +22,7 @@ got it too) from one sent to them alone (kill(2): pass it on).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 from collections.abc import Callable
@@ -47,18 +48,20 @@ def exit_status(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def fork_into(command_setup: Callable[[], None],
-              init_setup: Callable[[], None] | None = None) -> None:
+def fork_into(command_setup: Callable[[], None], init_setup: Callable[[], None] | None = None,
+              name: str = "overnet-wait") -> None:
     """Call in subprocess's child, once it has made or joined the PID namespace. Returns only
     in the process that is to exec the command (inside the namespace), after command_setup();
     the caller becomes the waiter and never returns, unless a step failed: then it raises
-    StartError. With init_setup, an init runs first (see the module's docstring)."""
+    StartError. With init_setup, an init runs first (see the module's docstring). `name` is
+    what ps on the host shows for the waiter."""
+    area = _args_area()   # now: /proc may soon be the container's, where we are not
     saved = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)  # before fork: no signal lost
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
         os.close(rfd)
-        _start(wfd, command_setup, init_setup, saved)
+        _start(wfd, command_setup, init_setup, saved, area)
         return
     os.close(wfd)
     # EOF once the command's process passed its set-up and exec closed its end (or the
@@ -68,11 +71,12 @@ def fork_into(command_setup: Callable[[], None],
     if message:
         os.waitpid(child, 0)   # exits too, now that the failed one has
         raise StartError(message)
+    _rename(name, area)
     _pass_signals(child, reap_all=False)
 
 
 def _start(wfd: int, command_setup: Callable[[], None], init_setup: Callable[[], None] | None,
-           saved: set[int | signal.Signals]) -> None:
+           saved: set[int | signal.Signals], area: tuple[int, int] | None) -> None:
     try:
         if init_setup is not None:
             # The init must not outlive the waiter (a SIGKILLed container must die whole);
@@ -82,6 +86,7 @@ def _start(wfd: int, command_setup: Callable[[], None], init_setup: Callable[[],
             command = os.fork()
             if command != 0:
                 os.close(wfd)
+                _rename("overnet-init", area)
                 _pass_signals(command, reap_all=True)
         command_setup()
         signal.pthread_sigmask(signal.SIG_SETMASK, saved)
@@ -106,8 +111,6 @@ def _pass_signals(child: int, reap_all: bool) -> NoReturn:
         # Nothing of the parent's (the agent's sockets, the pipes subprocess reads) may stay
         # open here: the agent's clients would hang, and Popen would wait for EOF forever.
         os.closerange(3, _MAX_FD)
-        if reap_all:
-            caps.set_name("overnet-init")
         while True:
             info = signal.sigwaitinfo(_WAITED)
             if info.si_signo == signal.SIGCHLD:
@@ -121,6 +124,33 @@ def _pass_signals(child: int, reap_all: bool) -> NoReturn:
                     pass
     finally:
         os._exit(255)   # never return into the parent's stack
+
+
+def _args_area() -> tuple[int, int] | None:
+    """Where this process's command line lives in its memory (arg_start, arg_end)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[48 - 3]), int(fields[49 - 3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _rename(name: str, area: tuple[int, int] | None) -> None:
+    """Show this process as `name` in ps, not as a copy of its parent (the agent's command
+    line, store address included). The command-line memory is overwritten in place, as
+    setproctitle(3) does; the environment needs no such care: only processes with all of our
+    capabilities may read it."""
+    try:
+        caps.set_name(name)
+    except OSError:
+        pass
+    if area is None:
+        return
+    start, end = area
+    text = name.encode()[:end - start - 1]
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, text, len(text))
 
 
 def _reap(child: int, reap_all: bool) -> int | None:
