@@ -151,7 +151,9 @@ def test_agent_socket_and_state_are_hidden(boxes) -> None:
     r = ex(boxes, "net-1", "cnt-a", sys.executable, "-m", "overnet", "ps")
     assert r.returncode == 1
     assert r.stderr == ("Error: cannot reach the agent at unix:///run/overnet/overnet.sock: "
-                        "no such socket (is the agent running? see: overnet agent --help)\n")
+                        "no such socket (is the agent running? Start it with: "
+                        "overnet agent --store etcd://HOST:2379 --name NAME --advertise "
+                        "ADDRESS)\n")
     # the host still has them
     assert os.path.exists(boxes.host("net-1").socket)
 

@@ -75,7 +75,8 @@ def test_no_agent(tmp_path):
     with pytest.raises(AgentUnreachable) as e:
         Client(f"unix://{tmp_path}/none.sock").get("/info")
     assert e.value.message == (f"cannot reach the agent at unix://{tmp_path}/none.sock: no such "
-                               "socket (is the agent running? see: overnet agent --help)")
+                               "socket (is the agent running? Start it with: overnet agent "
+                               "--store etcd://HOST:2379 --name NAME --advertise ADDRESS)")
 
 
 def test_agent_socket_not_ours():

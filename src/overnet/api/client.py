@@ -78,12 +78,14 @@ def _unchunk(data: bytes) -> bytes:
 def unreachable(path: str, e: OSError) -> str:
     """One line saying why the agent's socket cannot be used, and what to do."""
     where = f"cannot reach the agent at unix://{path}"
+    start = ("is the agent running? Start it with: overnet agent --store etcd://HOST:2379 "
+             "--name NAME --advertise ADDRESS")
     if isinstance(e, PermissionError):
         return f"{where}: permission denied (run as root)"
     if isinstance(e, FileNotFoundError):
-        return f"{where}: no such socket (is the agent running? see: overnet agent --help)"
+        return f"{where}: no such socket ({start})"
     if isinstance(e, ConnectionRefusedError):
-        return f"{where}: connection refused (is the agent running? see: overnet agent --help)"
+        return f"{where}: connection refused ({start})"
     return f"{where}: {e.strerror or e}"
 
 
