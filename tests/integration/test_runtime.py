@@ -275,7 +275,7 @@ def on_pty(arg: dict, send: list[tuple[bytes, bytes]] = [], timeout: float = 30)
     finally:
         os.close(master)
         if os.waitpid(pid, os.WNOHANG) == (0, 0):
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)   # with the container's waiter and init
             os.waitpid(pid, 0)
     return out.decode(errors="replace").replace("\r\n", "\n")
 
@@ -298,6 +298,21 @@ def test_ctrl_c_kills_the_container_not_the_runner(box: Box) -> None:
     out = on_pty(dataclasses.asdict(box.spec(["sh", "-c", "echo ready; sleep 30"])),
                  [(b"ready", b"\x03")])
     assert "RC=130" in out
+
+
+def test_ctrl_z_on_a_terminal_does_not_hang_it(box: Box) -> None:
+    # The command is alone in the terminal's foreground group (the runner's group is not
+    # visible in its PID namespace): ^Z must not leave it stopped under a running runner.
+    out = on_pty(dataclasses.asdict(box.spec(["sh", "-c", "echo ready; sleep 1; echo done"])),
+                 [(b"ready", b"\x1a")])
+    assert "done" in out and "RC=0" in out
+
+
+def test_exec_interactive_shell_on_a_terminal(box: Box) -> None:
+    proc = box.spawn(["sleep", "60"], stdout=subprocess.DEVNULL)
+    out = on_pty({"pid": proc.pid, "cmd": ["sh"]}, [(b"", b"echo pid=$$; exit 4\n")])
+    assert "pid=" in out and "RC=4" in out and "Cannot set tty process group" not in out
+    assert "pid=1\n" not in out and "pid=2\n" not in out   # not the init, not the command
 
 
 def test_exec_with_tty(box: Box) -> None:
