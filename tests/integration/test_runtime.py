@@ -158,8 +158,8 @@ def test_prepare_files_drops_loopback_nameservers(box: Box) -> None:
 
 
 def test_container_identity(box: Box) -> None:
-    out = box.output(["sh", "-c", "hostname; echo ---; cat /etc/hosts; echo ---; cat /etc/hostname;"
-                      " echo ---; cat /etc/resolv.conf; echo ---; readlink /proc/self/ns/net"])
+    out = box.output(["sh", "-c", ("hostname; echo ---; cat /etc/hosts; echo ---; cat /etc/hostname;"
+                      " echo ---; cat /etc/resolv.conf; echo ---; readlink /proc/self/ns/net")])
     hostname, hosts, hostname_file, resolv, netns = out.split("---\n")
     assert hostname == f"{box.short}\n"
     assert hosts == box.hosts_content
@@ -175,8 +175,8 @@ def test_container_identity(box: Box) -> None:
 def test_environment_cwd_and_session(box: Box) -> None:
     out = box.output(["sh", "-c", 'echo "$HOSTNAME|$HOME|$PATH|$FOO|$(pwd)"'],
                      env={"FOO": "bar"}, cwd="/tmp")
-    assert out.split("|") == [box.short, "/root", "/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-                              "/usr/bin:/sbin:/bin", "bar", "/tmp\n"]
+    assert out.split("|") == [box.short, "/root", ("/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                              "/usr/bin:/sbin:/bin"), "bar", "/tmp\n"]
     proc = box.spawn(["sleep", "60"], stdout=subprocess.DEVNULL)
     assert os.getsid(proc.pid) == proc.pid  # detached from the caller's session
 
@@ -205,8 +205,8 @@ def test_start_errors_name_the_step(box: Box) -> None:
 
 def test_exec_joins_the_container(box: Box) -> None:
     proc = box.spawn(["sleep", "60"], stdout=subprocess.DEVNULL, env={"FOO": "bar"})
-    ex = exec_popen(proc.pid, ["sh", "-c", "readlink /proc/self/ns/net /proc/self/ns/uts "
-                               "/proc/self/ns/mnt; hostname; pwd; echo $FOO $X; cat /etc/hosts"],
+    ex = exec_popen(proc.pid, ["sh", "-c", ("readlink /proc/self/ns/net /proc/self/ns/uts "
+                               "/proc/self/ns/mnt; hostname; pwd; echo $FOO $X; cat /etc/hosts")],
                     subprocess.DEVNULL, subprocess.PIPE, None, env={"X": "y"})
     out, _ = ex.communicate(timeout=30)
     lines = out.decode().split("\n", 6)
@@ -248,7 +248,8 @@ print(f"RC={rc}", flush=True)
 """
 
 
-def on_pty(arg: dict, send: list[tuple[bytes, bytes]] = [], timeout: float = 30) -> str:
+def on_pty(arg: dict, send: tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]] = (),
+           timeout: float = 30) -> str:
     """Run DRIVER on a new pty; for each (wait_for, data), type data once wait_for is seen."""
     pid, master = pty.fork()
     if pid == 0:  # pragma: no cover - child
