@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -111,9 +112,14 @@ def _take_terminal() -> None:
     group is invisible inside the PID namespace: a shell there would see process group 0,
     fail to hand the terminal back on exit and report an error. The caller takes the
     terminal back once the command's group is gone. (SIGTTOU is blocked here, so the
-    terminal lets a background group do this.)"""
+    terminal lets a background group do this.)
+
+    ^Z is ignored, as in a Docker container: it would stop the command but not the caller
+    (nothing in here can stop a process outside), and leave the terminal hung. Interactive
+    shells do their own job control."""
     os.setpgid(0, 0)
     os.tcsetpgrp(0, os.getpgrp())
+    signal.signal(signal.SIGTSTP, signal.SIG_IGN)
 
 
 # --- exec: joining a running container ------------------------------------------------------

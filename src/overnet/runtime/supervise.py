@@ -154,29 +154,14 @@ def _rename(name: str, area: tuple[int, int] | None) -> None:
 
 
 def _reap(child: int, reap_all: bool) -> int | None:
-    """Reap what has ended; the exit status of `child` if it has ended."""
+    """Reap what has ended; the status of `child` if it has."""
     found = None
     while True:
         try:
-            pid, status = os.waitpid(-1 if reap_all else child, os.WNOHANG | os.WUNTRACED)
+            pid, status = os.waitpid(-1 if reap_all else child, os.WNOHANG)
         except ChildProcessError:
             return found
         if pid == 0:
             return found
-        if pid != child:
-            continue
-        if not os.WIFSTOPPED(status):
+        if pid == child:
             found = status
-        elif reap_all and os.WSTOPSIG(status) == signal.SIGTSTP and os.getpgid(child) == child:
-            _resume(child)
-
-
-def _resume(group: int) -> None:
-    """^Z stopped the command, alone in the terminal's foreground group (confine.py's
-    _take_terminal): nothing can stop the caller with it from in here, and a stopped command
-    with a running caller leaves the terminal hung. So ^Z does nothing, as in a Docker
-    container; an interactive shell does its own job control."""
-    try:
-        os.killpg(group, signal.SIGCONT)
-    except ProcessLookupError:
-        pass
