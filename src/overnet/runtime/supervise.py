@@ -71,8 +71,7 @@ def fork_into(command_setup: Callable[[], None], init_setup: Callable[[], None] 
     if message:
         os.waitpid(child, 0)   # exits too, now that the failed one has
         raise StartError(message)
-    _rename(name, area)
-    _pass_signals(child, reap_all=False)
+    _pass_signals(child, False, name, area)
 
 
 def _start(wfd: int, command_setup: Callable[[], None], init_setup: Callable[[], None] | None,
@@ -86,8 +85,7 @@ def _start(wfd: int, command_setup: Callable[[], None], init_setup: Callable[[],
             command = os.fork()
             if command != 0:
                 os.close(wfd)
-                _rename("overnet-init", area)
-                _pass_signals(command, reap_all=True)
+                _pass_signals(command, True, "overnet-init", area)
         command_setup()
         signal.pthread_sigmask(signal.SIG_SETMASK, saved)
     except BaseException as e:  # noqa: BLE001 - reported to the waiter, which raises it
@@ -104,13 +102,15 @@ def _read_all(fd: int) -> str:
     return data.decode(errors="replace")
 
 
-def _pass_signals(child: int, reap_all: bool) -> NoReturn:
+def _pass_signals(child: int, reap_all: bool, name: str,
+                  area: tuple[int, int] | None) -> NoReturn:
     """Pass signals on to `child` until it exits, then exit with its status. The init also
     reaps every orphan that ends up with it (reap_all)."""
     try:
         # Nothing of the parent's (the agent's sockets, the pipes subprocess reads) may stay
         # open here: the agent's clients would hang, and Popen would wait for EOF forever.
         os.closerange(3, _MAX_FD)
+        _rename(name, area)
         while True:
             info = signal.sigwaitinfo(_WAITED)
             if info.si_signo == signal.SIGCHLD:
