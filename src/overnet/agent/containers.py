@@ -216,7 +216,8 @@ class ContainerService:
             id=c.id, hostname=c.hostname, netns=c.netns or None,
             netns_dir=self.state.netns_dir, hosts_file=c.hosts_file or os.path.join(d, "hosts"),
             hostname_file=os.path.join(d, "hostname"),
-            resolv_file=os.path.join(d, "resolv.conf"), cmd=c.cmd, env=env)
+            resolv_file=os.path.join(d, "resolv.conf"), cmd=c.cmd, env=env,
+            privileged=c.privileged, hide=list(self.hidden))
 
     def _link_env(self, c: Container) -> dict[str, str]:
         env = {}
@@ -266,7 +267,8 @@ class ContainerService:
         c = self.find(ref)
         if c.status != "created":
             raise Conflict(f"container {c.name} is already {c.status}")
-        reason = _not_in_container(pid, c.netns)
+        reason = process.pid_in_container(pid, c.netns) if c.netns else \
+            _not_in_own_mounts(pid)
         if reason:
             raise Invalid(f"invalid pid {pid}: {reason}")
         self._mark_running(c, pid)
@@ -369,15 +371,10 @@ def _ns_id(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _not_in_container(pid: int, netns: str) -> str | None:
-    """None if `pid` lives in the container's namespaces, else why not."""
-    proc = _ns_id(f"/proc/{pid}/ns/net")
-    if proc is None:
-        return "no such process"
-    if netns and proc != _ns_id(netns):
-        return "the process is not in the container's network namespace"
-    if _ns_id(f"/proc/{pid}/ns/mnt") == _ns_id("/proc/self/ns/mnt"):
-        return "the process is not in the container's mount namespace"
+def _not_in_own_mounts(pid: int) -> str | None:
+    """For a host-network container: the process must at least not share our mounts."""
+    if _ns_id(f"/proc/{pid}/ns/mnt") in (None, _ns_id("/proc/self/ns/mnt")):
+        return "the process is not in a container's mount namespace"
     return None
 
 

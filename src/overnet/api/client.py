@@ -64,7 +64,8 @@ def _http(path: str, timeout: float, method: str, target: str, payload: bytes | 
 
 
 def _unchunk(data: bytes) -> bytes:
-    out, pos = [], 0
+    out: list[bytes] = []
+    pos = 0
     while True:
         end = data.index(b"\r\n", pos)
         size = int(data[pos:end].split(b";")[0], 16)
@@ -72,6 +73,20 @@ def _unchunk(data: bytes) -> bytes:
             return b"".join(out)
         out.append(data[end + 2:end + 2 + size])
         pos = end + 2 + size + 2
+
+
+def unreachable(path: str, e: OSError) -> str:
+    """One line saying why the agent's socket cannot be used, and what to do."""
+    where = f"cannot reach the agent at unix://{path}"
+    start = ("is the agent running? Start it with: overnet agent --store etcd://HOST:2379 "
+             "--name NAME --advertise ADDRESS")
+    if isinstance(e, PermissionError):
+        return f"{where}: permission denied (run as root)"
+    if isinstance(e, FileNotFoundError):
+        return f"{where}: no such socket ({start})"
+    if isinstance(e, ConnectionRefusedError):
+        return f"{where}: connection refused ({start})"
+    return f"{where}: {e.strerror or e}"
 
 
 class Client:
@@ -86,13 +101,10 @@ class Client:
         payload = json.dumps(body).encode() if body is not None else None
         try:
             status, reason, data = _http(self.path, self.timeout, method, path, payload)
-        except socket.timeout:
+        except TimeoutError:
             raise ApiError(f"the overnet agent at {self.path} did not answer in time") from None
-        except (FileNotFoundError, ConnectionError) as e:
-            raise AgentUnreachable(
-                f"cannot reach the overnet agent at {self.path} ({e.strerror}): is it running? "
-                "Start it with: overnet agent --store etcd://HOST:2379 --name NAME "
-                "--advertise ADDRESS") from None
+        except OSError as e:
+            raise AgentUnreachable(unreachable(self.path, e)) from None
         if status >= 400:
             try:
                 message = json.loads(data)["message"]

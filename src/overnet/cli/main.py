@@ -201,11 +201,13 @@ def service_ls(ctx: click.Context) -> None:
 @click.option("--link", "links", multiple=True, metavar="NAME[:ALIAS]",
               help="Add NAME (as ALIAS) to /etc/hosts and the environment.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE")
+@click.option("--privileged", is_flag=True,
+              help="All capabilities, the host's PIDs, the agent's files: no confinement.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, detach: bool, interactive: bool, tty: bool, auto_remove: bool,
         name: str | None, net: str | None, publish_service: str | None, links: tuple[str, ...],
-        env: tuple[str, ...], cmd: tuple[str, ...]) -> None:
+        env: tuple[str, ...], privileged: bool, cmd: tuple[str, ...]) -> None:
     """Run a command in a new container (default: /bin/sh)."""
     environ = {}
     for item in env:
@@ -215,7 +217,8 @@ def run(ctx: click.Context, detach: bool, interactive: bool, tty: bool, auto_rem
         environ[key] = value
     body = {"name": name, "net": net, "cmd": list(cmd) or ["/bin/sh"], "detach": detach,
             "rm": auto_remove, "tty": tty, "interactive": interactive,
-            "publish_service": publish_service, "links": list(links), "env": environ}
+            "publish_service": publish_service, "links": list(links), "env": environ,
+            "privileged": privileged}
     c = call(ctx, "post", "/containers", body)
     if detach:
         click.echo(c["Id"])
