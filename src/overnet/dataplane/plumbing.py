@@ -112,7 +112,12 @@ def ensure_addresses(ipr: IPRoute, index: int, want: ipaddress.IPv4Interface) ->
 @contextmanager
 def echoed(ipr: IPRoute) -> Iterator[None]:
     """Requests in the body ask the kernel to echo what they made (NLM_F_ECHO): a created
-    device's message, with its ifindex and its veth peer's, saves a 'get'."""
+    device's message, with its ifindex and its veth peer's, saves a 'get'.
+
+    Only for transient sockets and requests that cannot fail after the kernel echoed:
+    pyroute2 (0.9) returns on the echo, so an error reported after it (as a failed
+    IFLA_MASTER is) is lost, and the ACK that follows stays parked on the socket.
+    """
     status = ipr.status  # pyroute2 reads the flag from here at each request
     status["nlm_echo"] = True
     try:
