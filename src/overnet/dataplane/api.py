@@ -41,7 +41,7 @@ Peer = tuple[str, str, str]  # (mac, ip, vtep_ip) of a remote endpoint of an ove
 
 
 class Dataplane(abc.ABC):
-    """What the kernel must hold, asked for asynchronously. See kernel.py for the layout."""
+    """What the kernel must hold, asked for asynchronously (layout: see vxlan.py)."""
 
     # -- namespaces ---------------------------------------------------------------------------
     @abc.abstractmethod
