@@ -379,3 +379,22 @@ async def test_host_gw(env: Env) -> None:
         await dp.sync_gw(oif, {a, GwRoute("10.6.3.0/24", "10.99.0.1")})
     assert await dp.sync_gw(oif, set()) == (0, 1)
     assert await dp.gw_routes() == set()
+
+
+async def test_close(env: Env) -> None:
+    await env.dp.close()
+    await env.dp.close()  # idempotent
+    with pytest.raises(DataplaneError, match="closed"):
+        await env.dp.is_netns(env.path("n1"))
+
+
+def test_netlink_dataplane_takes_a_host_or_a_thread() -> None:
+    from overnet.dataplane.worker import KernelThread
+
+    thread = KernelThread()
+    try:
+        with pytest.raises(ValueError, match="not both"):
+            NetlinkDataplane(host_ns="/proc/self/ns/net", thread=thread)
+        assert NetlinkDataplane(thread=thread).thread is thread
+    finally:
+        thread.close()

@@ -41,7 +41,7 @@ Peer = tuple[str, str, str]  # (mac, ip, vtep_ip) of a remote endpoint of an ove
 
 
 class Dataplane(abc.ABC):
-    """What the kernel must hold, asked for asynchronously. See kernel.py for the layout."""
+    """What the kernel must hold, asked for asynchronously (layout: see vxlan.py)."""
 
     # -- namespaces ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -244,29 +244,29 @@ class NetlinkDataplane(Dataplane):
         await self._run(Kernel.remove_peer, ns_path, mac, ip, vtep)
 
     async def underlay(self, address: str) -> tuple[int, list[str]]:
-        return await self._run(routes.underlay, address)
+        return await self._run(Kernel.underlay, address)
 
     async def enable_forwarding(self) -> bool:
         return await self._run(_enable_forwarding)
 
     async def ensure_vxlan(self, name: str, vni: int, local: str, port: int, mtu: int,
                            mac: str, address: str) -> str:
-        return await self._run(routes.ensure_vxlan, name, vni, local, port, mtu, mac, address)
+        return await self._run(Kernel.ensure_vxlan, name, vni, local, port, mtu, mac, address)
 
     async def remove_link(self, name: str) -> None:
-        await self._run(routes.remove_link, name)
+        await self._run(Kernel.remove_link, name)
 
     async def vxlan_peers(self, name: str) -> tuple[set[str], dict[str, str], dict[str, str]]:
-        return await self._run(routes.vxlan_peers, name)
+        return await self._run(Kernel.vxlan_peers, name)
 
     async def sync_vxlan(self, name: str, peers: set[VxlanPeer]) -> tuple[int, int]:
-        return await self._run(routes.sync_vxlan, name, peers)
+        return await self._run(Kernel.sync_vxlan, name, peers)
 
     async def gw_routes(self) -> set[GwRoute]:
-        return await self._run(routes.gw_routes)
+        return await self._run(Kernel.gw_routes)
 
     async def sync_gw(self, oif: int, want: set[GwRoute]) -> tuple[int, int]:
-        return await self._run(routes.sync_gw, oif, want)
+        return await self._run(Kernel.sync_gw, oif, want)
 
     async def close(self) -> None:
         if not self._closed:

@@ -175,7 +175,7 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
             self._delete(ns.path, VXLAN)
             link = None
         if link is None:
-            if self._vxlan_in_use(vni, port, None):
+            if self._vxlan_in_use(vni, port):
                 raise DataplaneError(f"VNI {vni} on UDP port {port} is already used by another "
                                      "vxlan device of the host namespace", errno.EEXIST)
             check_mtu(mtu, what)
@@ -348,9 +348,9 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
             peer = plink.index if plink else None
         return ns.info(link, peer)
 
-    def _vxlan_in_use(self, vni: int, port: int, besides: FakeLink | None) -> bool:
+    def _vxlan_in_use(self, vni: int, port: int) -> bool:
         """Every vxlan device is created in the host namespace, so one VNI per port."""
-        return any(li.vxlan is not None and li is not besides and li.vxlan["vni"] == vni
+        return any(li.vxlan is not None and li.vxlan["vni"] == vni
                    and li.vxlan["port"] == port
                    for ns in self.namespaces.values() for li in ns.links.values())
 
