@@ -467,3 +467,23 @@ async def test_a_created_container_that_never_starts_expires(cluster):
     await asyncio.sleep(1.5)
     assert h1.containers.containers == {} and h1.endpoints.local == {}
     assert not os.path.exists(h1.state.container_dir(c.id))
+
+
+async def test_sweep_removes_records_of_ours_that_nothing_backs(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    a = await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    net = h1.networks.find("web")
+    # a transaction whose answer was lost: the record of an endpoint h1 rolled back
+    lost = EndpointRecord(id="9" * 64, network=net.id, container="c" * 12, name="ghost",
+                          host="h1", host_address="192.168.9.1", ip="10.128.0.99",
+                          mac="02:42:0a:80:00:99")
+    await MemoryStore(cluster.state).put(keys.endpoint(net.id, lost.ip), lost.to_json())
+    await cluster.synced()
+    assert await h1.endpoints.sweep() == 1
+    await cluster.synced()
+    assert keys.endpoint(net.id, lost.ip) not in h1.view.items
+    assert keys.endpoint(net.id, a.ip) in h1.view.items
+    assert keys.endpoint(net.id, b.ip) in h1.view.items      # h2's: not h1's business

@@ -284,10 +284,15 @@ class Agent:
                 log.warning("garbage collection: %s", e)
 
     async def _owed_loop(self) -> None:
+        """Store deletions owed since an outage, and records of ours that nothing backs."""
+        rounds = 0
         while True:
             await asyncio.sleep(1.0)
+            rounds += 1
             try:
                 await self.endpoints.settle_owed()
+                if rounds % 5 == 0:
+                    await self.endpoints.sweep()
             except StoreError:
                 pass    # still unreachable: next time
 

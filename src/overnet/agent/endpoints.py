@@ -294,6 +294,24 @@ class EndpointService:
             await self.store.txn([ValueIs(key, value)], [Delete(key)])
             self.state.settle_deletion(name)
 
+    async def sweep(self) -> int:
+        """Delete this host's records that no local endpoint backs: a transaction whose
+        answer was lost (the store paused, the agent timed out and rolled back, then the
+        store applied it after all). Safe against attaches in flight: an endpoint is in
+        `local` before its records are written."""
+        ours = {ep.id for ep in self.local.values()}
+        stray = []
+        for key, item in list(self.view.items.items()):
+            if key.startswith(keys.ENDPOINTS) or key.startswith(keys.SERVICES):
+                rec = self.view.record_at(key)
+                owner = getattr(rec, "endpoint", None) or getattr(rec, "id", None)
+                if rec is not None and rec.host == self.host.name and owner not in ours:
+                    stray.append((key, item.value))
+        for key, value in stray:
+            log.warning("removing %s: no endpoint of this host backs it", key)
+            await self.store.txn([ValueIs(key, value)], [Delete(key)])
+        return len(stray)
+
     # --- check and gc --------------------------------------------------------------------
 
     async def check(self, container_id: str, ifname: str = "eth0") -> list[str]:

@@ -61,13 +61,16 @@ class ClusterView:
         out.sort(key=lambda t: t[1])
         return out
 
+    def record_at(self, key: str) -> Record | None:
+        """The record at `key`, parsed by its kind (None if absent or bad)."""
+        cls = _KINDS.get(keys.split(key)[0])
+        item = self.items.get(key)
+        return self._decode(cls, key, item) if cls is not None and item is not None else None
+
     def inspect(self, key: str) -> None:
         """Parse a record as it arrives, so a bad one is logged (once) even if nothing on
         this host ever reads it."""
-        cls = _KINDS.get(keys.split(key)[0])
-        item = self.items.get(key)
-        if cls is not None and item is not None:
-            self._decode(cls, key, item)
+        self.record_at(key)
 
     # --- networks ------------------------------------------------------------------------
 
