@@ -5,8 +5,16 @@ from __future__ import annotations
 from ..api.client import AgentUnreachable, ApiError, Client, ref
 from .spec import INTERNAL, INVALID_CONFIG, TRY_AGAIN_LATER, CniError
 
-__all__ = ["AgentUnreachable", "ApiError", "Client", "connect", "endpoint_path", "ref",
-           "transient", "to_cni_error"]
+__all__ = [
+    "AgentUnreachable",
+    "ApiError",
+    "Client",
+    "connect",
+    "endpoint_path",
+    "ref",
+    "to_cni_error",
+    "transient",
+]
 
 # An ADD can wait for the agent to create a network's devices on this host the first time.
 TIMEOUT = 60.0

@@ -65,8 +65,15 @@ def object_field(conf: dict, key: str) -> dict:
 class OvernetConf:
     """The fields of an `overnet-cni` member of a network configuration list."""
 
-    __slots__ = ("version", "name", "network", "socket", "pending_dir", "prev_result",
-                 "runtime_config")
+    __slots__ = (
+        "name",
+        "network",
+        "pending_dir",
+        "prev_result",
+        "runtime_config",
+        "socket",
+        "version",
+    )
 
     def __init__(self, conf: dict) -> None:
         self.version = version_of(conf)

@@ -31,7 +31,8 @@ def invoke(inv: Invocation, command: str, conf: bytes) -> dict | None:
     plugin_type = json.loads(conf)["type"]
     exe = find(plugin_type, inv.path)
     env = dict(inv.environ, CNI_COMMAND=command)
-    proc = subprocess.run([exe], input=conf, env=env, capture_output=True, timeout=120)
+    proc = subprocess.run([exe], input=conf, env=env, capture_output=True, timeout=120,
+                          check=False)
     if proc.returncode != 0:
         raise _error(plugin_type, proc.stdout, proc.stderr)
     out = proc.stdout.strip()

@@ -24,7 +24,7 @@ _ID_REST = _ID_FIRST | frozenset("_.-")
 class Invocation:
     """One run of the plugin: what the runtime asked for, and where."""
 
-    __slots__ = ("command", "container_id", "netns", "ifname", "args", "path", "environ")
+    __slots__ = ("args", "command", "container_id", "environ", "ifname", "netns", "path")
 
     def __init__(self, command: str, container_id: str = "", netns: str = "", ifname: str = "",
                  args: dict[str, str] | None = None, path: list[str] | None = None,

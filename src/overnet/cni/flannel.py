@@ -12,8 +12,15 @@ import sys
 from .config import object_field, path_field, valid_attachments, version_of
 from .delegate import invoke
 from .env import Invocation
-from .spec import (DECODE_FAILURE, INVALID_CONFIG, NOT_AVAILABLE, TRY_AGAIN_LATER,
-                   UNKNOWN_CONTAINER, CniError, require)
+from .spec import (
+    DECODE_FAILURE,
+    INVALID_CONFIG,
+    NOT_AVAILABLE,
+    TRY_AGAIN_LATER,
+    UNKNOWN_CONTAINER,
+    CniError,
+    require,
+)
 
 DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
@@ -22,7 +29,7 @@ DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
 class SubnetEnv:
     """What subnet.env says about this host's lease."""
 
-    __slots__ = ("networks", "subnet", "ip6_networks", "ip6_subnet", "mtu", "ipmasq")
+    __slots__ = ("ip6_networks", "ip6_subnet", "ipmasq", "mtu", "networks", "subnet")
 
     def __init__(self) -> None:
         self.networks: list[str] = []
@@ -163,16 +170,16 @@ def cmd_del(inv: Invocation, data_dir: str) -> None:
     """With the config saved at ADD; nothing saved means nothing to undo (DEL is idempotent)."""
     data = read_scratch(data_dir, inv.container_id)
     if data is None:
-        return None
+        return
     try:
         json.loads(data)["type"]
     except (ValueError, KeyError, TypeError):
         # as flannel: the interface stays on the bridge until reboot, but DEL must not fail
         print(f"flannel: unreadable saved config for {inv.container_id}", file=sys.stderr)
-        return None
+        return
     invoke(inv, "DEL", data)
     drop_scratch(data_dir, inv.container_id)
-    return None
+    return
 
 
 def cmd_check(inv: Invocation, conf: dict, data_dir: str) -> None:
@@ -184,7 +191,6 @@ def cmd_check(inv: Invocation, conf: dict, data_dir: str) -> None:
     if conf.get("prevResult"):
         delegate["prevResult"] = conf["prevResult"]
     invoke(inv, "CHECK", json.dumps(delegate).encode())
-    return None
 
 
 def cmd_gc(inv: Invocation, conf: dict, subnet_file: str, data_dir: str) -> None:
@@ -198,7 +204,6 @@ def cmd_gc(inv: Invocation, conf: dict, subnet_file: str, data_dir: str) -> None
     for name in _scratch_names(data_dir):
         if name not in live:
             drop_scratch(data_dir, name)
-    return None
 
 
 def cmd_status(inv: Invocation, conf: dict, subnet_file: str) -> None:
@@ -207,7 +212,6 @@ def cmd_status(inv: Invocation, conf: dict, subnet_file: str) -> None:
     except CniError as e:
         raise CniError(NOT_AVAILABLE, e.msg, e.details) from None
     invoke(inv, "STATUS", json.dumps(delegate_config(conf, env)).encode())
-    return None
 
 
 def save_scratch(data_dir: str, container_id: str, data: bytes) -> None:

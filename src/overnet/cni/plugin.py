@@ -9,8 +9,7 @@ from .agent import ApiError, Client, connect, endpoint_path, ref, to_cni_error, 
 from .config import OvernetConf, valid_attachments
 from .env import Invocation
 from .result import add_result, chain, result_address
-from .spec import (INTERNAL, NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER, CniError,
-                   require)
+from .spec import INTERNAL, NOT_AVAILABLE, TRY_AGAIN_LATER, UNKNOWN_CONTAINER, CniError, require
 
 RUNTIME = "cni"
 _LABEL = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -86,12 +85,12 @@ def cmd_del(client: Client, inv: Invocation, conf: OvernetConf) -> None:
         client.delete(endpoint_path(inv.container_id, inv.ifname))
     except ApiError as e:
         if e.status == 404:
-            return None
+            return
         if not transient(e):
             raise to_cni_error(e, f"detaching container {inv.container_id} ({inv.ifname})") \
                 from None
         remember(inv, conf, e)
-    return None
+    return
 
 
 def remember(inv: Invocation, conf: OvernetConf, e: ApiError) -> None:
@@ -119,7 +118,6 @@ def cmd_check(client: Client, inv: Invocation, conf: OvernetConf) -> None:
     if problems or not report.get("ok", False):
         raise CniError(INTERNAL, f"{what}: {'; '.join(problems) or 'not ok'}",
                        "; ".join(problems))
-    return None
 
 
 def cmd_gc(client: Client, conf: OvernetConf, keep: set[tuple[str, str]]) -> None:
@@ -136,7 +134,6 @@ def cmd_gc(client: Client, conf: OvernetConf, keep: set[tuple[str, str]]) -> Non
             "keep": [{"container_id": c, "ifname": i} for c, i in sorted(keep)]})
     except ApiError as e:
         raise to_cni_error(e, f"collecting stale endpoints of network {conf.network}") from None
-    return None
 
 
 def cmd_status(client: Client, conf: OvernetConf) -> None:
@@ -146,4 +143,3 @@ def cmd_status(client: Client, conf: OvernetConf) -> None:
     except ApiError as e:
         raise CniError(NOT_AVAILABLE, f"network {conf.network} is not available: {e.message}",
                        f"agent socket {conf.socket}") from None
-    return None
