@@ -242,3 +242,16 @@ def test_pending_files(tmp_path):
     pending.forget(d, "c1", "eth0")
     pending.forget(d, "c1", "eth0")
     assert [r["container_id"] for _, r in pending.entries(d)] == ["c2"]
+
+
+def test_flannel_check_needs_the_saved_config_and_names_route_gateways(tmp_path):
+    env = dict(ENV, CNI_COMMAND="CHECK")
+    conf = {"cniVersion": "1.0.0", "name": "cbr0", "type": "flannel",
+            "dataDir": str(tmp_path / "data")}
+    assert code_of(env, conf) == 3
+    res = {"ips": [{"address": "10.1.17.2/24", "gateway": "10.1.17.1"}],
+           "routes": [{"dst": "10.1.0.0/16"}, {"dst": "0.0.0.0/0", "gw": "10.1.17.254"},
+                      {"dst": "fd00::/64"}]}
+    assert flannel.routes_with_gateway(res)["routes"] == [
+        {"dst": "10.1.0.0/16", "gw": "10.1.17.1"}, {"dst": "0.0.0.0/0", "gw": "10.1.17.254"},
+        {"dst": "fd00::/64"}]

@@ -188,9 +188,26 @@ def cmd_check(inv: Invocation, conf: dict, data_dir: str) -> None:
         raise CniError(UNKNOWN_CONTAINER, f"container {inv.container_id} is not attached",
                        f"no saved config in {data_dir}")
     delegate = json.loads(data)
-    if conf.get("prevResult"):
-        delegate["prevResult"] = conf["prevResult"]
+    if isinstance(conf.get("prevResult"), dict):
+        delegate["prevResult"] = routes_with_gateway(conf["prevResult"])
     invoke(inv, "CHECK", json.dumps(delegate).encode())
+
+
+def routes_with_gateway(result: dict) -> dict:
+    """The bridge plugin installs IPAM routes that have no gw via the IP's gateway but reports
+    them without one, and its CHECK then misses them in the kernel (flannel's own CHECK does
+    nothing, which hides that). Name the gateway the kernel route really has."""
+    gateways = [ip.get("gateway") for ip in result.get("ips") or [] if ip.get("gateway")]
+    if not gateways:
+        return result
+    routes = []
+    for route in result.get("routes") or []:
+        if not route.get("gw"):
+            v6 = ":" in route.get("dst", "")
+            gw = next((g for g in gateways if (":" in g) == v6), None)
+            route = dict(route, gw=gw) if gw else route
+        routes.append(route)
+    return dict(result, routes=routes)
 
 
 def cmd_gc(inv: Invocation, conf: dict, subnet_file: str, data_dir: str) -> None:
