@@ -200,3 +200,13 @@ def test_the_executable_prints_results_and_errors(agent, pend):
     err = json.loads(again.stdout)
     assert again.returncode == 1 and err["code"] == 999 and err["cniVersion"] == "0.4.0"
     assert set(err) == {"cniVersion", "code", "msg", "details"}
+
+
+def test_an_unexpected_answer_is_an_error_result_not_a_traceback(agent, pend):
+    agent.endpoint = lambda body: {"host_ifname": "veth0"}     # no address in it
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": CID, "CNI_NETNS": "/run/netns/x",
+           "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni"}
+    proc = subprocess.run([sys.executable, "-m", "overnet.cni.main"],
+                          input=json.dumps(conf_for(agent, pend)).encode(), env=env,
+                          capture_output=True, timeout=30, check=False)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 999

@@ -94,3 +94,15 @@ def test_unwritable_conf_dir_leaves_no_executables(tmp_path, dirs):
 def test_debian_portmap_version_is_read():
     """Debian 12's reference plugins (scripts/setup.sh installs them) stop at 1.0.0."""
     assert installer._highest_version(PORTMAP) == "1.0.0"
+
+
+def test_a_foreign_flannel_is_not_overwritten(dirs):
+    bin_dir, conf_dir = dirs
+    theirs = os.path.join(bin_dir, "flannel")
+    with open(theirs, "wb") as f:
+        f.write(b"\x7fELF flannel's own plugin")
+    with pytest.raises(installer.InstallError, match="is not overnet's"):
+        installer.install([bin_dir], conf_dir, "overnet", "1.0.0")
+    with open(theirs, "rb") as f:
+        assert f.read().startswith(b"\x7fELF")
+    assert sorted(os.listdir(bin_dir)) == ["flannel", "portmap"]

@@ -15,6 +15,7 @@ DEFAULT_BIN_DIR = "/usr/lib/cni"
 EXTRA_BIN_DIR = "/opt/cni/bin"        # containerd's default, used too when it exists
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 PLUGIN_NAMES = ("overnet-cni", "flannel")
+MARK = "written by `overnet cni install`"   # how a later install knows its own files
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -35,7 +36,7 @@ def wrapper(python: str, root: str) -> str:
     """A runtime runs plugins with little or no environment: the interpreter and the package
     are named absolutely, and -I -S skip site processing (faster, and immune to PYTHON*)."""
     return (f"#!{python} -IS\n"
-            "# overnet's CNI plugin, written by `overnet cni install`: the same entry point\n"
+            f"# overnet's CNI plugin, {MARK}: the same entry point\n"
             "# serves the overnet-cni and flannel types (it dispatches on the config's type).\n"
             f"import sys\nsys.path.insert(0, {root!r})\n"
             "from overnet.cni.main import main\nsys.exit(main())\n")
@@ -79,10 +80,26 @@ def _highest_version(plugin: str) -> str | None:
     return max(known, key=lambda v: tuple(int(p) for p in v.split(".")), default=None)
 
 
+def foreign(path: str) -> bool:
+    """An executable there that this command did not write (e.g. flannel's own plugin)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return MARK.encode() not in head
+
+
 def install(bin_dirs: list[str], conf_dir: str, network: str, version: str,
             socket: str | None = None) -> list[str]:
     """Write every file or none; returns the paths written."""
     check(bin_dirs, network, version)
+    for path in (os.path.join(d, n) for d in bin_dirs for n in PLUGIN_NAMES):
+        if foreign(path):
+            raise InstallError(f"{path} exists and is not overnet's: remove it first, or "
+                               "install into another --bin-dir")
     script = wrapper(sys.executable, package_root())
     files = [(os.path.join(d, n), script, 0o755) for d in bin_dirs for n in PLUGIN_NAMES]
     files.append((os.path.join(conf_dir, f"{network}.conflist"),

@@ -9,7 +9,7 @@ import sys
 
 from .config import decode
 from .env import parse_env
-from .spec import LATEST, VERSIONS, CniError, version_result
+from .spec import INTERNAL, IO_FAILURE, LATEST, VERSIONS, CniError, version_result
 
 ABOUT = "overnet-cni: CNI plugin of overnet (types overnet-cni and flannel)"
 
@@ -50,7 +50,12 @@ def main() -> int:
         sys.stdout.write(e.to_json(answer_in[0]) + "\n")
         return 1
     except OSError as e:
-        sys.stdout.write(CniError(5, f"I/O failure: {e}").to_json(answer_in[0]) + "\n")
+        sys.stdout.write(CniError(IO_FAILURE, f"I/O failure: {e}").to_json(answer_in[0]) + "\n")
+        return 1
+    except Exception as e:  # noqa: BLE001 - a runtime must get the error JSON, never a traceback
+        err = CniError(INTERNAL, f"overnet-cni failed: {type(e).__name__}: {e}",
+                       "an unexpected answer or a bug; please report it")
+        sys.stdout.write(err.to_json(answer_in[0]) + "\n")
         return 1
     if result is not None:
         sys.stdout.write(json.dumps(result) + "\n")
