@@ -137,7 +137,8 @@ def test_del_while_agent_away_is_finished_later(agent, pend):
     before = len(agent.requests)
     call("ADD", conf, cid="e" * 12)                       # the next call flushes first
     seen = [(m, p) for m, p, _ in agent.requests[before:]]
-    assert seen[:2] == [("DELETE", f"/endpoints/{CID}/eth0"), ("DELETE", f"/endpoints/{'d' * 12}/eth0")]
+    assert seen[:2] == [("DELETE", f"/endpoints/{CID}/eth0"),
+                        ("DELETE", f"/endpoints/{'d' * 12}/eth0")]
     assert seen[2] == ("POST", "/endpoints")
     assert pending.entries(pend) == [] and (CID, "eth0") not in agent.endpoints
 

@@ -143,7 +143,8 @@ def test_add_result_per_version(version):
 
 def test_prev_result_is_kept_and_extended():
     prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "lo", "sandbox": "/x"}],
-            "ips": [{"address": "127.0.0.1/8", "interface": 0}], "dns": {"nameservers": ["1.1.1.1"]}}
+            "ips": [{"address": "127.0.0.1/8", "interface": 0}],
+            "dns": {"nameservers": ["1.1.1.1"]}}
     res = chain(prev, add_result(ENDPOINT, "eth0", "/run/netns/x", "1.0.0"))
     assert [i["name"] for i in res["interfaces"]] == ["lo", "veth1234567", "eth0"]
     assert [ip["interface"] for ip in res["ips"]] == [0, 2]
