@@ -98,8 +98,8 @@ def remember(inv: Invocation, conf: OvernetConf, e: ApiError) -> None:
         path = pending.remember(conf.pending_dir, inv.container_id, inv.ifname, conf.network)
     except OSError as err:
         raise CniError(TRY_AGAIN_LATER, "the overnet agent is not available and the DEL of "
-                       f"container {inv.container_id} cannot be kept for later in {conf.pending_dir}",
-                       f"{e.message}; {err}") from None
+                       f"container {inv.container_id} cannot be kept for later in "
+                       f"{conf.pending_dir}", f"{e.message}; {err}") from None
     print(f"overnet-cni: agent unavailable ({e.message}); DEL kept in {path}", file=sys.stderr)
 
 
