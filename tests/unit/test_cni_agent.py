@@ -153,6 +153,11 @@ def test_flush_pending_for_the_agent(agent, pend):
     agent.fail_with = None
     assert pending.flush_pending(connect(agent.socket), pend) == 2
     assert pending.entries(pend) == [] and os.path.isdir(pend)
+    for status in (404, 400):   # gone already, or refused: a retry cannot help, so dropped
+        pending.remember(pend, "a3", "eth0", "foobar")
+        agent.fail_with = status
+        assert pending.flush_pending(connect(agent.socket), pend) == 1
+        assert pending.entries(pend) == []
 
 
 def test_del_that_cannot_be_kept_is_try_again_later(agent, pend, tmp_path):
