@@ -256,3 +256,27 @@ def test_flannel_check_needs_the_saved_config_and_names_route_gateways(tmp_path)
     assert flannel.routes_with_gateway(res)["routes"] == [
         {"dst": "10.1.0.0/16", "gw": "10.1.17.1"}, {"dst": "0.0.0.0/0", "gw": "10.1.17.254"},
         {"dst": "fd00::/64"}]
+
+
+def test_flannel_gc_forwards_and_drops_only_its_own_stale_configs(tmp_path):
+    """GC goes to the delegate with the valid attachments; saved configs of containers the
+    runtime no longer lists are dropped, but only this network's (the dataDir is shared)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for cid, net in (("keep", "cbr0"), ("stale", "cbr0"), ("othernet", "cbr1")):
+        (data / cid).write_text(json.dumps({"name": net, "type": "bridge"}))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    seen = tmp_path / "seen.json"
+    fake = bindir / "bridge"      # a delegate that records what it was given
+    fake.write_text(f"#!/bin/sh\ncat > {seen}\n")
+    fake.chmod(0o755)
+    conf = {"cniVersion": "1.1.0", "name": "cbr0", "type": "flannel", "dataDir": str(data),
+            "subnetFile": write_env(tmp_path, FLANNEL_ENV),
+            "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+    env = {"CNI_COMMAND": "GC", "CNI_PATH": str(bindir)}
+    assert run(env, json.dumps(conf).encode(), ["1.1.0"]) is None
+    assert sorted(os.listdir(data)) == ["keep", "othernet"]
+    given = json.loads(seen.read_text())
+    assert given["type"] == "bridge" and given["cni.dev/valid-attachments"] == [
+        {"containerID": "keep", "ifname": "eth0"}]

@@ -218,9 +218,9 @@ def cmd_gc(inv: Invocation, conf: dict, subnet_file: str, data_dir: str) -> None
     delegate["cni.dev/valid-attachments"] = conf.get("cni.dev/valid-attachments", [])
     invoke(inv, "GC", json.dumps(delegate).encode())
     live = {cid for cid, _ in keep}
-    for name in _scratch_names(data_dir):
-        if name not in live:
-            drop_scratch(data_dir, name)
+    for cid in _scratch_names(data_dir):
+        if cid not in live and _saved_name(data_dir, cid) == conf["name"]:
+            drop_scratch(data_dir, cid)   # (the dataDir may be shared by other networks)
 
 
 def cmd_status(inv: Invocation, conf: dict, subnet_file: str) -> None:
@@ -254,6 +254,13 @@ def drop_scratch(data_dir: str, container_id: str) -> None:
         os.unlink(os.path.join(data_dir, container_id))
     except FileNotFoundError:
         pass
+
+
+def _saved_name(data_dir: str, container_id: str) -> str | None:
+    try:
+        return json.loads(read_scratch(data_dir, container_id) or b"{}").get("name")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _scratch_names(data_dir: str) -> list[str]:
