@@ -171,22 +171,32 @@ def test_containers_on_two_hosts_talk(world):
         ok(hosts[h].plugin("DEL", conf(net, root), cid, ns))
 
 
-def test_chain_with_portmap(world):
+def test_chain_with_portmap_and_bandwidth(world):
+    """overnet-cni first, then Debian's portmap and bandwidth, each fed the previous result:
+    the DNAT rule points at the container, the host side of the veth gets shaped."""
     lab, hosts, net, root = world
     a = hosts["a"]
     _, ns = a.netns()
     cid = secrets.token_hex(16)
     res = ok(a.plugin("ADD", conf(net, root), cid, ns))
+    path = "/usr/sbin:/usr/bin:/sbin:/bin"
     portmap = {"cniVersion": "1.0.0", "name": net, "type": "portmap", "prevResult": res,
                "runtimeConfig": {"portMappings": [{"hostPort": 18080, "containerPort": 80,
                                                    "protocol": "tcp"}]}}
-    path = "/usr/sbin:/usr/bin:/sbin:/bin"
     out = ok(a.plugin("ADD", portmap, cid, ns, exe="portmap", path=path))
     assert out["ips"] == res["ips"]
     ip = res["ips"][0]["address"].split("/")[0]
-    rules = lab.run("a", ["iptables-save", "-t", "nat"]).stdout
-    assert f"{ip}:80" in rules
+    assert f"{ip}:80" in lab.run("a", ["iptables-save", "-t", "nat"]).stdout
+    bandwidth = {"cniVersion": "1.0.0", "name": net, "type": "bandwidth", "prevResult": out,
+                 "runtimeConfig": {"bandwidth": {"ingressRate": 8000000, "ingressBurst": 80000,
+                                                 "egressRate": 8000000, "egressBurst": 80000}}}
+    shaped = ok(a.plugin("ADD", bandwidth, cid, ns, exe="bandwidth", path=path))
+    assert shaped["ips"] == res["ips"]
+    host_veth = res["interfaces"][0]["name"]
+    assert "tbf" in lab.run("a", ["tc", "qdisc", "show", "dev", host_veth]).stdout
+    ok(a.plugin("DEL", bandwidth, cid, ns, exe="bandwidth", path=path))
     ok(a.plugin("DEL", portmap, cid, ns, exe="portmap", path=path))
+    assert f"{ip}:80" not in lab.run("a", ["iptables-save", "-t", "nat"]).stdout
     ok(a.plugin("DEL", conf(net, root), cid, ns))
 
 
