@@ -68,7 +68,7 @@ def world():
             netns.create_netns(made[-1])
         bindir = os.path.join(root, "bin")
         os.makedirs(bindir)
-        for plugin in ("bridge", "host-local", "portmap", "loopback"):
+        for plugin in ("bridge", "host-local", "portmap", "bandwidth"):
             os.symlink(os.path.join(REFERENCE, plugin), os.path.join(bindir, plugin))
         installer.install([bindir], os.path.join(root, "net.d"), "overnet", "1.0.0")
         subnet = ipaddress.ip_network(f"10.244.{random.randrange(1, 250)}.0/24")
@@ -127,8 +127,9 @@ def test_add_check_del(world, version):
     ok(world.plugin("flannel", "DEL", world.conf(version)))   # twice: still fine
 
 
-def test_chain_with_portmap(world):
-    """portmap after flannel, fed the flannel result as prevResult: DNAT to the container."""
+def test_chain_with_portmap_and_bandwidth(world):
+    """portmap and bandwidth after flannel, each fed the previous result: DNAT to the
+    container, the host side of its veth shaped."""
     conf = world.conf("1.0.0")
     res = ok(world.plugin("flannel", "ADD", conf))
     ip = res["ips"][0]["address"].split("/")[0]
@@ -142,6 +143,16 @@ def test_chain_with_portmap(world):
     rules = subprocess.run([NSENTER, f"--net={world.host}", "iptables-save", "-t", "nat"],
                            capture_output=True, text=True, timeout=10, check=True).stdout
     assert f"{ip}:80" in rules
+    bandwidth = {"cniVersion": "1.0.0", "name": conf["name"], "type": "bandwidth",
+                 "prevResult": out, "runtimeConfig": {"bandwidth": {
+                     "ingressRate": 8000000, "ingressBurst": 80000,
+                     "egressRate": 8000000, "egressBurst": 80000}}}
+    ok(world.plugin("bandwidth", "ADD", bandwidth, path=path))
+    veth = res["interfaces"][1]["name"]
+    qdisc = subprocess.run([NSENTER, f"--net={world.host}", "tc", "qdisc", "show", "dev", veth],
+                           capture_output=True, text=True, timeout=10, check=True).stdout
+    assert "tbf" in qdisc
+    ok(world.plugin("bandwidth", "DEL", bandwidth, path=path))
     ok(world.plugin("portmap", "DEL", portmap, path=path))
     ok(world.plugin("flannel", "DEL", conf))
 
