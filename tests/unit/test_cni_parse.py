@@ -280,3 +280,22 @@ def test_flannel_gc_forwards_and_drops_only_its_own_stale_configs(tmp_path):
     given = json.loads(seen.read_text())
     assert given["type"] == "bridge" and given["cni.dev/valid-attachments"] == [
         {"containerID": "keep", "ifname": "eth0"}]
+
+
+async def test_the_agent_flushes_pending_dels_with_its_own_detach(tmp_path):
+    d = str(tmp_path / "pending")
+    for cid in ("a1", "a2", "a3"):
+        pending.remember(d, cid, "eth0", "foobar")
+    seen = []
+
+    async def detach(cid: str, ifname: str) -> bool:
+        if cid == "a3":
+            raise RuntimeError("store down")
+        seen.append((cid, ifname))
+        return True
+
+    with pytest.raises(RuntimeError):
+        await pending.flush_pending_with(detach, d)
+    assert sorted(seen) == [("a1", "eth0"), ("a2", "eth0")] or len(seen) < 2
+    left = {r["container_id"] for _, r in pending.entries(d)}
+    assert "a3" in left and not ({c for c, _ in seen} & left)

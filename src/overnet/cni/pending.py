@@ -81,3 +81,18 @@ def flush_pending(client, directory: str) -> int:
             pass  # another invocation finished it at the same time
         done += 1
     return done
+
+
+async def flush_pending_with(detach, directory: str) -> int:
+    """The same from inside the agent (which must not call its own API from its event loop):
+    `detach(container_id, ifname)` is its own awaitable detach. An exception from it stops
+    the flush and leaves that DEL and the rest pending."""
+    done = 0
+    for path, record in entries(directory):
+        await detach(record["container_id"], record["ifname"])
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        done += 1
+    return done
