@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from ..api import wire
 from .spec import DECODE_FAILURE, INVALID_CONFIG, CniError, check_supported
 
 DEFAULT_SOCKET = "/run/overnet/overnet.sock"
@@ -15,7 +14,7 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 def decode(data: bytes) -> dict:
     """stdin -> a JSON object with a valid `name` (what skel checks before any verb)."""
     try:
-        conf = json.loads(data)
+        conf = wire.loads(data)
     except ValueError as e:
         raise CniError(DECODE_FAILURE, f"error decoding the network config: {e}") from None
     if not isinstance(conf, dict):
@@ -57,7 +56,7 @@ def object_field(conf: dict, key: str) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise CniError(INVALID_CONFIG, f"invalid {key!r} {json.dumps(value)} in the network "
+        raise CniError(INVALID_CONFIG, f"invalid {key!r} {wire.dumps(value)} in the network "
                        "config", f"{key} must be a JSON object")
     return value
 
@@ -94,7 +93,7 @@ def valid_attachments(conf: dict) -> set[tuple[str, str]]:
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("containerID"), str) \
                 or not isinstance(item.get("ifname"), str):
-            raise CniError(INVALID_CONFIG, f"invalid attachment {json.dumps(item)} in "
+            raise CniError(INVALID_CONFIG, f"invalid attachment {wire.dumps(item)} in "
                            "'cni.dev/valid-attachments'", "expected {\"containerID\", \"ifname\"}")
         keep.add((item["containerID"], item["ifname"]))
     return keep

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
+from ..api import wire
 from .env import Invocation
 from .spec import INTERNAL, INVALID_CONFIG, INVALID_ENVIRONMENT, CniError
 
@@ -28,7 +28,7 @@ def invoke(inv: Invocation, command: str, conf: bytes) -> dict | None:
     its own error passed up unchanged."""
     import subprocess  # only the flannel type delegates: keep it off overnet-cni's path
 
-    plugin_type = json.loads(conf)["type"]
+    plugin_type = wire.loads(conf)["type"]
     exe = find(plugin_type, inv.path)
     env = dict(inv.environ, CNI_COMMAND=command)
     proc = subprocess.run([exe], input=conf, env=env, capture_output=True, timeout=120,
@@ -39,7 +39,7 @@ def invoke(inv: Invocation, command: str, conf: bytes) -> dict | None:
     if not out:
         return None
     try:
-        return json.loads(out)
+        return wire.loads(out)
     except ValueError:
         raise CniError(INTERNAL, f"delegate {plugin_type} printed a result that is not JSON",
                        out.decode(errors="replace")[:500]) from None
@@ -47,7 +47,7 @@ def invoke(inv: Invocation, command: str, conf: bytes) -> dict | None:
 
 def _error(plugin_type: str, stdout: bytes, stderr: bytes) -> CniError:
     try:
-        err = json.loads(stdout)
+        err = wire.loads(stdout)
         return CniError(int(err["code"]), f"{plugin_type}: {err.get('msg', '')}",
                         str(err.get("details", "")))
     except (ValueError, KeyError, TypeError):

@@ -5,10 +5,10 @@ host's subnet lease, keeps it per container for DEL, and runs the delegate from 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import sys
 
+from ..api import wire
 from .config import object_field, path_field, valid_attachments, version_of
 from .delegate import invoke
 from .env import Invocation
@@ -129,7 +129,7 @@ def delegate_ipam(conf: dict, env: SubnetEnv) -> dict:
     ipam["ranges"] = [[{"subnet": s}] for s in (env.subnet, env.ip6_subnet) if s]
     routes = ipam.get("routes") or []
     if not isinstance(routes, list):
-        raise CniError(INVALID_CONFIG, f"invalid 'ipam.routes' {json.dumps(routes)}")
+        raise CniError(INVALID_CONFIG, f"invalid 'ipam.routes' {wire.dumps(routes)}")
     ipam["routes"] = list(routes) + [{"dst": n} for n in env.networks + env.ip6_networks]
     return ipam
 
@@ -152,7 +152,7 @@ def run(inv: Invocation, conf: dict) -> dict | None:
 
 
 def cmd_add(inv: Invocation, conf: dict, env: SubnetEnv, data_dir: str) -> dict | None:
-    data = json.dumps(delegate_config(conf, env)).encode()
+    data = wire.dumps(delegate_config(conf, env)).encode()
     save_scratch(data_dir, inv.container_id, data)
     try:
         return invoke(inv, "ADD", data)
@@ -172,7 +172,7 @@ def cmd_del(inv: Invocation, data_dir: str) -> None:
     if data is None:
         return
     try:
-        json.loads(data)["type"]
+        wire.loads(data)["type"]
     except (ValueError, KeyError, TypeError):
         # as flannel: the interface stays on the bridge until reboot, but DEL must not fail
         print(f"flannel: unreadable saved config for {inv.container_id}", file=sys.stderr)
@@ -187,10 +187,10 @@ def cmd_check(inv: Invocation, conf: dict, data_dir: str) -> None:
     if data is None:
         raise CniError(UNKNOWN_CONTAINER, f"container {inv.container_id} is not attached",
                        f"no saved config in {data_dir}")
-    delegate = json.loads(data)
+    delegate = wire.loads(data)
     if isinstance(conf.get("prevResult"), dict):
         delegate["prevResult"] = routes_with_gateway(conf["prevResult"])
-    invoke(inv, "CHECK", json.dumps(delegate).encode())
+    invoke(inv, "CHECK", wire.dumps(delegate).encode())
 
 
 def routes_with_gateway(result: dict) -> dict:
@@ -216,7 +216,7 @@ def cmd_gc(inv: Invocation, conf: dict, subnet_file: str, data_dir: str) -> None
     keep = valid_attachments(conf)
     delegate = delegate_config(conf, load_subnet_env(subnet_file))
     delegate["cni.dev/valid-attachments"] = conf.get("cni.dev/valid-attachments", [])
-    invoke(inv, "GC", json.dumps(delegate).encode())
+    invoke(inv, "GC", wire.dumps(delegate).encode())
     live = {cid for cid, _ in keep}
     for cid in _scratch_names(data_dir):
         if cid not in live and _saved_name(data_dir, cid) == conf["name"]:
@@ -228,7 +228,7 @@ def cmd_status(inv: Invocation, conf: dict, subnet_file: str) -> None:
         env = load_subnet_env(subnet_file)
     except CniError as e:
         raise CniError(NOT_AVAILABLE, e.msg, e.details) from None
-    invoke(inv, "STATUS", json.dumps(delegate_config(conf, env)).encode())
+    invoke(inv, "STATUS", wire.dumps(delegate_config(conf, env)).encode())
 
 
 def save_scratch(data_dir: str, container_id: str, data: bytes) -> None:
@@ -258,7 +258,7 @@ def drop_scratch(data_dir: str, container_id: str) -> None:
 
 def _saved_name(data_dir: str, container_id: str) -> str | None:
     try:
-        return json.loads(read_scratch(data_dir, container_id) or b"{}").get("name")
+        return wire.loads(read_scratch(data_dir, container_id) or b"{}").get("name")
     except (ValueError, AttributeError):
         return None
 

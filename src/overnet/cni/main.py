@@ -3,10 +3,10 @@ the config's `type`, print the result or the spec's error result."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from ..api import wire
 from .config import decode
 from .env import parse_env
 from .spec import INTERNAL, IO_FAILURE, LATEST, VERSIONS, CniError, version_result
@@ -31,7 +31,7 @@ def run(environ, stdin: bytes, answer_in: list[str]) -> dict | None:
 
 def _requested_version(stdin: bytes) -> str | None:
     try:
-        conf = json.loads(stdin or b"{}")
+        conf = wire.loads(stdin or b"{}")
     except ValueError:
         return None
     return conf.get("cniVersion") if isinstance(conf, dict) else None
@@ -58,7 +58,7 @@ def main() -> int:
         sys.stdout.write(err.to_json(answer_in[0]) + "\n")
         return 1
     if result is not None:
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(wire.dumps(result) + "\n")
     return 0
 
 

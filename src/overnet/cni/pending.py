@@ -4,11 +4,11 @@ agent is down, but the endpoint's address and records must still be released lat
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
+from ..api import wire
 from .agent import ApiError, endpoint_path, transient
 
 
@@ -23,8 +23,8 @@ def remember(directory: str, container_id: str, ifname: str, network: str) -> st
     path = os.path.join(directory, entry_name(container_id, ifname))
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump({"container_id": container_id, "ifname": ifname, "network": network,
-                   "since": time.time()}, f)
+        f.write(wire.dumps({"container_id": container_id, "ifname": ifname,
+                            "network": network, "since": time.time()}))
     os.replace(tmp, path)
     return path
 
@@ -48,8 +48,8 @@ def entries(directory: str) -> list[tuple[str, dict]]:
             continue
         path = os.path.join(directory, name)
         try:
-            with open(path) as f:
-                record = json.load(f)
+            with open(path, "rb") as f:
+                record = wire.loads(f.read())
             found.append((path, {"container_id": str(record["container_id"]),
                                  "ifname": str(record["ifname"]),
                                  "since": float(record.get("since", 0))}))

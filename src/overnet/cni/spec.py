@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from ..api import wire
 
 VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = VERSIONS[-1]
@@ -30,7 +30,7 @@ class CniError(Exception):
         self.details = details
 
     def to_json(self, version: str) -> str:
-        return json.dumps({"cniVersion": version, "code": self.code, "msg": self.msg,
+        return wire.dumps({"cniVersion": version, "code": self.code, "msg": self.msg,
                            "details": self.details})
 
 
