@@ -77,6 +77,8 @@ def test_add_names_and_addresses_from_the_runtime(agent, pend):
     call("ADD", conf_for(agent, pend), cid="b" * 20, args="IP=10.0.0.7;MAC=02:00:00:00:00:07")
     body = agent.requests[-1][2]
     assert (body["ip"], body["mac"], body["name"]) == ("10.0.0.7", "02:00:00:00:00:07", "b" * 12)
+    call("ADD", conf_for(agent, pend), cid="Pod.Sandbox_1234")   # the ID as a DNS label
+    assert agent.requests[-1][2]["name"] == "pod-sandbox"
 
 
 def test_add_twice_is_an_error_and_no_second_address(agent, pend):

@@ -57,7 +57,8 @@ def attach_request(inv: Invocation, conf: OvernetConf) -> dict:
     capabilities (ips, mac, aliases) are passed on; the name comes from the pod or container."""
     body: dict = {"network": conf.network, "container_id": inv.container_id,
                   "netns": inv.netns, "ifname": inv.ifname, "runtime": RUNTIME,
-                  "name": dns_label(inv.args.get("K8S_POD_NAME", "")) or inv.container_id[:12]}
+                  "name": dns_label(inv.args.get("K8S_POD_NAME", ""))
+                  or dns_label(inv.container_id[:12])}
     rc = conf.runtime_config
     ips = [str(ip).split("/")[0] for ip in rc.get("ips") or [] if ":" not in str(ip)]
     ip = inv.args.get("IP") or (ips[0] if ips else "")
