@@ -83,8 +83,8 @@ def world(lab2):
         os.symlink(f"/usr/lib/cni/{plugin}", os.path.join(bindir, plugin))
     installer.install([bindir], os.path.join(root, "net.d"), "cnitest", "1.0.0")
     net = f"cni{secrets.token_hex(2)}"
-    lab2.api("a").post("/networks", {"name": net, "driver": "overlay"})
-    hosts = {h: CniHost(lab2, h, root) for h in ("a", "b")}
+    lab2.api("net-1").post("/networks", {"name": net, "driver": "overlay"})
+    hosts = {"a": CniHost(lab2, "net-1", root), "b": CniHost(lab2, "net-2", root)}
     try:
         yield lab2, hosts, net, root
     finally:
@@ -115,7 +115,7 @@ def test_add_check_del_each_version(world, version):
     assert res["routes"][0]["dst"] == "0.0.0.0/0"
     assert res["dns"]["nameservers"] == [res["ips"][0]["gateway"]]
     assert a.addresses(ns_name) == [address]
-    record = lab.api("a").get(f"/endpoints/{cid}/eth0")
+    record = lab.api(a.name).get(f"/endpoints/{cid}/eth0")
     assert (record["ip"], record["runtime"], record["name"]) == (address, "cni", "web")
     if version >= "0.4.0":
         ok(a.plugin("CHECK", conf(net, root, version, prevResult=res), cid, ns))
@@ -123,7 +123,7 @@ def test_add_check_del_each_version(world, version):
         assert failed(a.plugin("CHECK", conf(net, root, version), cid, ns))["code"] == 1
     ok(a.plugin("DEL", conf(net, root, version, prevResult=res), cid, ns))
     assert a.addresses(ns_name) == []
-    assert not [e for e in lab.api("a").get("/endpoints") if e["container_id"] == cid]
+    assert not [e for e in lab.api(a.name).get("/endpoints") if e["container_id"] == cid]
     ok(a.plugin("DEL", conf(net, root, version), cid, ns))          # twice
     ok(a.plugin("DEL", conf(net, root, version), cid, ""))          # netns gone: still fine
     if version >= "0.4.0":
@@ -186,17 +186,17 @@ def test_chain_with_portmap_and_bandwidth(world):
     out = ok(a.plugin("ADD", portmap, cid, ns, exe="portmap", path=path))
     assert out["ips"] == res["ips"]
     ip = res["ips"][0]["address"].split("/")[0]
-    assert f"{ip}:80" in lab.run("a", ["iptables-save", "-t", "nat"]).stdout
+    assert f"{ip}:80" in lab.run(a.name, ["iptables-save", "-t", "nat"]).stdout
     bandwidth = {"cniVersion": "1.0.0", "name": net, "type": "bandwidth", "prevResult": out,
                  "runtimeConfig": {"bandwidth": {"ingressRate": 8000000, "ingressBurst": 80000,
                                                  "egressRate": 8000000, "egressBurst": 80000}}}
     shaped = ok(a.plugin("ADD", bandwidth, cid, ns, exe="bandwidth", path=path))
     assert shaped["ips"] == res["ips"]
     host_veth = res["interfaces"][0]["name"]
-    assert "tbf" in lab.run("a", ["tc", "qdisc", "show", "dev", host_veth]).stdout
+    assert "tbf" in lab.run(a.name, ["tc", "qdisc", "show", "dev", host_veth]).stdout
     ok(a.plugin("DEL", bandwidth, cid, ns, exe="bandwidth", path=path))
     ok(a.plugin("DEL", portmap, cid, ns, exe="portmap", path=path))
-    assert f"{ip}:80" not in lab.run("a", ["iptables-save", "-t", "nat"]).stdout
+    assert f"{ip}:80" not in lab.run(a.name, ["iptables-save", "-t", "nat"]).stdout
     ok(a.plugin("DEL", conf(net, root), cid, ns))
 
 
@@ -206,7 +206,7 @@ def test_del_while_the_agent_is_stopped_is_finished_later(world):
     ns_name, ns = a.netns()
     cid = secrets.token_hex(16)
     ok(a.plugin("ADD", conf(net, root), cid, ns))
-    host = lab.host("a")
+    host = lab.host(a.name)
     _kill(host.agent_pid)
     try:
         ok(a.plugin("DEL", conf(net, root), cid, ns))             # the runtime sees success
@@ -216,12 +216,12 @@ def test_del_while_the_agent_is_stopped_is_finished_later(world):
     finally:
         lab._start_agent(host)
         lab._wait_agent(host)
-    assert lab.api("a").get(f"/endpoints/{cid}/eth0")["ip"]       # not released yet
+    assert lab.api(a.name).get(f"/endpoints/{cid}/eth0")["ip"]       # not released yet
     _, ns2 = a.netns()
     cid2 = secrets.token_hex(16)
     ok(a.plugin("ADD", conf(net, root), cid2, ns2))              # flushes first
     assert pending.entries(os.path.join(root, "pending")) == []
-    assert cid not in {e["container_id"] for e in lab.api("a").get("/endpoints")}
+    assert cid not in {e["container_id"] for e in lab.api(a.name).get("/endpoints")}
     assert wait_until(lambda: a.addresses(ns_name) == [])
     ok(a.plugin("DEL", conf(net, root), cid2, ns2))
 
@@ -235,6 +235,6 @@ def test_gc_detaches_what_the_runtime_no_longer_lists(world):
     gc = conf(net, root, "1.1.0", **{"cni.dev/valid-attachments": [
         {"containerID": cids[0], "ifname": "eth0"}]})
     ok(a.plugin("GC", gc))
-    left = {e["container_id"] for e in lab.api("a").get("/endpoints", runtime="cni")}
+    left = {e["container_id"] for e in lab.api(a.name).get("/endpoints", runtime="cni")}
     assert cids[0] in left and not (set(cids[1:]) & left)
     ok(a.plugin("DEL", conf(net, root, "1.1.0"), cids[0], ""))
