@@ -56,7 +56,7 @@ class CniHost:
         return self.lab.run(self.name, ["ip", "netns", "exec", ns_name, *cmd])
 
     def addresses(self, ns_name: str, ifname: str = "eth0") -> list[str]:
-        proc = self.in_ns(ns_name, "ip", "-j", "addr", "show", "dev", ifname)
+        proc = self.in_ns(ns_name, "ip", "-4", "-j", "addr", "show", "dev", ifname)
         if proc.returncode != 0:
             return []
         return [a["local"] for a in json.loads(proc.stdout)[0]["addr_info"]]
