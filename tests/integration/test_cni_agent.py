@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -171,32 +172,74 @@ def test_containers_on_two_hosts_talk(world):
         ok(hosts[h].plugin("DEL", conf(net, root), cid, ns))
 
 
-def test_chain_with_portmap_and_bandwidth(world):
+PATH = "/usr/sbin:/usr/bin:/sbin:/bin"   # portmap and bandwidth run iptables and tc
+SERVE_ONCE = ("import socket; s = socket.socket(); s.settimeout(30); "
+              "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('', 80)); "
+              "s.listen(); c, _ = s.accept(); c.sendall(b'hello from the container'); c.close()")
+FETCH = ("import socket, sys, time\nfor _ in range(50):\n    try:\n"
+         "        c = socket.create_connection((sys.argv[1], 18080), timeout=2); break\n"
+         "    except OSError:\n        time.sleep(0.1)\nprint(c.recv(100).decode())")
+
+
+def chained(a: CniHost, verb: str, plugin: str, prev: dict, net: str, cid: str, ns: str,
+            runtime_config: dict) -> dict | None:
+    conf = {"cniVersion": "1.0.0", "name": net, "type": plugin, "prevResult": prev,
+            "runtimeConfig": runtime_config}
+    return ok(a.plugin(verb, conf, cid, ns, exe=plugin, path=PATH))
+
+
+PORTS = {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]}
+LIMITS = {"bandwidth": {"ingressRate": 8000000, "ingressBurst": 80000,
+                        "egressRate": 8000000, "egressBurst": 80000}}
+
+
+def test_chain_with_portmap_and_bandwidth_on_a_bridge_network(world):
     """overnet-cni first, then Debian's portmap and bandwidth, each fed the previous result:
-    the DNAT rule points at the container, the host side of the veth gets shaped."""
+    a connection to the host's mapped port reaches the container, its host-side veth is
+    shaped."""
+    lab, hosts, _, root = world
+    a = hosts["a"]
+    ns_name, ns = a.netns()
+    cid = secrets.token_hex(16)
+    res = ok(a.plugin("ADD", conf("bridge", root, network="bridge"), cid, ns))
+    out = chained(a, "ADD", "portmap", res, "bridge", cid, ns, PORTS)
+    shaped = chained(a, "ADD", "bandwidth", out, "bridge", cid, ns, LIMITS)
+    assert shaped["ips"] == res["ips"]
+    assert shaped["interfaces"][:2] == res["interfaces"]   # + the ifb device bandwidth made
+    host_veth = res["interfaces"][0]["name"]
+    assert "tbf" in lab.run(a.name, ["tc", "qdisc", "show", "dev", host_veth]).stdout
+    argv, env = lab.ssh_argv(a.name, ["ip", "netns", "exec", ns_name, sys.executable, "-c",
+                                      SERVE_ONCE])
+    server = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # from the host itself: the lab's agents leave ip_forward off, so a connection from
+        # another host would stop at the FORWARD step, which is not the plugin's business
+        got = lab.run(a.name, [sys.executable, "-c", FETCH, lab.host(a.name).address])
+        assert got.stdout.strip() == "hello from the container", got.stderr
+    finally:
+        server.kill()
+        server.wait()
+    chained(a, "DEL", "bandwidth", out, "bridge", cid, ns, LIMITS)
+    chained(a, "DEL", "portmap", res, "bridge", cid, ns, PORTS)
+    ip = res["ips"][0]["address"].split("/")[0]
+    assert f"{ip}:80" not in lab.run(a.name, ["iptables-save", "-t", "nat"]).stdout
+    ok(a.plugin("DEL", conf("bridge", root, network="bridge"), cid, ns))
+
+
+def test_chain_on_an_overlay_network(world):
+    """On an overlay network the chain runs (portmap writes its rules, bandwidth without
+    limits passes the result on); see the report for what the network namespace prevents."""
     lab, hosts, net, root = world
     a = hosts["a"]
     _, ns = a.netns()
     cid = secrets.token_hex(16)
     res = ok(a.plugin("ADD", conf(net, root), cid, ns))
-    path = "/usr/sbin:/usr/bin:/sbin:/bin"
-    portmap = {"cniVersion": "1.0.0", "name": net, "type": "portmap", "prevResult": res,
-               "runtimeConfig": {"portMappings": [{"hostPort": 18080, "containerPort": 80,
-                                                   "protocol": "tcp"}]}}
-    out = ok(a.plugin("ADD", portmap, cid, ns, exe="portmap", path=path))
-    assert out["ips"] == res["ips"]
+    out = chained(a, "ADD", "portmap", res, net, cid, ns, PORTS)
     ip = res["ips"][0]["address"].split("/")[0]
     assert f"{ip}:80" in lab.run(a.name, ["iptables-save", "-t", "nat"]).stdout
-    bandwidth = {"cniVersion": "1.0.0", "name": net, "type": "bandwidth", "prevResult": out,
-                 "runtimeConfig": {"bandwidth": {"ingressRate": 8000000, "ingressBurst": 80000,
-                                                 "egressRate": 8000000, "egressBurst": 80000}}}
-    shaped = ok(a.plugin("ADD", bandwidth, cid, ns, exe="bandwidth", path=path))
-    assert shaped["ips"] == res["ips"]
-    host_veth = res["interfaces"][0]["name"]
-    assert "tbf" in lab.run(a.name, ["tc", "qdisc", "show", "dev", host_veth]).stdout
-    ok(a.plugin("DEL", bandwidth, cid, ns, exe="bandwidth", path=path))
-    ok(a.plugin("DEL", portmap, cid, ns, exe="portmap", path=path))
-    assert f"{ip}:80" not in lab.run(a.name, ["iptables-save", "-t", "nat"]).stdout
+    assert chained(a, "ADD", "bandwidth", out, net, cid, ns, {}) == out
+    chained(a, "DEL", "bandwidth", out, net, cid, ns, {})
+    chained(a, "DEL", "portmap", res, net, cid, ns, PORTS)
     ok(a.plugin("DEL", conf(net, root), cid, ns))
 
 
