@@ -8,7 +8,9 @@ from typing import TypeVar
 
 import pytest
 
-from overnet.runtime.names import ADJECTIVES, SURNAMES, generate_name, validate_name
+from overnet.errors import Invalid
+from overnet.runtime.names import (ADJECTIVES, SURNAMES, InvalidName, check_name,
+                                     generate_name, validate_name)
 
 T = TypeVar("T")
 
@@ -82,19 +84,38 @@ def test_many_names_are_distinct() -> None:
         taken.add(name)
 
 
-@pytest.mark.parametrize("name", ["web", "ab", "a1", "0db", "my-app_1.2", "A.B-C_d", "x" * 200])
+@pytest.mark.parametrize("name", ["web", "a", "a1", "0db", "my-app_1", "A-B-C_d", "x" * 63,
+                                  "web_"])
 def test_valid_names(name: str) -> None:
     assert validate_name(name) == name
+    assert check_name("network", name) == name
 
 
-def test_leading_slash_is_accepted_and_dropped() -> None:
-    assert validate_name("/web") == "web"
-
-
-@pytest.mark.parametrize("name", ["", "a", "/", "/a", "-web", "_web", ".web", "web app", "wéb",
-                                  "web/1", "web\n", "web:1", "we$b", "//web"])
+@pytest.mark.parametrize("name", ["", "/", "/a", "/web", "-web", "_web", ".web", "web app", "wéb",
+                                  "web/1", "web\n", "web:1", "we$b", "//web", "my-app_1.2",
+                                  "x" * 64, "web.foobar"])
 def test_invalid_names(name: str) -> None:
     with pytest.raises(ValueError) as err:
         validate_name(name)
     assert str(err.value) == (
-        f'invalid container name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+        f"invalid container name {name!r}: use 1-63 letters, digits, '_' or '-', "
+        "starting with a letter or digit")
+
+
+@pytest.mark.parametrize("value", [123, None, ["web"], True])
+def test_non_strings_are_refused(value: object) -> None:
+    with pytest.raises(InvalidName, match=re.escape(f"invalid alias name {value!r}")):
+        check_name("alias", value)
+
+
+def test_error_names_the_kind_and_is_a_400() -> None:
+    with pytest.raises(Invalid) as err:
+        check_name("service", "a.b")
+    assert err.value.status == 400
+    assert str(err.value).startswith("invalid service name 'a.b'")
+
+
+def test_long_values_are_cut_in_messages() -> None:
+    with pytest.raises(InvalidName) as err:
+        check_name("container", "x" * 1_000_000)
+    assert len(str(err.value)) < 300 and "1000000 characters" in str(err.value)

@@ -14,45 +14,37 @@ lease renewed, its masquerade rules in place, and the kernel in step with the le
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from ..dataplane import routes
+from ..dataplane.api import Dataplane
 from ..dataplane.masq import Masquerade, MasqError
 from ..errors import Conflict, Invalid, NotFound, Unavailable
 from ..flannel import config as fconfig
+from ..fsutil import write_atomic
 from ..flannel.backend import Backend, make_backend
 from ..flannel.lease import LeaseError, LeaseManager, SubnetLease, decode, read_previous
 from ..store import keys
-from ..store.base import Put, StoreError
+from ..store.base import Store, StoreError
 from ..store.mirror import Mirror
-from ..store.records import EndpointRecord
+from .config import AgentConfig
 
 if TYPE_CHECKING:
+    from ..drivers import HostInfo
     from ..drivers.bridge import BridgeDriver
     from ..store.records import NetworkRecord
-    from .daemon import Agent
-    from .state import Container
 
 log = logging.getLogger(__name__)
 
 CONFIG_WAIT_LOG = 5.0       # seconds between "still waiting for the config" lines
-RESYNC_EVERY = 10.0         # level-triggered re-apply of the kernel state
+TARGET = "hostsubnet"        # the reconciler's name for this feature
 MASQ_CHECK_EVERY = 2.0      # how soon removed masquerade rules come back
 RETRY = 5.0                 # after a failed renewal
-
-
-def enabled(agent: Agent) -> bool:
-    return bool(getattr(agent.cfg, "flannel", False) or getattr(agent.cfg, "flannel_network",
-                                                                  None))
-
-
-def prefix_of(agent: Agent) -> str:
-    return (getattr(agent.cfg, "subnet_prefix", None) or keys.FLANNEL_PREFIX).rstrip("/")
 
 
 def bridge_network_id(prefix: str) -> str:
@@ -66,23 +58,21 @@ def write_subnet_env(path: str, network: ipaddress.IPv4Network, subnet: ipaddres
                      mtu: int, ipmasq: bool) -> None:
     """flanneld's WriteSubnetFile: FLANNEL_SUBNET is the bridge address (.1), not the .0."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    content = (f"FLANNEL_NETWORK={network}\n"
-               f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
-               f"FLANNEL_MTU={mtu}\n"
-               f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(content)
-    os.replace(tmp, path)    # readers never see half a file
+    write_atomic(path, f"FLANNEL_NETWORK={network}\n"
+                       f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
+                       f"FLANNEL_MTU={mtu}\n"
+                       f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n")
 
 
 class HostSubnet:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.store = agent.store
-        self.prefix = prefix_of(agent)
-        self.subnet_file = getattr(agent.cfg, "subnet_file", None) or "/run/flannel/subnet.env"
-        self.ip_masq = bool(getattr(agent.cfg, "ip_masq", False))
+    def __init__(self, store: Store, dp: Dataplane, cfg: AgentConfig, host: HostInfo) -> None:
+        self.store = store
+        self.dp = dp
+        self.agent_cfg = cfg
+        self.host = host
+        self.prefix = cfg.subnet_prefix.rstrip("/")
+        self.subnet_file = cfg.subnet_file
+        self.ip_masq = cfg.ip_masq
         self.bridge_id = bridge_network_id(self.prefix)
         self.cfg: fconfig.NetConfig | None = None
         self.backend: Backend | None = None
@@ -91,7 +81,6 @@ class HostSubnet:
         self.masq: Masquerade | None = None
         self.acquire_seconds = 0.0
         self.ready_at = 0.0
-        self._tasks: list[asyncio.Task] = []
 
     # --- what the agent uses ------------------------------------------------------------------
 
@@ -114,9 +103,8 @@ class HostSubnet:
     async def start(self) -> None:
         """Config, lease, backend, masquerade: everything before the bridge can use the
         subnet. Raises Invalid/Conflict with a message the operator can act on."""
-        agent = self.agent
         self.cfg = cfg = await self._config()
-        self.backend = make_backend(agent.kernel, cfg, agent.cfg.advertise, agent.mtu)
+        self.backend = make_backend(self.dp, cfg, self.host.address, self.host.mtu)
         self.manager = LeaseManager(self.store, cfg, self.prefix, self.backend.attrs(),
                                     previous=read_previous(self.subnet_file))
         t0 = time.monotonic()
@@ -129,8 +117,8 @@ class HostSubnet:
                  cfg.network, cfg.backend, self.acquire_seconds)
         self.mirror = Mirror(self.store, keys.flannel_subnets(self.prefix))
         await self.mirror.start()
-        events = self.mirror.subscribe()
-        if await asyncio.get_running_loop().run_in_executor(None, routes.enable_forwarding):
+        self.events = self.mirror.subscribe()
+        if await self.dp.enable_forwarding():
             log.info("enabled IPv4 forwarding (host subnets are routed)")
         await self.backend.setup(lease)
         await self.backend.sync(lease, self.leases())
@@ -140,10 +128,6 @@ class HostSubnet:
                 await self.masq.ensure()
             except MasqError as e:
                 raise Invalid(str(e)) from None
-        self._tasks = [asyncio.create_task(c) for c in
-                       (self._watch(events), self._renew_loop(), self._resync_loop())]
-        if self.masq is not None:
-            self._tasks.append(asyncio.create_task(self._masq_loop()))
 
     async def ready(self, bridge: BridgeDriver, net: NetworkRecord) -> None:
         """The bridge is up with the leased subnet: now tell the world (subnet.env)."""
@@ -153,12 +137,26 @@ class HostSubnet:
                          self.ip_masq)
         self.ready_at = time.time()
 
+    def cluster_network(self, bridge: NetworkRecord) -> NetworkRecord:
+        """The bridge as one network across hosts: what other hosts' bridge endpoints are
+        checked against (their addresses are in the cluster network, not in our subnet)."""
+        assert self.cfg is not None
+        return dataclasses.replace(bridge, subnet=str(self.cfg.network))
+
+    def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        """Background work, for the agent's supervisor (the lease watch and resync go
+        through the agent's one reconciler: see `reconcile`)."""
+        out: dict[str, Callable[[], Awaitable[None]]] = {"lease-renew": self._renew_loop}
+        if self.masq is not None:
+            out["masquerade"] = self._masq_loop
+        return out
+
+    def active(self) -> set[str]:
+        return {TARGET}
+
     async def stop(self) -> None:
         """Keep the lease, the device and the routes (a restart must not disturb traffic);
         drop the masquerade rules, which only a running agent can keep correct."""
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.mirror is not None:
             await self.mirror.stop()
         if self.masq is not None:
@@ -169,14 +167,14 @@ class HostSubnet:
 
     async def _config(self) -> fconfig.NetConfig:
         key = keys.flannel_config(self.prefix)
-        want = getattr(self.agent.cfg, "flannel_network", None)
+        want = self.agent_cfg.flannel_network
         waited = 0.0
         while True:
             kv = await self.store.get(key)
             if kv is None and want:
                 try:
-                    cfg = fconfig.build(want, backend=getattr(self.agent.cfg, "flannel_backend",
-                                                              None) or fconfig.VXLAN)
+                    cfg = fconfig.build(want, backend=self.agent_cfg.flannel_backend
+                                        or fconfig.VXLAN)
                 except fconfig.ConfigError as e:
                     raise Invalid(f"--flannel-network: {e}") from None
                 if await self.store.create(key, cfg.to_json()):
@@ -208,41 +206,15 @@ class HostSubnet:
                 out.append(lease)
         return out
 
-    async def _sync(self) -> None:
-        assert self.backend is not None
-        try:
-            await self.backend.sync(self.lease, self.leases())
-        except Exception as e:  # noqa: BLE001 - retried by the next event or resync
-            log.warning("host subnets: kernel sync failed: %s", e)
-
-    async def _watch(self, events: asyncio.Queue) -> None:
-        while True:
-            batch = await events.get()
-            own_gone = False
-            while True:     # coalesce a burst into one sync
-                own_gone |= any(e.type == "delete" and e.key == self.manager.key for e in batch)
-                if events.empty():
-                    break
-                batch = events.get_nowait()
-            if own_gone:
-                log.warning("the lease of this host's subnet %s was deleted: re-creating it",
-                            self.subnet)
-                try:
-                    await self.manager.reclaim()
-                except StoreError as e:
-                    log.warning("re-creating the lease failed: %s (retrying at resync)", e)
-            await self._sync()
-
-    async def _resync_loop(self) -> None:
-        while True:
-            await asyncio.sleep(RESYNC_EVERY)
-            assert self.mirror is not None
-            if self.manager.key not in self.mirror.items:
-                try:
-                    await self.manager.reclaim()
-                except StoreError as e:
-                    log.warning("re-creating the lease failed: %s", e)
-            await self._sync()
+    async def reconcile(self, target: str, verify: bool) -> None:
+        """Make the kernel hold what the current leases ask for; re-create our own lease
+        if it was deleted (flanneld would exit and get it back on restart)."""
+        assert self.backend is not None and self.manager is not None and self.mirror
+        if self.manager.key not in self.mirror.items:
+            log.warning("the lease of this host's subnet %s is gone: re-creating it",
+                        self.subnet)
+            await self.manager.reclaim()
+        await self.backend.sync(self.lease, self.leases())
 
     async def _renew_loop(self) -> None:
         assert self.manager is not None
@@ -267,20 +239,6 @@ class HostSubnet:
             except MasqError as e:
                 log.warning("%s", e)
 
-    # --- links across hosts -------------------------------------------------------------------
-
-    async def publish(self, c: Container, net: NetworkRecord) -> None:
-        """An endpoint record for a bridge container, so --link finds it from any host.
-        No service claim: bridge names stay host-local, as on Docker's default bridge."""
-        att = c.net
-        agent = self.agent
-        ep = EndpointRecord(id=att.endpoint, network=net.id, container=c.id, name=c.name,
-                            host=agent.name, host_address=agent.cfg.advertise, ip=att.ip,
-                            mac=att.mac)
-        result = await self.store.txn([], [Put(keys.endpoint(net.id, att.endpoint),
-                                               ep.to_json())])
-        await agent.mirror.wait_revision(result.revision)
-
     # --- API ----------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
@@ -303,9 +261,9 @@ class HostSubnet:
 
 # --- API helpers (work with or without --flannel: they only need the store) ----------------
 
-async def get_config(agent: Agent) -> dict[str, Any]:
-    key = keys.flannel_config(prefix_of(agent))
-    kv = await agent.store.get(key)
+async def get_config(store: Store, prefix: str) -> dict[str, Any]:
+    key = keys.flannel_config(prefix)
+    kv = await store.get(key)
     if kv is None:
         raise NotFound(f"no network config at {key}: write one with `overnet subnet config "
                        "--network CIDR`")
@@ -316,8 +274,8 @@ async def get_config(agent: Agent) -> dict[str, Any]:
     return {"key": key, "raw": kv.value.decode(errors="replace"), "config": cfg.to_dict()}
 
 
-async def put_config(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
-    key = keys.flannel_config(prefix_of(agent))
+async def put_config(store: Store, prefix: str, body: dict[str, Any]) -> dict[str, Any]:
+    key = keys.flannel_config(prefix)
 
     def opt_int(name: str) -> int | None:
         value = body.get(name)
@@ -333,21 +291,13 @@ async def put_config(agent: Agent, body: dict[str, Any]) -> dict[str, Any]:
                             body.get("subnet_max"), opt_int("vni"), opt_int("port"))
     except fconfig.ConfigError as e:
         raise Invalid(f"invalid network config: {e}") from None
-    await agent.store.put(key, cfg.to_json())
+    await store.put(key, cfg.to_json())
     return {"key": key, "raw": cfg.to_json().decode(), "config": cfg.to_dict()}
 
 
-def get_lease(agent: Agent) -> dict[str, Any]:
-    hs = getattr(agent, "hostsubnet", None)
-    if hs is None:
-        raise NotFound(f"host subnets are off on {agent.name}: start its agent with --flannel")
-    return hs.info()
-
-
-async def list_leases(agent: Agent) -> list[dict[str, Any]]:
-    prefix = prefix_of(agent)
+async def list_leases(store: Store, prefix: str) -> list[dict[str, Any]]:
     try:
-        kvs, _ = await agent.store.list(keys.flannel_subnets(prefix))
+        kvs, _ = await store.list(keys.flannel_subnets(prefix))
     except StoreError as e:
         raise Unavailable(str(e)) from None
     out = []
@@ -358,15 +308,3 @@ async def list_leases(agent: Agent) -> list[dict[str, Any]]:
                         "backend": lease.attrs.backend_type, "vtep_mac": lease.attrs.vtep_mac,
                         "key": kv.key, "lease": kv.lease})
     return out
-
-
-async def start_if_enabled(agent: Agent) -> HostSubnet | None:
-    if not enabled(agent):
-        return None
-    hs = HostSubnet(agent)
-    try:
-        await hs.start()
-    except BaseException:
-        await hs.stop()
-        raise
-    return hs

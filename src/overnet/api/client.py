@@ -37,6 +37,20 @@ def socket_path(host: str | None) -> str:
     raise ApiError(f"invalid agent address {value!r}: expected unix:///path/to/overnet.sock")
 
 
+def unreachable(path: str, e: OSError) -> str:
+    """One line saying why the agent's socket cannot be used, and what to do."""
+    where = f"cannot reach the agent at unix://{path}"
+    start = ("is the agent running? Start it with: overnet agent --store etcd://HOST:2379 "
+             "--name NAME --advertise ADDRESS")
+    if isinstance(e, PermissionError):
+        return f"{where}: permission denied (run as root)"
+    if isinstance(e, FileNotFoundError):
+        return f"{where}: no such socket ({start})"
+    if isinstance(e, ConnectionRefusedError):
+        return f"{where}: connection refused ({start})"
+    return f"{where}: {e.strerror or e}"
+
+
 class Client:
     def __init__(self, host: str | None = None, timeout: float = 120.0) -> None:
         self.path = socket_path(host)
@@ -55,11 +69,8 @@ class Client:
         except ValueError:
             raise ApiError(f"the agent at {self.path} answered something that is not HTTP") \
                 from None
-        except (FileNotFoundError, ConnectionError) as e:
-            raise AgentUnreachable(
-                f"cannot reach the overnet agent at {self.path} ({e.strerror}): is it running? "
-                "Start it with: overnet agent --store etcd://HOST:2379 --name NAME "
-                "--advertise ADDRESS") from None
+        except OSError as e:
+            raise AgentUnreachable(unreachable(self.path, e)) from None
         if status >= 400:
             try:
                 message = wire.loads(data)["message"]

@@ -94,13 +94,27 @@ def cli(host: str | None) -> None:
               help="Where to write FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, ...")
 @click.option("--ip-masq", is_flag=True,
               help="Masquerade container traffic leaving the flannel network (nftables).")
-@click.option("--gc-grace", default=60.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds a host must be gone before its records are removed.")
+@click.option("--gc-grace", default=3600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a host's agent must be gone before its records are removed "
+                   "(an agent that is down is not a dead host).")
+@click.option("--block-grace", default=86400.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Seconds before a gone host's address blocks may go to other hosts (its "
+                   "containers may still hold those addresses).")
+@click.option("--resync-every", default=10.0, show_default=True,
+              type=click.FloatRange(min=0.1),
+              help="Seconds between re-checks of the kernel against the store.")
+@click.option("--start-expiry", default=120.0, show_default=True,
+              type=click.FloatRange(min=1),
+              help="Seconds a created container may wait for its process before it is "
+                   "removed.")
+@click.option("--dns/--no-dns", default=True, show_default=True,
+              help="Serve each network's names on its gateway address (port 53).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:
     """Run this host's agent (in the foreground)."""
-    from ..agent.main import run_agent
+    from ..api.agentd import run_agent
     sys.exit(run_agent(opts))
 
 
@@ -113,7 +127,7 @@ def network() -> None:
 
 @network.command("create", context_settings=CONTEXT)
 @click.option("-d", "--driver", default="overlay", show_default=True,
-              type=click.Choice(["overlay", "bridge"]))
+              type=click.Choice(["overlay"]))
 @click.option("--subnet", metavar="CIDR", help="Address pool (default: next free /16).")
 @click.option("--gateway", metavar="IP", help="Gateway address (default: first of the subnet).")
 @click.argument("name")
@@ -188,11 +202,13 @@ def service_ls(ctx: click.Context) -> None:
 @click.option("--link", "links", multiple=True, metavar="NAME[:ALIAS]",
               help="Add NAME (as ALIAS) to /etc/hosts and the environment.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE")
+@click.option("--privileged", is_flag=True,
+              help="All capabilities, the host's PIDs, the agent's files: no confinement.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, detach: bool, interactive: bool, tty: bool, auto_remove: bool,
         name: str | None, net: str | None, publish_service: str | None, links: tuple[str, ...],
-        env: tuple[str, ...], cmd: tuple[str, ...]) -> None:
+        env: tuple[str, ...], privileged: bool, cmd: tuple[str, ...]) -> None:
     """Run a command in a new container (default: /bin/sh)."""
     environ = {}
     for item in env:
@@ -202,7 +218,8 @@ def run(ctx: click.Context, detach: bool, interactive: bool, tty: bool, auto_rem
         environ[key] = value
     body = {"name": name, "net": net, "cmd": list(cmd) or ["/bin/sh"], "detach": detach,
             "rm": auto_remove, "tty": tty, "interactive": interactive,
-            "publish_service": publish_service, "links": list(links), "env": environ}
+            "publish_service": publish_service, "links": list(links), "env": environ,
+            "privileged": privileged}
     c = call(ctx, "post", "/containers", body)
     if detach:
         click.echo(c["Id"])

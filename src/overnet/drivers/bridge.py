@@ -1,8 +1,8 @@
-"""`bridge`: a host-local bridge (the seeds' docker0); its subnet may come from a host lease."""
+"""`bridge`: a host-local bridge (the seeds' docker0); its subnet may come from a host lease,
+and then its endpoints are published so that `--link` finds containers on other hosts."""
 
 from __future__ import annotations
 
-from ..dataplane.kernel import Kernel
 from ..store.records import NetworkRecord
 from .base import Attachment, Driver
 
@@ -12,23 +12,27 @@ BRIDGE_NAME = "overnet0"
 class BridgeDriver(Driver):
     name = "bridge"
 
-    def __init__(self, *args, bridge: str = BRIDGE_NAME, mtu: int | None = None, **kwargs) -> None:
+    def __init__(self, *args, bridge: str = BRIDGE_NAME, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.bridge = bridge
-        self.mtu = mtu or self.underlay_mtu
+        self._mtu = self.opts.local_mtu or self.host.mtu
+        self.publishes = self.opts.local_publishes
         self._ready: str | None = None   # gateway CIDR the bridge was set up with
+
+    def mtu(self, net: NetworkRecord) -> int:
+        return self._mtu
 
     async def ensure(self, net: NetworkRecord) -> None:
         cidr = f"{net.gateway}/{net.network.prefixlen}"
         if self._ready != cidr:
-            await self.kernel.run(Kernel.ensure_bridge, self.bridge, cidr, self.mtu)
+            await self.dp.ensure_bridge(self.bridge, cidr, self._mtu)
             self._ready = cidr
 
-    async def join(self, net: NetworkRecord, att: Attachment) -> None:
+    async def attach(self, net: NetworkRecord, att: Attachment) -> None:
         await self.ensure(net)
-        await self.kernel.run(Kernel.attach, None, att.container_ns, att.host_ifname,
-                              f"{att.ip}/{att.prefixlen}", att.mac, self.mtu, net.gateway,
-                              self.bridge)
+        await self.dp.attach(None, att.container_ns, att.host_ifname,
+                             f"{att.ip}/{att.prefixlen}", att.mac, self._mtu, net.gateway,
+                             self.bridge, att.ifname)
 
-    async def leave(self, net: NetworkRecord, att: Attachment) -> None:
-        await self.kernel.run(Kernel.detach, None, att.host_ifname)
+    async def detach(self, net: NetworkRecord, att: Attachment) -> None:
+        await self.dp.detach(None, att.host_ifname)

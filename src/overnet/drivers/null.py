@@ -1,4 +1,4 @@
-"""`none`: a network namespace with only loopback."""
+"""`null` (the `none` network): a network namespace with only loopback."""
 
 from .base import Driver
 

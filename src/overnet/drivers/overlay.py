@@ -1,8 +1,9 @@
 """`overlay`: a cluster-wide network carried between hosts over VXLAN.
 
-On each host with containers on the network: the network's own namespace holding `br0` and
+On each host with endpoints on the network: the network's own namespace holding `br0` and
 `vxlan0` (created in the host namespace on the underlay address, then moved in), one veth per
-container, and for every remote endpoint a static FDB entry and a permanent neighbour entry.
+container interface, and for every remote endpoint a static FDB entry and a permanent
+neighbour entry.
 """
 
 from __future__ import annotations
@@ -11,31 +12,32 @@ import asyncio
 import logging
 import os
 
-from ..dataplane import netns
-from ..dataplane.kernel import Kernel
+from ..dataplane.model import VXLAN_OVERHEAD
 from ..store.records import NetworkRecord
-from .base import Attachment, Driver, RemotePeer
+from .base import Attachment, Driver, RemotePeer, check_interface
 
 log = logging.getLogger(__name__)
-
-VXLAN_PORT = 4789
-VXLAN_OVERHEAD = 50
 
 
 class OverlayDriver(Driver):
     name = "overlay"
+    creatable = True
     scope = "global"
+    discovery = True
+    publishes = True
 
-    def __init__(self, *args, port: int = VXLAN_PORT, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.port = port
-        self.mtu = self.underlay_mtu - VXLAN_OVERHEAD
+        self.port = self.opts.vxlan_port
         self._ready: set[str] = set()                      # networks whose namespace is set up
-        self._programmed: dict[str, set[RemotePeer]] = {}  # what the kernel holds, per network
+        self._programmed: dict[str, set[RemotePeer]] = {}  # what we put in the kernel
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def ns_path(self, net_id: str) -> str:
-        return os.path.join(self.state_dir, "netns", net_id[:12])
+    def mtu(self, net: NetworkRecord) -> int:
+        return self.host.mtu - VXLAN_OVERHEAD
+
+    def namespace(self, net: NetworkRecord) -> str:
+        return os.path.join(self.host.state_dir, "netns", net.id[:12])
 
     def _lock(self, net_id: str) -> asyncio.Lock:
         return self._locks.setdefault(net_id, asyncio.Lock())
@@ -43,59 +45,76 @@ class OverlayDriver(Driver):
     async def _ensure(self, net: NetworkRecord) -> None:
         if net.id in self._ready:
             return
-        path = self.ns_path(net.id)
-        prefix = net.network.prefixlen
-        await self.kernel.run(Kernel.ensure_overlay, path, net.vni, f"{net.gateway}/{prefix}",
-                              self.mtu, self.advertise, self.port)
-        self._programmed[net.id] = await self._read_peers(path)
+        await self.dp.ensure_overlay(self.namespace(net), net.vni,
+                                     f"{net.gateway}/{net.network.prefixlen}", self.mtu(net),
+                                     self.host.address, self.port)
+        self._programmed[net.id] = await self._held(net)
         self._ready.add(net.id)
 
-    async def _read_peers(self, path: str) -> set[RemotePeer]:
-        held = await self.kernel.run(Kernel.peers, path)
-        return {RemotePeer(mac, ip, vtep) for mac, ip, vtep in held}
+    async def _held(self, net: NetworkRecord) -> set[RemotePeer]:
+        return {RemotePeer(mac, ip, vtep)
+                for mac, ip, vtep in await self.dp.peers(self.namespace(net))}
 
-    async def join(self, net: NetworkRecord, att: Attachment) -> None:
+    async def attach(self, net: NetworkRecord, att: Attachment) -> None:
         async with self._lock(net.id):
             await self._ensure(net)
-            await self.kernel.run(Kernel.attach, self.ns_path(net.id), att.container_ns,
-                                  att.host_ifname, f"{att.ip}/{att.prefixlen}", att.mac, self.mtu)
+            await self.dp.attach(self.namespace(net), att.container_ns, att.host_ifname,
+                                 f"{att.ip}/{att.prefixlen}", att.mac, self.mtu(net),
+                                 net.gateway, "br0", att.ifname)
 
-    async def leave(self, net: NetworkRecord, att: Attachment) -> None:
+    async def detach(self, net: NetworkRecord, att: Attachment) -> None:
         async with self._lock(net.id):
-            if net.id in self._ready or os.path.exists(self.ns_path(net.id)):
-                await self.kernel.run(Kernel.detach, self.ns_path(net.id), att.host_ifname)
+            if await self.dp.is_netns(self.namespace(net)):
+                await self.dp.detach(self.namespace(net), att.host_ifname)
 
-    async def sync(self, net: NetworkRecord, peers: set[RemotePeer], active: bool) -> None:
+    async def sync(self, net: NetworkRecord, peers: set[RemotePeer], active: bool,
+                   verify: bool = False) -> None:
         async with self._lock(net.id):
             if not active:
-                await self._remove(net.id)
+                await self._remove(net)
                 return
             await self._ensure(net)
-            path = self.ns_path(net.id)
+            if verify:   # what the kernel holds, not what we believe we put there
+                self._programmed[net.id] = await self._held(net)
             held = self._programmed[net.id]
+            path = self.namespace(net)
             for peer in held - peers:
-                await self.kernel.run(Kernel.remove_peer, path, peer.mac, peer.ip, peer.vtep)
+                await self.dp.remove_peer(path, peer.mac, peer.ip, peer.vtep)
                 held.discard(peer)
             for peer in peers - held:
-                await self.kernel.run(Kernel.add_peer, path, peer.mac, peer.ip, peer.vtep)
+                await self.dp.add_peer(path, peer.mac, peer.ip, peer.vtep)
                 held.add(peer)
 
-    async def _remove(self, net_id: str) -> None:
-        path = self.ns_path(net_id)
-        self._ready.discard(net_id)
-        self._programmed.pop(net_id, None)
-        if os.path.exists(path):
-            log.info("removing namespace of network %s", net_id[:12])
-            await self.kernel.run(Kernel.remove_overlay, path)
+    async def _remove(self, net: NetworkRecord) -> None:
+        self._ready.discard(net.id)
+        self._programmed.pop(net.id, None)
+        if await self.dp.is_netns(self.namespace(net)):
+            log.info("removing namespace of network %s", net.id[:12])
+            await self.dp.remove_overlay(self.namespace(net))
 
-    async def adopt(self, active_nets: dict[str, NetworkRecord]) -> None:
-        """Take over the namespaces of networks that still have containers here: their traffic
-        must not blink across an agent restart. (The agent removes namespaces nobody owns.)"""
-        by_short = {net_id[:12]: net_id for net_id in active_nets}
-        for name in netns.list_netns(os.path.join(self.state_dir, "netns")):
-            if name in by_short:
-                net = active_nets[by_short[name]]
+    async def adopt(self, active: dict[str, NetworkRecord]) -> None:
+        """Take over the namespaces of networks that still have endpoints here: their
+        traffic must not blink across an agent restart."""
+        for net in active.values():
+            if await self.dp.is_netns(self.namespace(net)):
                 async with self._lock(net.id):
                     await self._ensure(net)
-                log.info("adopted network namespace %s (%d peers)", name,
+                log.info("adopted network namespace %s (%d peers)", net.id[:12],
                          len(self._programmed.get(net.id, ())))
+
+    async def check(self, net: NetworkRecord, att: Attachment,
+                    peers: set[RemotePeer]) -> list[str]:
+        problems = await check_interface(self.dp, att, self.mtu(net))
+        path = self.namespace(net)
+        if not await self.dp.is_netns(path):
+            return problems + [f"the namespace of network {net.name} ({path}) is missing"]
+        info = await self.dp.vxlan_info(path)
+        if info.get("vni") != net.vni or info.get("port") != self.port:
+            problems.append(f"vxlan0 has vni {info.get('vni')} port {info.get('port')}, not "
+                            f"vni {net.vni} port {self.port}")
+        held = await self._held(net)
+        problems += [f"peer {p.ip} ({p.mac} via {p.vtep}) is not programmed"
+                     for p in sorted(peers - held, key=lambda p: p.ip)]
+        problems += [f"stale peer {p.ip} ({p.mac} via {p.vtep}) is programmed"
+                     for p in sorted(held - peers, key=lambda p: p.ip)]
+        return problems

@@ -1,4 +1,4 @@
-"""flannel's two backends: lease events in, kernel changes out (through the kernel thread).
+"""flannel's two backends: lease events in, kernel changes out (through the data plane).
 
 Level-triggered: `sync(leases)` makes the kernel hold exactly what the current leases ask
 for, whatever it held before (an earlier run, a hand edit), so calling it twice is a no-op
@@ -13,7 +13,7 @@ import logging
 from typing import Iterable
 
 from ..dataplane import routes
-from ..dataplane.worker import KernelThread
+from ..dataplane.api import Dataplane
 from .config import HOST_GW, VXLAN, NetConfig
 from .lease import LeaseAttrs, SubnetLease
 
@@ -30,9 +30,9 @@ def vtep_mac(public_ip: str, vni: int) -> str:
 class Backend:
     kind = ""
 
-    def __init__(self, kernel: KernelThread, cfg: NetConfig, public_ip: str,
+    def __init__(self, dp: Dataplane, cfg: NetConfig, public_ip: str,
                  underlay_mtu: int) -> None:
-        self.kernel = kernel
+        self.dp = dp
         self.cfg = cfg
         self.public_ip = public_ip
         self.mtu = cfg.mtu(underlay_mtu)
@@ -90,8 +90,8 @@ class VxlanBackend(Backend):
                           vtep_mac=self.mac)
 
     async def setup(self, own: SubnetLease) -> None:
-        self.mac = await self.kernel.run(
-            routes.ensure_vxlan, self.device, self.cfg.vni, self.public_ip, self.cfg.port,
+        self.mac = await self.dp.ensure_vxlan(
+            self.device, self.cfg.vni, self.public_ip, self.cfg.port,
             self.mtu, self.mac, str(own.subnet.network_address))
 
     def _refuse(self, lease: SubnetLease) -> str | None:
@@ -104,7 +104,7 @@ class VxlanBackend(Backend):
     async def sync(self, own: SubnetLease, leases: Iterable[SubnetLease]) -> None:
         want = {routes.VxlanPeer(str(x.subnet), x.attrs.public_ip, x.attrs.vtep_mac or "")
                 for x in self._remote(own, leases)}
-        added, removed = await self.kernel.run(routes.sync_vxlan, self.device, want)
+        added, removed = await self.dp.sync_vxlan(self.device, want)
         self.peers = len(want)
         if added or removed:
             log.info("%s: %d remote hosts (%d entries added, %d removed)", self.device,
@@ -120,7 +120,7 @@ class HostGwBackend(Backend):
         self.segment: list[ipaddress.IPv4Network] = []
 
     async def setup(self, own: SubnetLease) -> None:
-        self.oif, nets = await self.kernel.run(routes.underlay, self.public_ip)
+        self.oif, nets = await self.dp.underlay(self.public_ip)
         self.segment = [ipaddress.IPv4Network(n) for n in nets]
 
     def _refuse(self, lease: SubnetLease) -> str | None:
@@ -134,14 +134,14 @@ class HostGwBackend(Backend):
     async def sync(self, own: SubnetLease, leases: Iterable[SubnetLease]) -> None:
         want = {routes.GwRoute(str(x.subnet), x.attrs.public_ip)
                 for x in self._remote(own, leases)}
-        added, removed = await self.kernel.run(routes.sync_gw, self.oif, want)
+        added, removed = await self.dp.sync_gw(self.oif, want)
         self.peers = len(want)
         if added or removed:
             log.info("host-gw: %d remote hosts (%d routes added, %d removed)", len(want),
                      added, removed)
 
 
-def make_backend(kernel: KernelThread, cfg: NetConfig, public_ip: str,
+def make_backend(dp: Dataplane, cfg: NetConfig, public_ip: str,
                  underlay_mtu: int) -> Backend:
     cls = VxlanBackend if cfg.backend == VXLAN else HostGwBackend
-    return cls(kernel, cfg, public_ip, underlay_mtu)
+    return cls(dp, cfg, public_ip, underlay_mtu)

@@ -15,6 +15,11 @@ IPv4Address = ipaddress.IPv4Address
 
 DEFAULT_RANGE = "10.128.0.0/9"
 DEFAULT_POOL_PREFIX = 16
+MIN_POOL_PREFIX = 8   # a /8 holds 16 million addresses; bigger pools are mistakes
+# Ranges no container address may come from: packets to or from them never leave a host.
+SPECIAL = {IPv4Network("0.0.0.0/8"): "'this network'", IPv4Network("127.0.0.0/8"): "loopback",
+           IPv4Network("169.254.0.0/16"): "link-local", IPv4Network("224.0.0.0/4"): "multicast",
+           IPv4Network("240.0.0.0/4"): "reserved and broadcast"}
 
 
 class IpamError(ValueError):
@@ -26,7 +31,10 @@ class PoolExhausted(IpamError):
 
 
 def parse_subnet(value: str) -> IPv4Network:
-    """A user's --subnet: an IPv4 CIDR with room for at least two containers."""
+    """A user's --subnet: an IPv4 CIDR with room for at least two containers, at most a /8,
+    outside the ranges no container may use."""
+    if not isinstance(value, str):
+        raise IpamError(f"invalid subnet {value!r}: expected a string such as 10.1.0.0/16")
     try:
         net = ipaddress.IPv4Network(value, strict=False)
     except ValueError:
@@ -35,10 +43,27 @@ def parse_subnet(value: str) -> IPv4Network:
     if "/" not in value:
         raise IpamError(f"invalid subnet {value!r}: the prefix length is missing (e.g. {value}/24)")
     if net.prefixlen > 29:
-        raise IpamError(f"invalid subnet {value!r}: /{net.prefixlen} is too small, use /29 or larger")
+        raise IpamError(f"invalid subnet {value!r}: /{net.prefixlen} is too small, "
+                        "use /29 or larger")
+    if net.prefixlen < MIN_POOL_PREFIX:
+        raise IpamError(f"invalid subnet {value!r}: /{net.prefixlen} is too large, the "
+                        f"largest pool is a /{MIN_POOL_PREFIX}")
     if str(net.network_address) != value.split("/")[0]:
         raise IpamError(f"invalid subnet {value!r}: host bits set (did you mean {net}?)")
+    for special, what in SPECIAL.items():
+        if net.overlaps(special):
+            raise IpamError(f"invalid subnet {value!r}: overlaps {special} ({what} addresses)")
     return net
+
+
+def check_no_overlap(subnet: IPv4Network, host_networks: Iterable[IPv4Network]) -> None:
+    """Refuse a pool overlapping a network this host already reaches (its routes, its
+    underlay addresses' networks): containers would shadow real hosts. Default routes
+    (prefix length 0) overlap everything and are skipped."""
+    for net in host_networks:
+        if net.prefixlen > 0 and subnet.overlaps(net):
+            raise IpamError(f"subnet {subnet} overlaps {net}, a network this host already "
+                            "reaches (a route or the underlay): choose another --subnet")
 
 
 def default_gateway(subnet: IPv4Network) -> IPv4Address:
@@ -57,13 +82,21 @@ def parse_gateway(value: str, subnet: IPv4Network) -> IPv4Address:
 
 def next_free_pool(taken: Iterable[IPv4Network], default_range: str = DEFAULT_RANGE,
                    prefix: int = DEFAULT_POOL_PREFIX) -> IPv4Network:
-    """The first /prefix of the default range that overlaps no taken pool."""
-    taken = list(taken)
-    for candidate in ipaddress.IPv4Network(default_range).subnets(new_prefix=prefix):
-        if not any(candidate.overlaps(t) for t in taken):
-            return candidate
-    raise PoolExhausted(f"no free /{prefix} left in the default address range {default_range}: "
-                        "give the network a --subnet")
+    """The first /prefix of the default range that overlaps no taken pool.
+    Jumps past each taken pool: O(t log t) in the taken pools, whatever the range's size."""
+    whole = ipaddress.IPv4Network(default_range)
+    size = 1 << (32 - prefix)
+    last = int(whole.broadcast_address)
+    candidate = int(whole.network_address)
+    for low, high in sorted((int(t.network_address), int(t.broadcast_address)) for t in taken):
+        if low > candidate + size - 1:
+            break                        # this and every later pool start past the candidate
+        if high >= candidate:            # overlaps: the next aligned start after it
+            candidate = (high // size + 1) * size
+    if prefix < whole.prefixlen or candidate + size - 1 > last:
+        raise PoolExhausted(f"no free /{prefix} left in the default address range "
+                            f"{default_range}: give the network a --subnet")
+    return IPv4Network((candidate, prefix))
 
 
 def block_prefix(subnet: IPv4Network) -> int:
@@ -73,6 +106,27 @@ def block_prefix(subnet: IPv4Network) -> int:
 
 def blocks_of(subnet: IPv4Network) -> Iterator[IPv4Network]:
     return subnet.subnets(new_prefix=block_prefix(subnet))
+
+
+def block_count(subnet: IPv4Network) -> int:
+    return 1 << (block_prefix(subnet) - subnet.prefixlen)
+
+
+def block_at(subnet: IPv4Network, index: int) -> IPv4Network:
+    """The index-th block of the pool, without listing the others."""
+    prefix = block_prefix(subnet)
+    return IPv4Network((int(subnet.network_address) + (index << (32 - prefix)), prefix))
+
+
+def block_of(subnet: IPv4Network, addr: IPv4Address) -> IPv4Network:
+    """The block of the pool holding `addr` (which must be in the pool)."""
+    prefix = block_prefix(subnet)
+    return IPv4Network((int(addr) >> (32 - prefix) << (32 - prefix), prefix))
+
+
+def is_block(subnet: IPv4Network, block: IPv4Network) -> bool:
+    """Whether `block` is one of the pool's blocks (a store key may say anything)."""
+    return block.prefixlen == block_prefix(subnet) and block.subnet_of(subnet)
 
 
 def usable(subnet: IPv4Network, block: IPv4Network, gateway: IPv4Address) -> Iterator[IPv4Address]:

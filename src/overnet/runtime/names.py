@@ -1,4 +1,10 @@
-"""Docker-style container names ("adjective_surname") and Docker's container-name rule."""
+"""Docker-style container names ("adjective_surname") and overnet's one name rule.
+
+Every name that ends up in DNS, a hosts file or a store key (container, network, service,
+alias, endpoint) follows one rule, checked here and only here: a DNS label of 1-63 letters,
+digits, '_' or '-', starting with a letter or digit. No dots (a dot would make `web.foobar`
+ambiguous), no '/' (names are key segments), no leading '-' (names become arguments).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import random
 import re
 from collections.abc import Collection, Sequence
 from typing import Protocol, TypeVar
+
+from ..errors import Invalid
 
 T = TypeVar("T")
 
@@ -68,8 +76,14 @@ SURNAMES: tuple[str, ...] = (
     "williamson", "wilson", "wing", "wozniak", "wright", "wu", "yalow", "yonath", "zhukovsky",
 )
 
-# Docker's rule (daemon/names): an optional leading "/" and at least two characters.
-_VALID_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+MAX_NAME = 63
+_VALID_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}")
+# How much of a refused value an error message repeats: a 1 MB name must not come back whole.
+_SHOWN = 80
+
+
+class InvalidName(Invalid, ValueError):
+    """A name breaking the rule: a 400 on the API, and a ValueError for older callers."""
 
 # Random tries before adding a numeric suffix (the tables make ~25,000 combinations).
 _PLAIN_TRIES = 10
@@ -99,10 +113,27 @@ def generate_name(taken: Collection[str], rng: Rng = random) -> str:
         upper *= 2
 
 
+def is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and _VALID_NAME.fullmatch(name) is not None
+
+
+def shown(value: object) -> str:
+    """A value for an error message, cut short when long."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + f"... ({len(text)} characters)"
+
+
+def check_name(kind: str, name: object) -> str:
+    """Return `name` if it follows the rule; else raise InvalidName naming the kind and value
+    (`kind` is "container", "network", "service", "alias", ...)."""
+    if is_valid_name(name):
+        return name  # type: ignore[return-value]
+    quoted = repr(shown(name)) if isinstance(name, str) else shown(name)
+    raise InvalidName(f"invalid {kind} name {quoted}: use 1-{MAX_NAME} letters, digits, "
+                      "'_' or '-', starting with a letter or digit")
+
+
 def validate_name(name: str) -> str:
-    """Check a user-given container name against Docker's rule; return it without the
-    optional leading "/". Raises ValueError."""
-    if not _VALID_NAME.fullmatch(name):
-        raise ValueError(
-            f'invalid container name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
-    return name.removeprefix("/")
+    """A user-given container name (kept for older callers): the rule of `check_name`.
+    Raises InvalidName, a ValueError."""
+    return check_name("container", name)

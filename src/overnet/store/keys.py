@@ -4,9 +4,10 @@
     /overnet/v1/names/<net-name>             NameClaim     (name -> id, unique cluster-wide)
     /overnet/v1/vnis/<vni>                   VniClaim      (vni -> network id)
     /overnet/v1/pools/<a.b.c.d-len>          PoolClaim     (default pools handed to networks)
-    /overnet/v1/hosts/<host>                 HostRecord    (under the host's liveness lease)
+    /overnet/v1/hosts/<host>                 HostRecord    (durable: the host's address)
+    /overnet/v1/alive/<host>                 HostRecord    (under the host's liveness lease)
     /overnet/v1/blocks/<net-id>/<a.b.c.d-len> BlockRecord  (address block owned by a host)
-    /overnet/v1/endpoints/<net-id>/<ep-id>   EndpointRecord
+    /overnet/v1/endpoints/<net-id>/<a.b.c.d> EndpointRecord (keyed by its address: unique)
     /overnet/v1/services/<net-id>/<name>     ServiceRecord (name unique within a network)
 
 Flannel's layout (host subnets) lives under its own prefix, see `flannel_*` below.
@@ -15,6 +16,10 @@ Flannel's layout (host subnets) lives under its own prefix, see `flannel_*` belo
 from __future__ import annotations
 
 import ipaddress
+import logging
+import re
+
+log = logging.getLogger(__name__)
 
 ROOT = "/overnet/v1/"
 NETWORKS = ROOT + "networks/"
@@ -22,6 +27,7 @@ NAMES = ROOT + "names/"
 VNIS = ROOT + "vnis/"
 POOLS = ROOT + "pools/"
 HOSTS = ROOT + "hosts/"
+ALIVE = ROOT + "alive/"
 BLOCKS = ROOT + "blocks/"
 ENDPOINTS = ROOT + "endpoints/"
 SERVICES = ROOT + "services/"
@@ -36,8 +42,50 @@ def cidr_key(cidr: ipaddress.IPv4Network | str) -> str:
 
 
 def parse_cidr_key(segment: str) -> ipaddress.IPv4Network:
+    """Raises ValueError on a bad segment; readers of the store use `try_parse_cidr_key`."""
     addr, _, length = segment.rpartition("-")
     return ipaddress.IPv4Network(f"{addr}/{length}")
+
+
+# Strict spellings: int() and IPv4Network() accept more (" 12", "1_0", "+5", "٣"), and a key
+# the store holds must read back as the one value it was written for.
+_CIDR_KEY = re.compile(r"([0-9]{1,3}\.){3}[0-9]{1,3}-[0-9]{1,2}", re.ASCII)
+_VNI_KEY = re.compile(r"[1-9][0-9]{0,7}", re.ASCII)
+MAX_VNI = (1 << 24) - 1
+_LOGGED_MAX = 4096
+_logged: set[str] = set()
+
+
+def _log_bad_key(key: str, why: str) -> None:
+    """Warn once per bad key: readers run on every store change and must not flood the log."""
+    if key in _logged:
+        return
+    if len(_logged) >= _LOGGED_MAX:
+        _logged.clear()
+    _logged.add(key)
+    log.warning("skipping bad store key %r: %s", key[:200], why)
+
+
+def try_parse_cidr_key(segment: str) -> ipaddress.IPv4Network | None:
+    """'10.1.5.0-24' -> 10.1.5.0/24; None (logged once) for anything else, host bits included."""
+    if _CIDR_KEY.fullmatch(segment):
+        try:
+            net = parse_cidr_key(segment)
+        except ValueError:
+            net = None
+        if net is not None and cidr_key(net) == segment:   # one spelling per network
+            return net
+    _log_bad_key(segment, "expected A.B.C.D-LEN (a network address and a prefix length)")
+    return None
+
+
+def parse_vni_key(key: str) -> int | None:
+    """'/overnet/v1/vnis/256' (or '256') -> 256; None (logged once) unless a VNI 1..2^24-1."""
+    segment = key.rpartition("/")[2]
+    if _VNI_KEY.fullmatch(segment) and int(segment) <= MAX_VNI:
+        return int(segment)
+    _log_bad_key(key, f"expected a VNI from 1 to {MAX_VNI}")
+    return None
 
 
 def network(net_id: str) -> str:
@@ -60,6 +108,10 @@ def host(host_name: str) -> str:
     return HOSTS + host_name
 
 
+def alive(host_name: str) -> str:
+    return ALIVE + host_name
+
+
 def blocks(net_id: str) -> str:
     return f"{BLOCKS}{net_id}/"
 
@@ -72,8 +124,8 @@ def endpoints(net_id: str) -> str:
     return f"{ENDPOINTS}{net_id}/"
 
 
-def endpoint(net_id: str, ep_id: str) -> str:
-    return endpoints(net_id) + ep_id
+def endpoint(net_id: str, ip: str) -> str:
+    return endpoints(net_id) + ip
 
 
 def services(net_id: str) -> str:

@@ -2,6 +2,10 @@
 
 A value that does not parse is logged with its key and skipped (`decode` returns None):
 one bad record written by hand or by another version never crashes an agent.
+
+Validation here is about one record alone (shapes, names, address kinds); whether a record
+fits the cluster (its VTEP is its host's, its IP is in the subnet and not taken) is
+`validate.py`'s job.
 """
 
 from __future__ import annotations
@@ -10,16 +14,25 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from ..runtime.names import is_valid_name, shown
+
 log = logging.getLogger(__name__)
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
-MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+HEX64 = re.compile(r"[0-9a-f]{64}")
+MAC = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}")
+# Key segments written by others (endpoint and container IDs, from CNI or Docker): CNI's rule.
+SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,255}", re.ASCII)
+HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}", re.ASCII)
+IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}", re.ASCII)   # IFNAMSIZ - 1
+RUNTIMES = ("overnet", "cni", "docker", "podman", "containerd")
+MAX_ALIASES = 16
 
 
 class BadRecord(ValueError):
@@ -38,12 +51,15 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         hint = next(a for a in args if a is not type(None))
         origin = typing.get_origin(hint)
     base = origin or hint
-    if base is float and isinstance(value, int):
+    if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadRecord(f"field {name!r}: expected a finite number, got {value!r}")
         return
     if base is int and isinstance(value, bool):
         raise BadRecord(f"field {name!r}: expected int, got {value!r}")
     if not isinstance(value, base):
-        raise BadRecord(f"field {name!r}: expected {getattr(base, '__name__', base)}, got {value!r}")
+        raise BadRecord(f"field {name!r}: expected {getattr(base, '__name__', base)}, "
+                        f"got {shown(value)}")
 
 
 @dataclass
@@ -73,8 +89,8 @@ class Record:
     def from_json(cls: type[R], raw: bytes | str) -> R:
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadRecord(f"not JSON: {e}") from None
+        except (ValueError, RecursionError) as e:   # RecursionError: "[[[[..." nested deep
+            raise BadRecord(f"not JSON: {shown(str(e))}") from None
         return cls.from_dict(data)
 
     def validate(self) -> None:
@@ -94,14 +110,44 @@ def _cidr(value: str, what: str) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(value)
     except ValueError:
-        raise BadRecord(f"{what}: bad CIDR {value!r}") from None
+        raise BadRecord(f"{what}: bad CIDR {shown(value)!r}") from None
 
 
 def _ip(value: str, what: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(value)
     except ValueError:
-        raise BadRecord(f"{what}: bad IPv4 address {value!r}") from None
+        raise BadRecord(f"{what}: bad IPv4 address {shown(value)!r}") from None
+
+
+def unicast(value: str, what: str) -> ipaddress.IPv4Address:
+    """An address a packet may be sent to and come from: not 0.0.0.0/8, loopback,
+    multicast, link-local, broadcast or reserved (240/4)."""
+    ip = _ip(value, what)
+    if (ip.is_loopback or ip.is_multicast or ip.is_link_local or ip.is_reserved
+            or ip in _THIS_NETWORK):
+        raise BadRecord(f"{what}: {ip} is not a unicast host address")
+    return ip
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
+def check_mac(value: str) -> None:
+    if not MAC.fullmatch(value):
+        raise BadRecord(f"bad MAC {shown(value)!r}")
+    if int(value[:2], 16) & 1 or value == "00:00:00:00:00:00":
+        raise BadRecord(f"MAC {value}: not a unicast address")
+
+
+def _label(value: str, what: str, empty_ok: bool = False) -> None:
+    if not (is_valid_name(value) or (empty_ok and value == "")):
+        raise BadRecord(f"{what} {shown(value)!r}: not a name (1-63 letters, digits, '_', '-')")
+
+
+def _match(pattern: re.Pattern, value: str, what: str) -> None:
+    if not pattern.fullmatch(value) or value in (".", ".."):
+        raise BadRecord(f"bad {what} {shown(value)!r}")
 
 
 @dataclass
@@ -118,8 +164,8 @@ class NetworkRecord(Record):
     labels: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        if not HEX64.match(self.id):
-            raise BadRecord(f"bad network id {self.id!r}")
+        _match(HEX64, self.id, "network id")
+        _label(self.name, "network name")
         net = _cidr(self.subnet, "subnet")
         gw = _ip(self.gateway, "gateway")
         if gw not in net:
@@ -134,15 +180,24 @@ class NetworkRecord(Record):
 class NameClaim(Record):
     id: str
 
+    def validate(self) -> None:
+        _match(HEX64, self.id, "network id")
+
 
 @dataclass
 class VniClaim(Record):
     network: str
 
+    def validate(self) -> None:
+        _match(HEX64, self.network, "network id")
+
 
 @dataclass
 class PoolClaim(Record):
     network: str
+
+    def validate(self) -> None:
+        _match(HEX64, self.network, "network id")
 
 
 @dataclass
@@ -153,12 +208,18 @@ class HostRecord(Record):
     mtu: int = 1500    # underlay MTU
 
     def validate(self) -> None:
-        _ip(self.address, "host address")
+        _match(HOSTNAME, self.name, "host name")
+        unicast(self.address, "host address")
+        if not 68 <= self.mtu <= 65535:
+            raise BadRecord(f"host MTU {self.mtu}: not from 68 to 65535")
 
 
 @dataclass
 class BlockRecord(Record):
     host: str
+
+    def validate(self) -> None:
+        _match(HOSTNAME, self.host, "host name")
 
 
 @dataclass
@@ -172,12 +233,26 @@ class EndpointRecord(Record):
     ip: str
     mac: str
     aliases: list = field(default_factory=list)  # extra names (services, links)
+    runtime: str = ""  # who attached it: one of RUNTIMES ("" from older agents)
+    ifname: str = ""   # its interface inside the container ("" from older agents)
 
     def validate(self) -> None:
-        _ip(self.ip, "endpoint ip")
-        _ip(self.host_address, "endpoint host address")
-        if not MAC.match(self.mac):
-            raise BadRecord(f"bad MAC {self.mac!r}")
+        _match(SEGMENT, self.id, "endpoint id")
+        _match(HEX64, self.network, "network id")
+        _match(SEGMENT, self.container, "container id")
+        _label(self.name, "endpoint name", empty_ok=True)   # "": no discovery name (CNI)
+        if len(self.aliases) > MAX_ALIASES:
+            raise BadRecord(f"{len(self.aliases)} aliases: at most {MAX_ALIASES}")
+        for alias in self.aliases:
+            _label(alias, "alias")
+        _match(HOSTNAME, self.host, "host name")
+        unicast(self.host_address, "endpoint host address")
+        unicast(self.ip, "endpoint ip")
+        check_mac(self.mac)
+        if self.runtime not in RUNTIMES + ("",):
+            raise BadRecord(f"unknown runtime {shown(self.runtime)!r}")
+        if self.ifname:
+            _match(IFNAME, self.ifname, "interface name")
 
 
 @dataclass
@@ -191,3 +266,8 @@ class ServiceRecord(Record):
     host: str
 
     T: ClassVar[str] = "service"
+
+    def validate(self) -> None:
+        _label(self.name, "service name")
+        _match(HEX64, self.network, "network id")
+        _match(HOSTNAME, self.host, "host name")

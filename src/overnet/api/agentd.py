@@ -1,4 +1,4 @@
-"""`overnet agent`: run the daemon until SIGTERM/SIGINT."""
+"""`overnet agent`: run the daemon and serve its API until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import signal
 import sys
 from typing import Any
 
+from ..agent.config import AgentConfig
+from ..agent.daemon import Agent
 from ..errors import OvernetError
 from ..store.base import StoreError
-from .daemon import Agent, AgentConfig
+from .server import serve
 
 
 async def _main(cfg: AgentConfig) -> int:
-    from ..api.server import serve
     agent = Agent(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -44,6 +45,9 @@ def run_agent(opts: dict[str, Any]) -> int:
                       default_network=opts["default_network"],
                       default_range=opts["default_range"], bridge_subnet=opts["bridge_subnet"],
                       vxlan_port=opts["vxlan_port"], gc_grace=opts["gc_grace"],
+                      block_grace=opts["block_grace"],
+                      resync_every=opts["resync_every"], start_expiry=opts["start_expiry"],
+                      dns=opts["dns"],
                       flannel=bool(opts.get("flannel")),
                       subnet_prefix=opts.get("subnet_prefix") or "/coreos.com/network",
                       subnet_file=opts.get("subnet_file") or "/run/flannel/subnet.env",

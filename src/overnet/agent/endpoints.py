@@ -1,0 +1,392 @@
+"""The endpoint service: the one way anything joins a network on this host.
+
+The built-in runner, the CNI plugin and the Docker plugin all call `attach`, `detach` and
+`check`. An attach is journalled (agent/state.py) before its first side effect, so that a
+restarted agent finishes removing whatever a crash left half-made. A detach removes the
+kernel state first and then the store records; records the store cannot take now are owed
+(kept on disk) and deleted once it answers.
+
+Addresses are unique by construction: an endpoint's store key is its address in its network,
+claimed with create-if-absent in the same transaction as its service name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from ..crashpoints import crashpoint
+from ..drivers import Attachment, Driver, HostInfo, RemotePeer
+from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
+from ..ipam import pools
+from ..ipam.allocator import HostAllocator
+from ..store import keys
+from ..store.base import Absent, Delete, Put, Store, StoreError, ValueIs
+from ..store.records import EndpointRecord, NetworkRecord, ServiceRecord
+from .networks import NAME_RE, NetworkService
+from .state import ATTACHED, ATTACHING, CONFLICT, LocalEndpoint, LocalState
+from .view import ClusterView
+
+log = logging.getLogger(__name__)
+
+CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+RUNTIMES = ("overnet", "cni", "docker", "podman", "containerd")
+
+
+@dataclass
+class AttachRequest:
+    network: str
+    container_id: str
+    netns: str
+    ifname: str = "eth0"
+    name: str = ""
+    aliases: list[str] = field(default_factory=list)
+    ip: str | None = None
+    mac: str | None = None
+    runtime: str = "overnet"
+    service: str = ""          # a service name to claim with the endpoint (unique per network)
+
+    def validate(self) -> None:
+        if not CONTAINER_ID_RE.match(self.container_id or ""):
+            raise Invalid(f"invalid container_id {self.container_id!r}: 1-128 letters, digits, "
+                          "'_', '.' or '-'")
+        if not IFNAME_RE.match(self.ifname or "") or self.ifname in (".", ".."):
+            raise Invalid(f"invalid ifname {self.ifname!r}: 1-15 letters, digits, '_', '.' "
+                          "or '-'")
+        if not self.netns.startswith("/"):
+            raise Invalid(f"invalid netns {self.netns!r}: expected an absolute path")
+        for what, label in [("name", self.name), ("service", self.service)] + \
+                [("alias", a) for a in self.aliases]:
+            if label and not NAME_RE.match(label):
+                raise Invalid(f"invalid {what} {label!r}: use 1-63 letters, digits, '_' or "
+                              "'-', starting with a letter or digit")
+        if self.runtime not in RUNTIMES:
+            raise Invalid(f"invalid runtime {self.runtime!r}: one of {', '.join(RUNTIMES)}")
+
+
+def attachment(ep: LocalEndpoint) -> Attachment:
+    return Attachment(ep.netns, ep.host_ifname, ep.ip, ep.prefixlen, ep.mac, ep.ifname)
+
+
+class EndpointService:
+    def __init__(self, *, store: Store, view: ClusterView, networks: NetworkService,
+                 allocator: HostAllocator, state: LocalState, dp, host: HostInfo,
+                 changed: Callable[[str], Awaitable[None]]) -> None:
+        self.store = store
+        self.view = view
+        self.networks = networks
+        self.allocator = allocator
+        self.state = state
+        self.dp = dp
+        self.host = host
+        self.changed = changed         # reconcile one network now (peers, names)
+        self.local: dict[tuple[str, str], LocalEndpoint] = {}
+        self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def find(self, container_id: str, ifname: str = "eth0") -> LocalEndpoint | None:
+        return self.local.get((container_id, ifname))
+
+    def get(self, container_id: str, ifname: str = "eth0") -> LocalEndpoint:
+        ep = self.find(container_id, ifname)
+        if ep is None:
+            raise NotFound(f"no endpoint {ifname} of container {container_id} on "
+                           f"{self.host.name}")
+        return ep
+
+    def on_network(self, net_id: str) -> list[LocalEndpoint]:
+        return [ep for ep in self.local.values() if ep.network == net_id and ep.ip
+                and ep.phase != CONFLICT]
+
+    def used_ips(self, net_id: str) -> set[ipaddress.IPv4Address]:
+        """Addresses no new endpoint may take: this host's (any phase) and every address
+        the store holds an endpoint key for, admitted or not."""
+        used = {ipaddress.IPv4Address(ep.ip) for ep in self.local.values()
+                if ep.network == net_id and ep.ip}
+        prefix = keys.endpoints(net_id)
+        for key in list(self.view.items):
+            if key.startswith(prefix):
+                try:
+                    used.add(ipaddress.IPv4Address(key[len(prefix):]))
+                except ValueError:
+                    pass
+        return used
+
+    def peers(self, net: NetworkRecord) -> set[RemotePeer]:
+        return {RemotePeer(ep.mac, ep.ip, ep.host_address)
+                for ep in self.view.endpoints(net.id) if ep.host != self.host.name}
+
+    # --- attach --------------------------------------------------------------------------
+
+    def _lock(self, ref: tuple[str, str]) -> asyncio.Lock:
+        return self._ref_locks.setdefault(ref, asyncio.Lock())
+
+    async def attach(self, req: AttachRequest) -> LocalEndpoint:
+        req.validate()
+        net = self.networks.find(req.network)
+        driver = self.networks.driver(net)
+        if not driver.needs_address:
+            raise Invalid(f"network {net.name} gives containers no interface to attach")
+        ref = (req.container_id, req.ifname)
+        async with self._lock(ref):
+            if ref in self.local:
+                raise Conflict(f"container {req.container_id} already has {req.ifname} "
+                               f"attached (network {self.local[ref].network_name})")
+            if not await self.dp.is_netns(req.netns):
+                raise Invalid(f"invalid netns {req.netns!r}: not a network namespace")
+            ep = await self._reserve(net, driver, req)
+            crashpoint("attach:reserved")
+            try:
+                await asyncio.gather(self._publish(net, ep) if driver.publishes
+                                     else _nothing(), self._plug(net, driver, ep))
+                crashpoint("attach:both")
+                ep.phase = ATTACHED
+                self.state.save_endpoint(ep)
+            except BaseException as e:
+                await asyncio.shield(self._teardown(net, ep))
+                raise _user_error(e, f"attaching {req.ifname} of {req.container_id} to "
+                                     f"{net.name}") from None
+        await self.changed(net.id)
+        return ep
+
+    @staticmethod
+    async def _plug(net: NetworkRecord, driver: Driver, ep: LocalEndpoint) -> None:
+        await driver.attach(net, attachment(ep))
+        crashpoint("attach:kernel")
+
+    async def _reserve(self, net: NetworkRecord, driver: Driver,
+                       req: AttachRequest) -> LocalEndpoint:
+        """Pick the address and journal the endpoint, before any side effect."""
+        ep_id = secrets.token_hex(32)
+        ep = LocalEndpoint(
+            id=ep_id, network=net.id, network_name=net.name, driver=net.driver,
+            container_id=req.container_id, ifname=req.ifname, netns=req.netns,
+            runtime=req.runtime, name=req.name, aliases=list(req.aliases),
+            service=req.service, prefixlen=net.network.prefixlen, gateway=net.gateway,
+            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time())
+        async with self.allocator.lock(net.id):
+            ip = await self._allocate(net, driver, req.ip)
+            ep.ip = str(ip)
+            ep.mac = (req.mac or pools.mac_for(ip)).lower()
+            self.local[ep.ref] = ep
+            self.state.save_endpoint(ep)
+        return ep
+
+    async def _allocate(self, net: NetworkRecord, driver: Driver,
+                        requested: str | None) -> ipaddress.IPv4Address:
+        used = self.used_ips(net.id)
+        if requested:
+            try:
+                ip = ipaddress.IPv4Address(requested)
+            except ValueError:
+                raise Invalid(f"invalid ip {requested!r}: expected an IPv4 address") from None
+            if ip not in net.network or ip in (net.network.network_address,
+                                               net.network.broadcast_address,
+                                               ipaddress.IPv4Address(net.gateway)):
+                raise Invalid(f"invalid ip {requested}: not a usable address of {net.subnet}")
+            if ip in used:
+                raise Conflict(f"address {ip} is already in use on network {net.name}")
+            return ip
+        try:
+            if driver.scope == "global":
+                return await self.allocator.allocate(net, used)
+            ip = pools.pick_address(net.network, ipaddress.IPv4Address(net.gateway),
+                                    [net.network], used)
+        except pools.PoolExhausted as e:
+            raise Conflict(str(e)) from None
+        if ip is None:
+            raise Conflict(f"network {net.name}: address pool {net.subnet} is full")
+        return ip
+
+    async def _publish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
+        """Endpoint (keyed by its address) and service name in one transaction."""
+        rec = EndpointRecord(id=ep.id, network=net.id, container=ep.container_id,
+                             name=ep.name or ep.container_id[:12], host=self.host.name,
+                             host_address=self.host.address, ip=ep.ip, mac=ep.mac,
+                             aliases=[a for a in ep.aliases if a != ep.name],
+                             runtime=ep.runtime, ifname=ep.ifname)
+        ep.record = rec.to_json().decode()
+        ekey = keys.endpoint(net.id, ep.ip)
+        compares, ops = [Absent(ekey)], [Put(ekey, rec.to_json())]
+        if ep.service:
+            svc = ServiceRecord(id=secrets.token_hex(32), name=ep.service, network=net.id,
+                                network_name=net.name, container=ep.container_id,
+                                endpoint=ep.id, host=self.host.name)
+            ep.service_record = svc.to_json().decode()
+            compares.append(Absent(keys.service(net.id, ep.service)))
+            ops.append(Put(keys.service(net.id, ep.service), svc.to_json()))
+        self.state.save_endpoint(ep)     # the values we are about to write: ours to delete
+        crashpoint("publish:before-txn")
+        result = await self.store.txn(compares, ops)
+        crashpoint("publish:after-txn")
+        if not result.succeeded:
+            ep.record = ep.service_record = ""
+            self.state.save_endpoint(ep)
+            if ep.service and await self.store.get(keys.service(net.id, ep.service)):
+                raise Conflict(f"service {ep.service!r} is already published on network "
+                               f"{net.name}")
+            raise Conflict(f"address {ep.ip} is already held on network {net.name}")
+        await self.view.mirror.wait_revision(result.revision)
+
+    # --- detach --------------------------------------------------------------------------
+
+    async def detach(self, container_id: str, ifname: str = "eth0") -> bool:
+        """Idempotent: True if something was removed."""
+        ref = (container_id, ifname)
+        async with self._lock(ref):
+            ep = self.local.get(ref)
+            if ep is None:
+                return False
+            net = self.networks.get(ep.network) or _placeholder(ep)
+            await self._teardown(net, ep)
+        self._ref_locks.pop(ref, None)
+        await self.changed(ep.network)
+        return True
+
+    async def _teardown(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
+        """Kernel first, then the store (owed if it does not answer), then the journal."""
+        driver = self.networks.drivers.get(ep.driver)
+        if driver is not None and ep.host_ifname:
+            try:
+                await driver.detach(net, attachment(ep))
+            except Exception as e:   # the namespace may be gone with its devices
+                log.warning("endpoint %s: removing %s: %s", ep.id[:12], ep.host_ifname, e)
+        crashpoint("detach:kernel")
+        for key, value in self._records_of(ep):
+            try:
+                await self.store.txn([ValueIs(key, value)], [Delete(key)])
+            except StoreError as e:
+                log.warning("store unavailable (%s): deleting %s later", e, key)
+                self.state.owe_deletion(key, value)
+        self.local.pop(ep.ref, None)
+        self.state.remove_endpoint(ep)
+        await self._release_blocks(net)
+
+    @staticmethod
+    def _records_of(ep: LocalEndpoint) -> list[tuple[str, bytes]]:
+        out = []
+        if ep.record:
+            out.append((keys.endpoint(ep.network, ep.ip), ep.record.encode()))
+        if ep.service_record:
+            out.append((keys.service(ep.network, ep.service), ep.service_record.encode()))
+        return out
+
+    async def _release_blocks(self, net: NetworkRecord) -> None:
+        if self.networks.drivers[net.driver].scope != "global" or not net.subnet:
+            return
+        try:
+            async with self.allocator.lock(net.id):
+                await self.allocator.release(net, self.used_ips(net.id))
+        except StoreError as e:
+            log.info("network %s: blocks kept for now (%s)", net.name, e)
+
+    async def settle_owed(self) -> None:
+        """Delete what earlier detaches could not (raises StoreError while it cannot)."""
+        for name, key, value in self.state.owed_deletions():
+            await self.store.txn([ValueIs(key, value)], [Delete(key)])
+            self.state.settle_deletion(name)
+
+    # --- check and gc --------------------------------------------------------------------
+
+    async def check(self, container_id: str, ifname: str = "eth0") -> list[str]:
+        ep = self.get(container_id, ifname)
+        if ep.phase != ATTACHED:
+            return [f"endpoint is {ep.phase}"]
+        net = self.networks.get(ep.network)
+        if net is None:
+            return [f"network {ep.network_name} no longer exists in the store"]
+        driver = self.networks.driver(net)
+        problems = []
+        if driver.publishes:
+            item = self.view.items.get(keys.endpoint(net.id, ep.ip))
+            if item is None:
+                problems.append(f"the store has no record for {ep.ip} on {net.name}")
+            elif item.value.decode(errors="replace") != ep.record:
+                problems.append(f"the store's record for {ep.ip} on {net.name} is not this "
+                                "endpoint's")
+        return problems + await driver.check(net, attachment(ep), self.peers(net)
+                                             if driver.publishes else set())
+
+    async def gc(self, runtime: str, keep: set[tuple[str, str]]) -> list[tuple[str, str]]:
+        gone = [ref for ref, ep in list(self.local.items())
+                if ep.runtime == runtime and ref not in keep]
+        for ref in gone:
+            await self.detach(*ref)
+        return gone
+
+    # --- after a restart -----------------------------------------------------------------
+
+    def load(self) -> list[LocalEndpoint]:
+        for ep in self.state.load_endpoints():
+            self.local[ep.ref] = ep
+        return list(self.local.values())
+
+    async def recover(self, alive: Callable[[LocalEndpoint], Awaitable[bool]]) -> None:
+        """Roll back half-made endpoints and those whose container is gone; re-publish the
+        records of the others (a long outage may have collected them). Runs with every
+        endpoint loaded, so no teardown ever sees a network emptier than it is."""
+        for ep in list(self.local.values()):
+            if ep.phase == ATTACHING or not await alive(ep):
+                log.info("endpoint %s of %s: %s, removing it", ep.ifname, ep.container_id[:12],
+                         "half made" if ep.phase == ATTACHING else "its container is gone")
+                net = self.networks.get(ep.network) or _placeholder(ep)
+                await self._teardown(net, ep)
+        for ep in list(self.local.values()):
+            net = self.networks.get(ep.network)
+            if net is not None and ep.phase == ATTACHED and \
+                    self.networks.driver(net).publishes:
+                await self._republish(net, ep)
+
+    async def _republish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
+        key = keys.endpoint(net.id, ep.ip)
+        item = self.view.items.get(key)
+        if item is not None and item.value.decode(errors="replace") == ep.record:
+            return
+        if item is None:
+            if self.networks.driver(net).scope == "global":
+                await self.allocator.reclaim(net, ipaddress.IPv4Address(ep.ip))
+            ops = [Put(key, ep.record.encode())]
+            result = await self.store.txn([Absent(key)], ops)
+            if result.succeeded:
+                log.warning("re-published endpoint %s (%s) of %s: its record was gone",
+                            ep.ip, net.name, ep.container_id[:12])
+                await self.view.mirror.wait_revision(result.revision)
+                return
+        # Someone else holds the address now: the earlier holder keeps it; ours gives up
+        # its interface so that there are never two live holders of one address.
+        log.error("ADDRESS CONFLICT: %s on network %s is now held by another endpoint; "
+                  "container %s loses %s", ep.ip, net.name, ep.container_id[:12], ep.ifname)
+        try:
+            await self.networks.driver(net).detach(net, attachment(ep))
+        finally:
+            ep.phase = CONFLICT
+            ep.record = ep.service_record = ""
+            self.state.save_endpoint(ep)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _placeholder(ep: LocalEndpoint) -> NetworkRecord:
+    """A network record for an endpoint whose network is gone from the store."""
+    subnet = str(ipaddress.IPv4Interface(f"{ep.ip}/{ep.prefixlen}").network) if ep.ip else ""
+    return NetworkRecord(id=ep.network, name=ep.network_name, driver=ep.driver,
+                         subnet=subnet, gateway=ep.gateway)
+
+
+def _user_error(e: BaseException, what: str) -> BaseException:
+    if isinstance(e, OvernetError) or not isinstance(e, Exception):
+        return e
+    if isinstance(e, StoreError):
+        return Unavailable(f"{what}: {e}")
+    log.error("%s failed", what, exc_info=e)
+    return OvernetError(f"{what} failed: {e}")

@@ -1,0 +1,72 @@
+"""Garbage collection of dead hosts' records.
+
+A host is dead when its liveness record (under a short lease) has been gone for the whole
+grace period, continuously, as seen by this agent. An agent that is merely down (restarting,
+cut off from the store) comes back well within the grace and re-publishes what it has, so
+its containers never lose their records.
+
+Its address blocks are kept much longer (`block_grace`, a day by default, like flannel's
+leases): its containers may still be running with those addresses, and while the blocks are
+its own no other host hands them out. An agent that comes back after its endpoints were
+collected finds its blocks and publishes its endpoints again."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from ..store import keys
+from ..store.base import Delete, Store
+from ..store.records import BlockRecord, EndpointRecord, ServiceRecord, decode
+from .view import ClusterView
+
+log = logging.getLogger(__name__)
+
+_OWNED = {"endpoints": EndpointRecord, "services": ServiceRecord, "blocks": BlockRecord}
+
+
+class GarbageCollector:
+    def __init__(self, store: Store, view: ClusterView, me: str, grace: float,
+                 block_grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.view = view
+        self.me = me
+        self.grace = grace
+        self.block_grace = max(block_grace, grace)
+        self.clock = clock
+        self.dead_since: dict[str, float] = {}
+        self.collected = 0
+
+    def owners(self) -> dict[str, list[str]]:
+        """Keys of endpoints, services and blocks by owning host, for hosts not alive."""
+        alive = self.view.alive_hosts() | {self.me}
+        out: dict[str, list[str]] = {}
+        for key, item in list(self.view.items.items()):
+            parts = keys.split(key)
+            if parts[0] in _OWNED and len(parts) == 3:
+                rec = decode(_OWNED[parts[0]], key, item.value)
+                host = getattr(rec, "host", None)
+                if host and host not in alive:
+                    out.setdefault(host, []).append(key)
+        return out
+
+    async def collect(self) -> int:
+        """One pass; returns how many records it deleted."""
+        now = self.clock()
+        owners = self.owners()
+        for host in list(self.dead_since):
+            if host not in owners:
+                del self.dead_since[host]
+        deleted = 0
+        for host, owned in owners.items():
+            since = self.dead_since.setdefault(host, now)
+            due = [k for k in owned if now - since >= (
+                self.block_grace if k.startswith(keys.BLOCKS) else self.grace)]
+            if due:
+                log.warning("host %s dead for %.0fs: removing %d of its records", host,
+                            now - since, len(due))
+                await self.store.txn([], [Delete(k) for k in due])
+                deleted += len(due)
+        self.collected += deleted
+        return deleted

@@ -1,0 +1,151 @@
+"""Typed, validated reads over the agent's mirror of the store (no I/O).
+
+Nothing read from the store is taken on faith: every record is parsed and checked (bad values
+are logged with their key and skipped), and endpoints are admitted only against the cluster:
+their tunnel endpoint must be a live host's address, their address inside the network and
+unique in it (first writer wins). What is not admitted is never programmed anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any, TypeVar
+
+from ..store import keys
+from ..store.records import (BlockRecord, EndpointRecord, HostRecord, NetworkRecord, Record,
+                             ServiceRecord, decode)
+from ..store.validate import admit_endpoints, admit_hosts
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Record)
+
+
+class ClusterView:
+    def __init__(self, mirror: Any) -> None:
+        self.mirror = mirror     # its `items` (key -> Item(value, mod_revision)) stay current
+        self._decoded: dict[str, tuple[int, object]] = {}
+        self._admitted: dict[str, tuple[int, list[EndpointRecord]]] = {}
+        self._hosts: tuple[int, dict[str, HostRecord]] = (-1, {})
+        # Networks not in the store whose endpoints are (host subnets: every host's bridge
+        # is part of one routed network), with the record to check them against.
+        self.local_networks: dict[str, NetworkRecord] = {}
+
+    @property
+    def items(self) -> dict:
+        return self.mirror.items
+
+    @property
+    def revision(self) -> int:
+        return int(self.mirror.revision)
+
+    def _decode(self, cls: type[R], key: str, item: Any) -> R | None:
+        """Each value is parsed once per revision."""
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] == item.mod_revision:
+            return cached[1]  # type: ignore[return-value]
+        rec = decode(cls, key, item.value)
+        if len(self._decoded) > 4 * len(self.items) + 64:
+            self._decoded = {k: v for k, v in self._decoded.items() if k in self.items}
+        self._decoded[key] = (item.mod_revision, rec)
+        return rec
+
+    def _records(self, prefix: str, cls: type[R]) -> list[tuple[str, int, R]]:
+        """(key, mod_revision, record) under a prefix, oldest first."""
+        out = []
+        for key, item in list(self.items.items()):
+            if key.startswith(prefix):
+                rec = self._decode(cls, key, item)
+                if rec is not None:
+                    out.append((key, item.mod_revision, rec))
+        out.sort(key=lambda t: t[1])
+        return out
+
+    def inspect(self, key: str) -> None:
+        """Parse a record as it arrives, so a bad one is logged (once) even if nothing on
+        this host ever reads it."""
+        cls = _KINDS.get(keys.split(key)[0])
+        item = self.items.get(key)
+        if cls is not None and item is not None:
+            self._decode(cls, key, item)
+
+    # --- networks ------------------------------------------------------------------------
+
+    def networks(self) -> list[NetworkRecord]:
+        return [r for key, _, r in self._records(keys.NETWORKS, NetworkRecord)
+                if key == keys.network(r.id)]
+
+    def network(self, net_id: str) -> NetworkRecord | None:
+        item = self.items.get(keys.network(net_id))
+        rec = self._decode(NetworkRecord, keys.network(net_id), item) if item else None
+        return rec if rec is not None and rec.id == net_id else None
+
+    def used_vnis(self) -> set[int]:
+        out = set()
+        for k in self.items:
+            if k.startswith(keys.VNIS):
+                vni = keys.parse_vni_key(k)
+                if vni is not None:
+                    out.add(vni)
+        return out
+
+    def used_pools(self) -> list[ipaddress.IPv4Network]:
+        nets = [n.network for n in self.networks()]
+        for k in self.items:
+            if k.startswith(keys.POOLS):
+                cidr = keys.try_parse_cidr_key(k[len(keys.POOLS):])
+                if cidr is not None:
+                    nets.append(cidr)
+        return nets
+
+    # --- hosts -------------------------------------------------------------------------
+
+    def hosts(self) -> dict[str, HostRecord]:
+        """Every known host and its tunnel address, alive or not (an agent that is down
+        does not take its host's containers off the network)."""
+        if self._hosts[0] != self.revision:
+            self._hosts = (self.revision, admit_hosts(self._records(keys.HOSTS, HostRecord))[0])
+        return self._hosts[1]
+
+    def alive_hosts(self) -> set[str]:
+        """Hosts whose agent renews its liveness lease now."""
+        return {k[len(keys.ALIVE):] for k in self.items if k.startswith(keys.ALIVE)}
+
+    # --- endpoints and services ------------------------------------------------------
+
+    def endpoints(self, net_id: str) -> list[EndpointRecord]:
+        """The network's admitted endpoints, oldest first (cached per store revision)."""
+        cached = self._admitted.get(net_id)
+        if cached is not None and cached[0] == self.revision:
+            return cached[1]
+        net = self.network(net_id) or self.local_networks.get(net_id)
+        candidates = [(k, rev, r) for k, rev, r in self._records(keys.endpoints(net_id),
+                                                                  EndpointRecord)
+                      if k == keys.endpoint(net_id, r.ip)]
+        admitted = admit_endpoints(net, candidates, self.hosts())[0] if net else []
+        self._admitted[net_id] = (self.revision, admitted)
+        if len(self._admitted) > 1024:
+            self._admitted.clear()
+        return admitted
+
+    def all_endpoints(self) -> list[EndpointRecord]:
+        net_ids = {keys.split(k)[1] for k in self.items if k.startswith(keys.ENDPOINTS)
+                   and len(keys.split(k)) == 3}
+        return [ep for n in sorted(net_ids) for ep in self.endpoints(n)]
+
+    def endpoint_at(self, net_id: str, ip: str) -> EndpointRecord | None:
+        item = self.items.get(keys.endpoint(net_id, ip))
+        return self._decode(EndpointRecord, keys.endpoint(net_id, ip), item) if item else None
+
+    def services(self, net_id: str | None = None) -> list[ServiceRecord]:
+        prefix = keys.services(net_id) if net_id else keys.SERVICES
+        return [r for _, _, r in self._records(prefix, ServiceRecord)]
+
+    def service(self, net_id: str, name: str) -> ServiceRecord | None:
+        item = self.items.get(keys.service(net_id, name))
+        return self._decode(ServiceRecord, keys.service(net_id, name), item) if item else None
+
+
+_KINDS: dict[str, type[Record]] = {
+    "networks": NetworkRecord, "endpoints": EndpointRecord, "services": ServiceRecord,
+    "hosts": HostRecord, "alive": HostRecord, "blocks": BlockRecord}
