@@ -281,3 +281,15 @@ def test_gc_detaches_what_the_runtime_no_longer_lists(world):
     left = {e["container_id"] for e in lab.api(a.name).get("/endpoints", runtime="cni")}
     assert cids[0] in left and not (set(cids[1:]) & left)
     ok(a.plugin("DEL", conf(net, root, "1.1.0"), cids[0], ""))
+
+
+def test_del_after_the_container_is_gone(world):
+    """The runtime may DEL after the namespace is gone: success, and the address released."""
+    lab, hosts, net, root = world
+    a = hosts["a"]
+    ns_name, ns = a.netns()
+    cid = secrets.token_hex(16)
+    ok(a.plugin("ADD", conf(net, root), cid, ns))
+    assert lab.run(a.name, ["ip", "netns", "del", ns_name]).returncode == 0
+    ok(a.plugin("DEL", conf(net, root), cid, ns))
+    assert cid not in {e["container_id"] for e in lab.api(a.name).get("/endpoints")}
