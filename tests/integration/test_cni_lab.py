@@ -87,25 +87,26 @@ def world(lab2):
     lab2.api("net-1").post("/networks", {"name": net, "driver": "overlay"})
     hosts = {"a": CniHost(lab2, "net-1", root), "b": CniHost(lab2, "net-2", root)}
     try:
-        yield lab2, hosts, net, root
+        yield lab2, hosts, net
     finally:
         for h in hosts.values():
             h.cleanup()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def conf(net: str, root: str, version: str = "1.0.0", **extra) -> dict:
-    return dict({"cniVersion": version, "name": net, "type": "overnet-cni",
-                 "pendingDir": os.path.join(root, "pending")}, **extra)
+def conf(net: str, version: str = "1.0.0", **extra) -> dict:
+    """The plugin's config as a conflist member: the agent socket and the pending-DEL
+    directory are the defaults, inside the lab host's own /run."""
+    return dict({"cniVersion": version, "name": net, "type": "overnet-cni"}, **extra)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_add_check_del_each_version(world, version):
-    lab, hosts, net, root = world
+    lab, hosts, net = world
     a = hosts["a"]
     ns_name, ns = a.netns()
     cid = secrets.token_hex(16)
-    res = ok(a.plugin("ADD", conf(net, root, version), cid, ns,
+    res = ok(a.plugin("ADD", conf(net, version), cid, ns,
                       args="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"))
     assert res["cniVersion"] == version
     address = res["ips"][0]["address"].split("/")[0]
@@ -119,57 +120,57 @@ def test_add_check_del_each_version(world, version):
     record = lab.api(a.name).get(f"/endpoints/{cid}/eth0")
     assert (record["ip"], record["runtime"], record["name"]) == (address, "cni", "web")
     if version >= "0.4.0":
-        ok(a.plugin("CHECK", conf(net, root, version, prevResult=res), cid, ns))
+        ok(a.plugin("CHECK", conf(net, version, prevResult=res), cid, ns))
     else:
-        assert failed(a.plugin("CHECK", conf(net, root, version), cid, ns))["code"] == 1
-    ok(a.plugin("DEL", conf(net, root, version, prevResult=res), cid, ns))
+        assert failed(a.plugin("CHECK", conf(net, version), cid, ns))["code"] == 1
+    ok(a.plugin("DEL", conf(net, version, prevResult=res), cid, ns))
     assert a.addresses(ns_name) == []
     assert not [e for e in lab.api(a.name).get("/endpoints") if e["container_id"] == cid]
-    ok(a.plugin("DEL", conf(net, root, version), cid, ns))          # twice
-    ok(a.plugin("DEL", conf(net, root, version), cid, ""))          # netns gone: still fine
+    ok(a.plugin("DEL", conf(net, version), cid, ns))          # twice
+    ok(a.plugin("DEL", conf(net, version), cid, ""))          # netns gone: still fine
     if version >= "0.4.0":
-        assert failed(a.plugin("CHECK", conf(net, root, version), cid, ns))["code"] == 3
+        assert failed(a.plugin("CHECK", conf(net, version), cid, ns))["code"] == 3
 
 
 def test_add_twice_is_an_error_with_one_address(world):
-    _, hosts, net, root = world
+    _, hosts, net = world
     a = hosts["a"]
     ns_name, ns = a.netns()
     cid = secrets.token_hex(16)
-    first = ok(a.plugin("ADD", conf(net, root), cid, ns))
-    err = failed(a.plugin("ADD", conf(net, root), cid, ns))
+    first = ok(a.plugin("ADD", conf(net), cid, ns))
+    err = failed(a.plugin("ADD", conf(net), cid, ns))
     assert "already" in err["msg"]
     assert a.addresses(ns_name) == [first["ips"][0]["address"].split("/")[0]]
-    ok(a.plugin("DEL", conf(net, root), cid, ns))
+    ok(a.plugin("DEL", conf(net), cid, ns))
 
 
 def test_bad_input_codes(world):
-    _, hosts, net, root = world
+    _, hosts, net = world
     a = hosts["a"]
     _, ns = a.netns()
-    assert failed(a.plugin("ADD", conf("nosuchnet", root), "c1", ns))["code"] == 7
-    assert failed(a.plugin("ADD", conf(net, root, "0.2.0"), "c1", ns))["code"] == 1
-    assert failed(a.plugin("ADD", conf(net, root), "", ns))["code"] == 4
-    away = conf(net, root, agentSocket="/run/overnet/nothing.sock")
+    assert failed(a.plugin("ADD", conf("nosuchnet"), "c1", ns))["code"] == 7
+    assert failed(a.plugin("ADD", conf(net, "0.2.0"), "c1", ns))["code"] == 1
+    assert failed(a.plugin("ADD", conf(net), "", ns))["code"] == 4
+    away = conf(net, agentSocket="/run/overnet/nothing.sock")
     assert failed(a.plugin("ADD", away, "c1", ns))["code"] == 11
-    status = conf(net, root, "1.1.0")
+    status = conf(net, "1.1.0")
     assert ok(a.plugin("STATUS", status)) is None
     assert failed(a.plugin("STATUS", dict(status, agentSocket="/run/x.sock")))["code"] == 50
 
 
 def test_containers_on_two_hosts_talk(world):
-    _, hosts, net, root = world
+    _, hosts, net = world
     ends = []
     for h in ("a", "b"):
         ns_name, ns = hosts[h].netns()
         cid = secrets.token_hex(16)
-        res = ok(hosts[h].plugin("ADD", conf(net, root), cid, ns))
+        res = ok(hosts[h].plugin("ADD", conf(net), cid, ns))
         ends.append((h, ns_name, ns, cid, res["ips"][0]["address"].split("/")[0]))
     (ha, nsa, _, _, _), (_, _, _, _, ipb) = ends
     ping = hosts[ha].in_ns(nsa, "ping", "-c", "2", "-i", "0.2", "-W", "2", ipb)
     assert ping.returncode == 0, ping.stdout + ping.stderr
     for h, _, ns, cid, _ in ends:
-        ok(hosts[h].plugin("DEL", conf(net, root), cid, ns))
+        ok(hosts[h].plugin("DEL", conf(net), cid, ns))
 
 
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"   # portmap and bandwidth run iptables and tc
@@ -197,11 +198,11 @@ def test_chain_with_portmap_and_bandwidth_on_a_bridge_network(world):
     """overnet-cni first, then Debian's portmap and bandwidth, each fed the previous result:
     a connection to the host's mapped port reaches the container, its host-side veth is
     shaped."""
-    lab, hosts, _, root = world
+    lab, hosts, _ = world
     a = hosts["a"]
     ns_name, ns = a.netns()
     cid = secrets.token_hex(16)
-    res = ok(a.plugin("ADD", conf("bridge", root, network="bridge"), cid, ns))
+    res = ok(a.plugin("ADD", conf("bridge", network="bridge"), cid, ns))
     out = chained(a, "ADD", "portmap", res, "bridge", cid, ns, PORTS)
     shaped = chained(a, "ADD", "bandwidth", out, "bridge", cid, ns, LIMITS)
     assert shaped["ips"] == res["ips"]
@@ -223,73 +224,73 @@ def test_chain_with_portmap_and_bandwidth_on_a_bridge_network(world):
     chained(a, "DEL", "portmap", res, "bridge", cid, ns, PORTS)
     ip = res["ips"][0]["address"].split("/")[0]
     assert f"{ip}:80" not in lab.run(a.name, ["iptables-save", "-t", "nat"]).stdout
-    ok(a.plugin("DEL", conf("bridge", root, network="bridge"), cid, ns))
+    ok(a.plugin("DEL", conf("bridge", network="bridge"), cid, ns))
 
 
 def test_chain_on_an_overlay_network(world):
     """On an overlay network the chain runs (portmap writes its rules, bandwidth without
     limits passes the result on); see the report for what the network namespace prevents."""
-    lab, hosts, net, root = world
+    lab, hosts, net = world
     a = hosts["a"]
     _, ns = a.netns()
     cid = secrets.token_hex(16)
-    res = ok(a.plugin("ADD", conf(net, root), cid, ns))
+    res = ok(a.plugin("ADD", conf(net), cid, ns))
     out = chained(a, "ADD", "portmap", res, net, cid, ns, PORTS)
     ip = res["ips"][0]["address"].split("/")[0]
     assert f"{ip}:80" in lab.run(a.name, ["iptables-save", "-t", "nat"]).stdout
     assert chained(a, "ADD", "bandwidth", out, net, cid, ns, {}) == out
     chained(a, "DEL", "bandwidth", out, net, cid, ns, {})
     chained(a, "DEL", "portmap", res, net, cid, ns, PORTS)
-    ok(a.plugin("DEL", conf(net, root), cid, ns))
+    ok(a.plugin("DEL", conf(net), cid, ns))
 
 
 def test_del_while_the_agent_is_stopped_is_finished_later(world):
-    lab, hosts, net, root = world
+    lab, hosts, net = world
     a = hosts["a"]
     ns_name, ns = a.netns()
     cid = secrets.token_hex(16)
-    ok(a.plugin("ADD", conf(net, root), cid, ns))
+    ok(a.plugin("ADD", conf(net), cid, ns))
     host = lab.host(a.name)
+    kept = os.path.join(host.run_dir, "overnet", "cni-pending")   # its /run, seen from here
     _kill(host.agent_pid)
     try:
-        ok(a.plugin("DEL", conf(net, root), cid, ns))             # the runtime sees success
-        assert [r["container_id"] for _, r in pending.entries(os.path.join(root, "pending"))] \
-            == [cid]
-        assert failed(a.plugin("ADD", conf(net, root), "other", ns))["code"] == 11
+        ok(a.plugin("DEL", conf(net), cid, ns))             # the runtime sees success
+        assert [r["container_id"] for _, r in pending.entries(kept)] == [cid]
+        assert failed(a.plugin("ADD", conf(net), "other", ns))["code"] == 11
     finally:
         lab._start_agent(host)
         lab._wait_agent(host)
     assert lab.api(a.name).get(f"/endpoints/{cid}/eth0")["ip"]       # not released yet
     _, ns2 = a.netns()
     cid2 = secrets.token_hex(16)
-    ok(a.plugin("ADD", conf(net, root), cid2, ns2))              # flushes first
-    assert pending.entries(os.path.join(root, "pending")) == []
+    ok(a.plugin("ADD", conf(net), cid2, ns2))              # flushes first
+    assert pending.entries(kept) == []
     assert cid not in {e["container_id"] for e in lab.api(a.name).get("/endpoints")}
     assert wait_until(lambda: a.addresses(ns_name) == [])
-    ok(a.plugin("DEL", conf(net, root), cid2, ns2))
+    ok(a.plugin("DEL", conf(net), cid2, ns2))
 
 
 def test_gc_detaches_what_the_runtime_no_longer_lists(world):
-    lab, hosts, net, root = world
+    lab, hosts, net = world
     a = hosts["a"]
     cids = [secrets.token_hex(16) for _ in range(3)]
     for cid in cids:
-        ok(a.plugin("ADD", conf(net, root, "1.1.0"), cid, a.netns()[1]))
-    gc = conf(net, root, "1.1.0", **{"cni.dev/valid-attachments": [
+        ok(a.plugin("ADD", conf(net, "1.1.0"), cid, a.netns()[1]))
+    gc = conf(net, "1.1.0", **{"cni.dev/valid-attachments": [
         {"containerID": cids[0], "ifname": "eth0"}]})
     ok(a.plugin("GC", gc))
     left = {e["container_id"] for e in lab.api(a.name).get("/endpoints", runtime="cni")}
     assert cids[0] in left and not (set(cids[1:]) & left)
-    ok(a.plugin("DEL", conf(net, root, "1.1.0"), cids[0], ""))
+    ok(a.plugin("DEL", conf(net, "1.1.0"), cids[0], ""))
 
 
 def test_del_after_the_container_is_gone(world):
     """The runtime may DEL after the namespace is gone: success, and the address released."""
-    lab, hosts, net, root = world
+    lab, hosts, net = world
     a = hosts["a"]
     ns_name, ns = a.netns()
     cid = secrets.token_hex(16)
-    ok(a.plugin("ADD", conf(net, root), cid, ns))
+    ok(a.plugin("ADD", conf(net), cid, ns))
     assert lab.run(a.name, ["ip", "netns", "del", ns_name]).returncode == 0
-    ok(a.plugin("DEL", conf(net, root), cid, ns))
+    ok(a.plugin("DEL", conf(net), cid, ns))
     assert cid not in {e["container_id"] for e in lab.api(a.name).get("/endpoints")}

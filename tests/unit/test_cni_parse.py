@@ -98,10 +98,11 @@ def test_verbs_newer_than_the_config_are_code_1(verb, version):
 def test_config_defaults_and_overrides():
     conf = OvernetConf(decode(b'{"cniVersion": "0.4.0", "name": "foobar"}'))
     assert (conf.network, conf.socket, conf.pending_dir, conf.prev_result) == (
-        "foobar", "/run/overnet/overnet.sock", "/var/lib/overnet/cni-pending", None)
+        "foobar", "/run/overnet/overnet.sock", "/run/overnet/cni-pending", None)
     conf = OvernetConf({"cniVersion": "1.1.0", "name": "n", "network": "other",
-                        "agentSocket": "/tmp/a.sock", "prevResult": {"ips": []}})
-    assert (conf.network, conf.socket, conf.prev_result) == ("other", "/tmp/a.sock", {"ips": []})
+                        "agentSocket": "/tmp/x/a.sock", "prevResult": {"ips": []}})
+    assert (conf.network, conf.socket, conf.pending_dir, conf.prev_result) == (
+        "other", "/tmp/x/a.sock", "/tmp/x/cni-pending", {"ips": []})
 
 
 def test_valid_attachments():

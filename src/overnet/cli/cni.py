@@ -6,7 +6,7 @@ import click
 
 from ..api.client import ApiError, Client, socket_path
 from ..cni import install as installer
-from ..cni.config import DEFAULT_PENDING_DIR
+from ..cni.config import default_pending_dir
 from ..cni.pending import entries, flush_pending
 from .main import CONTEXT, Failure
 
@@ -42,14 +42,16 @@ def install(ctx: click.Context, bin_dirs: tuple[str, ...], conf_dir: str, networ
 
 
 @cni.command("flush", context_settings=CONTEXT)
-@click.option("--pending-dir", default=DEFAULT_PENDING_DIR, show_default=True, metavar="DIR")
+@click.option("--pending-dir", metavar="DIR",
+              help="Where the plugin kept them (default: cni-pending beside the agent socket).")
 @click.pass_context
-def flush(ctx: click.Context, pending_dir: str) -> None:
+def flush(ctx: click.Context, pending_dir: str | None) -> None:
     """Send the DELs the plugin kept while the agent was away."""
     try:
         client = Client(ctx.find_root().params.get("host"))
     except ApiError as e:
         raise Failure(e.message) from None
+    pending_dir = pending_dir or default_pending_dir(client.path)
     done = flush_pending(client, pending_dir)
     left = len(entries(pending_dir))
     click.echo(f"{done} pending DEL(s) finished, {left} left")

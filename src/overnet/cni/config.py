@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 from ..api import wire
 from .spec import DECODE_FAILURE, INVALID_CONFIG, CniError, check_supported
 
 DEFAULT_SOCKET = "/run/overnet/overnet.sock"
-DEFAULT_PENDING_DIR = "/var/lib/overnet/cni-pending"
+PENDING_DIR_NAME = "cni-pending"
+
+
+def default_pending_dir(socket: str) -> str:
+    """DELs kept for an agent live beside its socket: they belong to that agent (several
+    agents on one machine, as in the sandbox, each have their own /run/overnet)."""
+    return os.path.join(os.path.dirname(socket), PENDING_DIR_NAME)
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -79,7 +87,7 @@ class OvernetConf:
         self.name: str = conf["name"]
         self.network = string_field(conf, "network", self.name)
         self.socket = path_field(conf, "agentSocket", DEFAULT_SOCKET)
-        self.pending_dir = path_field(conf, "pendingDir", DEFAULT_PENDING_DIR)
+        self.pending_dir = path_field(conf, "pendingDir", default_pending_dir(self.socket))
         self.prev_result = object_field(conf, "prevResult") or None
         self.runtime_config = object_field(conf, "runtimeConfig")
 
