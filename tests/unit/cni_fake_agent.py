@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socketserver
 import tempfile
 import threading
@@ -52,9 +53,7 @@ class FakeAgent:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        for name in os.listdir(self.dir):
-            os.unlink(os.path.join(self.dir, name))
-        os.rmdir(self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def endpoint(self, body: dict) -> dict:
         ip = f"10.0.0.{self.next_ip}"

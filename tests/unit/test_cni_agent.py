@@ -218,3 +218,18 @@ def test_an_unexpected_answer_is_an_error_result_not_a_traceback(agent, pend):
                           input=json.dumps(conf_for(agent, pend)).encode(), env=env,
                           capture_output=True, timeout=30, check=False)
     assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 999
+
+
+def test_cli_flush(agent):
+    from click.testing import CliRunner
+
+    from overnet.cli.main import cli
+    kept = os.path.join(agent.dir, "cni-pending")      # beside the socket: the default
+    for cid in ("f1", "f2"):
+        pending.remember(kept, cid, "eth0", "foobar")
+    res = CliRunner().invoke(cli, ["-H", f"unix://{agent.socket}", "cni", "flush"])
+    assert res.exit_code == 0 and "2 pending DEL(s) finished, 0 left" in res.output
+    pending.remember(kept, "f3", "eth0", "foobar")
+    away = CliRunner().invoke(cli, ["-H", f"unix://{agent.socket}.gone", "cni", "flush",
+                                    "--pending-dir", kept])
+    assert away.exit_code == 1 and "1 DEL(s) still pending" in away.output
