@@ -42,7 +42,8 @@ class LazyGroup(click.Group):
     """Sub-groups whose modules load only when used: a CLI call's start-up time is most of
     what `overnet run -d` costs."""
 
-    lazy = {"sandbox": "overnet.cli.sandbox", "subnet": "overnet.cli.subnet"}
+    lazy = {"sandbox": "overnet.cli.sandbox", "subnet": "overnet.cli.subnet",
+            "cni": "overnet.cli.cni"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | self._available())
