@@ -19,6 +19,7 @@ import os
 import time
 from typing import Callable
 
+from ..cni.pending import flush_pending_with
 from ..dataplane.api import Dataplane
 from ..drivers import DRIVERS, Driver, DriverOptions, HostInfo
 from ..errors import Conflict, Invalid
@@ -235,6 +236,9 @@ class Agent:
             if name not in keep:
                 log.info("removing namespace %s left by an earlier run", name)
                 await self.dp.delete_netns(os.path.join(self.state.netns_dir, name))
+        # DELs the CNI plugin could not hand over while this agent was down
+        await flush_pending_with(self.endpoints.detach,
+                                 os.path.join(os.path.dirname(self.cfg.socket), "cni-pending"))
         for net_id in {ep.network for ep in self.endpoints.local.values()} | set(active):
             await self.reconcile_network(NET + net_id, True)
         await self.containers.refresh_all()
