@@ -348,7 +348,7 @@ class ContainerService:
         while True:
             await asyncio.sleep(max(1.0, self.start_expiry / 4))
             for c in list(self.containers.values()):
-                if c.status == "created" and not self._alive(c):
+                if c.status == "created" and time.time() - c.created >= self.start_expiry:
                     log.warning("container %s was created %.0fs ago and never started: "
                                 "removing it", c.name, time.time() - c.created)
                     await self._discard(c)
