@@ -72,8 +72,10 @@ class KeepAlive:
                 log.warning("could not revoke lease %x: %s (it will expire)", self._lease.id, e)
 
     async def _bounded(self, aw: Awaitable[T]) -> T:
-        # a refresh that hangs longer than this would cost the lease anyway
-        return await asyncio.wait_for(aw, max(self.ttl / 3, self.retry_interval, 1.0))
+        # Refreshes come every ttl/3, so one that takes up to ttl/2 still lands in time; that
+        # leaves room for the store to move to another member of the cluster (the lease
+        # lives in the cluster: any member refreshes it) when the one in use dies or hangs.
+        return await asyncio.wait_for(aw, max(self.ttl / 2, self.retry_interval, 1.0))
 
     async def _new_lease(self, why: str) -> None:
         old = self._lease
