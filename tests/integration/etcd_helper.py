@@ -6,7 +6,8 @@ With `netns_path` it runs inside that network namespace (through `nsenter --net=
 EtcdCluster starts several EtcdProcess members that form one cluster (unique token).
 
 TcpProxy sits between one client and etcd so a test can drop that client's connection
-(`cut()`) and let it back (`heal()`) while etcd and every other client go on.
+(`cut()`) and let it back (`heal()`) while etcd and every other client go on, or let
+requests through while losing every answer (`mute()`).
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ class TcpProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        self.muted = False  # answers from etcd are dropped (requests still reach it)
 
     @property
     def endpoint(self) -> str:
@@ -247,6 +249,10 @@ class TcpProxy:
             w.transport.abort()
         self._conns.clear()
 
+    def mute(self) -> None:
+        """From now on etcd gets every request but the client gets no answer."""
+        self.muted = True
+
     async def heal(self) -> None:
         if self._server is None:
             await self.start()
@@ -260,13 +266,15 @@ class TcpProxy:
             down_w.transport.abort()
             return
         self._conns |= {down_w, up_w}
-        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w))
+        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w, answers=True))
         self._conns -= {down_w, up_w}
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    answers: bool = False) -> None:
         try:
             while data := await reader.read(65536):
+                if answers and self.muted:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
