@@ -39,8 +39,8 @@ from grpc.aio import EOF  # noqa: E402  (what a stream's read() returns once it 
 from .base import (KV, Absent, Compacted, Compare, Delete, Event, Lease, LeaseLost,  # noqa: E402
                    ModRevision, Op, Put, Store, StoreError, StoreUnavailable, TxnResult,
                    ValueIs)
-from .members import (Member, Members, NoMember, describe, parse_endpoint,  # noqa: E402
-                      rpc_error, unsent)
+from .members import (Member, Members, NoMember, bounded, describe,  # noqa: E402
+                      parse_endpoint, rpc_error, unsent)
 
 log = logging.getLogger("overnet.store.etcd")
 
@@ -136,7 +136,7 @@ class EtcdStore(Store):
             with self.members.using(member):
                 try:
                     # aetcd passes call_timeout to gRPC; this one also covers the channel
-                    return await asyncio.wait_for(fn(member.client), self.call_timeout + 1)
+                    return await bounded(fn(member.client), self.call_timeout + 1)
                 except StoreError:
                     raise
                 except Exception as e:  # noqa: BLE001 - mapped, not swallowed
@@ -286,7 +286,7 @@ class EtcdStore(Store):
             metadata=tuple(client.metadata or ()) + _REQUIRE_LEADER)
         with self.members.using(member):
             try:
-                await asyncio.wait_for(call.write(rpc.WatchRequest(
+                await bounded(call.write(rpc.WatchRequest(
                     create_request=rpc.WatchCreateRequest(
                         key=key, range_end=end,
                         start_revision=max(start_revision, 0)))), self.call_timeout)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Awaitable, Iterator, Sequence, TypeVar
 
 # before grpc loads: see etcd.py (forked children must stay single-threaded)
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
@@ -38,6 +38,30 @@ CHANNEL_OPTIONS = {
 }
 # gRPC's words for a call that failed before anything was sent (no connection at all)
 _UNSENT = ("failed to connect", "connection refused")
+
+T = TypeVar("T")
+
+
+async def bounded(aw: Awaitable[T], timeout: float) -> T:
+    """asyncio.wait_for without its wait for the cancelled awaitable to finish: a gRPC call
+    or channel close that is slow to cancel (a dead peer) cannot hold the caller past
+    `timeout`. Raises TimeoutError; what was abandoned finishes in the background."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        _abandon(task)
+        raise
+    if not done:
+        _abandon(task)
+        raise asyncio.TimeoutError()
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    # its outcome no longer matters: retrieve it so asyncio does not log it as lost
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -152,9 +176,12 @@ class Members:
         if member.dropped.is_set() and member.users == 0 and not member.closing:
             member.closing = True
             self._open.discard(member)
-            task = asyncio.get_running_loop().create_task(_close_quietly(member.client))
-            self._closers.add(task)
-            task.add_done_callback(self._closers.discard)
+            self._close_later(member.client)
+
+    def _close_later(self, client: aetcd.Client) -> None:
+        task = asyncio.get_running_loop().create_task(_close_quietly(client))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     async def _dial(self) -> Member:
         """Ask every member at once; the first that answers wins, the others are closed."""
@@ -171,11 +198,10 @@ class Members:
                     else:
                         failed[endpoint] = result
         finally:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            for task in pending:  # they close their own client once cancelled
+                _abandon(task)
             for spare in found[1:]:
-                await _close_quietly(spare.client)
+                self._close_later(spare.client)
         if found:
             self._open.add(found[0])
             return found[0]
@@ -196,9 +222,9 @@ class Members:
                               options=dict(CHANNEL_OPTIONS))
         try:
             # aetcd's connect() only opens a lazy channel: a real read proves it answers
-            await asyncio.wait_for(client.get(b"\0"), self.connect_timeout)
+            await bounded(client.get(b"\0"), self.connect_timeout)
         except asyncio.CancelledError:
-            await _close_quietly(client)
+            self._close_later(client)
             raise
         except Exception as e:  # noqa: BLE001 - every failure means "not this one"
             await _close_quietly(client)
@@ -208,6 +234,6 @@ class Members:
 
 async def _close_quietly(client: aetcd.Client) -> None:
     try:
-        await asyncio.wait_for(client.close(), 2)
+        await bounded(client.close(), 2)
     except Exception:  # noqa: BLE001 - closing a broken channel may fail; nothing to do
         pass
