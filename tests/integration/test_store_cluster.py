@@ -15,8 +15,8 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -24,9 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from overnet.store import (Absent, EtcdStore, KeepAlive, Lease, Mirror, Put,  # noqa: E402
-                           StoreError)
-from tests.integration.etcd_helper import EtcdCluster, TcpProxy  # noqa: E402
+from overnet.store import Absent, EtcdStore, KeepAlive, Lease, Mirror, Put, StoreError
+from tests.integration.etcd_helper import EtcdCluster, TcpProxy
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None and not os.path.exists(
     "/usr/bin/etcd"), reason="etcd is not installed")

@@ -16,17 +16,18 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..api.client import ApiError, Client
 from . import node, procs, topology
 from .clean import take_down
-from .procs import alive as _alive  # noqa: F401 - bench/ imports these from here
+from .procs import alive as _alive
 from .procs import kill as _kill
 from .procs import sigkill
 from .procs import tail as _tail
-from .topology import (DEFAULT_UNDERLAY, ETCD_PORT, LAB_ROOT, Host,  # noqa: F401
-                       LabError, LabState)
+
+# (bench/ and the CLI import these from here too)
+from .topology import DEFAULT_UNDERLAY, ETCD_PORT, LAB_ROOT, Host, LabError, LabState  # noqa: F401
 
 
 class Lab:
@@ -240,7 +241,8 @@ class Lab:
 
     def run(self, name: str, cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
         argv, env = self.ssh_argv(name, cmd)
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
 
     # --- down -------------------------------------------------------------------------------
 

@@ -145,7 +145,7 @@ def save(path: str, state: LabState) -> None:
 
 def run(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
     """A command of this machine's tools (ip, etcdctl …), LabError with its message."""
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise LabError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc

@@ -24,23 +24,38 @@ import builtins
 import logging
 import os
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 # gRPC's fork support restarts its threads in a forked child. The agent forks to enter
 # container namespaces (setns/unshare of CLONE_NEWNS), which the kernel refuses to a process
 # with more than one thread (EINVAL): keep children single-threaded.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-import aetcd  # noqa: E402
-from aetcd import rpc  # noqa: E402
-from aetcd.utils import prefix_range_end  # noqa: E402
-from grpc.aio import EOF  # noqa: E402  (what a stream's read() returns once it closed)
+import aetcd
+from aetcd import rpc
+from aetcd.utils import prefix_range_end
+from grpc.aio import EOF  # what a stream's read() returns once it closed
 
-from .base import (KV, Absent, Compacted, Compare, Delete, Event, Lease, LeaseLost,  # noqa: E402
-                   ModRevision, Op, Put, Store, StoreError, StoreUnavailable, TxnResult,
-                   ValueIs)
-from .members import (Member, Members, NoMember, bounded, describe,  # noqa: E402
-                      parse_endpoint, rpc_error, unsent)
+from .base import (
+    KV,
+    Absent,
+    Compacted,
+    Compare,
+    Delete,
+    Event,
+    Lease,
+    LeaseLost,
+    ModRevision,
+    Op,
+    Put,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    TxnResult,
+    ValueIs,
+)
+from .members import Member, Members, NoMember, bounded, describe, parse_endpoint, rpc_error, unsent
 
 log = logging.getLogger("overnet.store.etcd")
 
@@ -139,7 +154,7 @@ class EtcdStore(Store):
                     return await bounded(fn(member.client), self.call_timeout + 1)
                 except StoreError:
                     raise
-                except Exception as e:  # noqa: BLE001 - mapped, not swallowed
+                except Exception as e:
                     err = self._map(e, member.endpoint)
                     if not isinstance(err, StoreUnavailable):
                         raise err from e
@@ -308,7 +323,7 @@ class EtcdStore(Store):
                 raise
             except StoreError:
                 raise
-            except Exception as e:  # noqa: BLE001 - mapped, not swallowed
+            except Exception as e:
                 err = self._map(e, member.endpoint)
                 if isinstance(err, StoreUnavailable):
                     self._drop(member, err)
@@ -339,7 +354,7 @@ class EtcdStore(Store):
             why = "member dropped after failed calls; watching on another member"
         else:
             read.cancel()
-            raise asyncio.TimeoutError()
+            raise TimeoutError()
         raise StoreUnavailable(f"cannot reach etcd at {member.endpoint}: {why}")
 
     @staticmethod

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from .base import Lease, LeaseLost, Store, StoreError, StoreUnavailable
 
@@ -51,7 +52,7 @@ class KeepAlive:
         raises (the lease then just expires)."""
         try:
             self._lease = await self._bounded(self.store.grant(self.ttl))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StoreUnavailable(f"{self.store.endpoint}: no answer to a lease grant") from None
         self._last_ok = time.monotonic()
         await self.on_new_lease(self._lease)
@@ -68,7 +69,7 @@ class KeepAlive:
         if revoke and self._lease is not None:
             try:
                 await self._bounded(self.store.revoke(self._lease))
-            except (StoreError, asyncio.TimeoutError) as e:
+            except (TimeoutError, StoreError) as e:
                 log.warning("could not revoke lease %x: %s (it will expire)", self._lease.id, e)
 
     async def _bounded(self, aw: Awaitable[T]) -> T:
@@ -122,10 +123,10 @@ class KeepAlive:
                 raise
             except LeaseLost:
                 self._need_new = True
-            except (StoreUnavailable, asyncio.TimeoutError) as e:
+            except (TimeoutError, StoreUnavailable) as e:
                 if not self._outage:
                     log.warning("cannot keep lease %x alive: %s; retrying every %.0fs",
                                 self.lease.id, e or "timeout", self.retry_interval)
                     self._outage = True
-            except Exception:  # noqa: BLE001 - keep going whatever the owner's callback does
+            except Exception:
                 log.exception("keep-alive of lease %x failed; retrying", self.lease.id)

@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 # before grpc loads: see etcd.py (forked children must stay single-threaded)
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-import aetcd  # noqa: E402
-from aetcd import rpc  # noqa: E402
+import aetcd
+from aetcd import rpc
 
-from .base import StoreUnavailable  # noqa: E402
+from .base import StoreUnavailable
 
 # gRPC channel tuning: reconnect quickly once etcd is back (the default backoff grows to
 # 2 minutes), notice a silently dead peer on long-lived watch streams (etcd refuses pings
@@ -54,7 +55,7 @@ async def bounded(aw: Awaitable[T], timeout: float) -> T:
         raise
     if not done:
         _abandon(task)
-        raise asyncio.TimeoutError()
+        raise TimeoutError()
     return task.result()
 
 
@@ -233,7 +234,5 @@ class Members:
 
 
 async def _close_quietly(client: aetcd.Client) -> None:
-    try:
+    with contextlib.suppress(Exception):  # closing a broken channel may fail: nothing to do
         await bounded(client.close(), 2)
-    except Exception:  # noqa: BLE001 - closing a broken channel may fail; nothing to do
-        pass

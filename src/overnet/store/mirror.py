@@ -153,7 +153,7 @@ class Mirror:
                 level = logging.DEBUG if failing else logging.WARNING
                 log.log(level, "mirror %s: store unavailable (%s); retrying in %.1fs",
                         self.prefix, e, backoff)
-            except Exception:  # noqa: BLE001 - a mirror must outlive surprises; log them
+            except Exception:
                 log.exception("mirror %s: unexpected error; retrying in %.1fs",
                               self.prefix, backoff)
             failing = True
