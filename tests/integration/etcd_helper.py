@@ -13,6 +13,7 @@ requests through while losing every answer (`mute()`).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -209,6 +210,19 @@ class EtcdCluster:
 
     def member_of(self, endpoint: str) -> int:
         return self.endpoints.index(endpoint)
+
+    def leader(self) -> int:
+        """Index of the member the running members agree is the leader."""
+        running = [m.endpoint for m in self.members if m.proc is not None]
+        out = subprocess.run(["etcdctl", "--endpoints", ",".join(running), "endpoint",
+                              "status", "-w", "json"], capture_output=True, text=True,
+                             timeout=20, check=True, env={**os.environ, "ETCDCTL_API": "3"})
+        status = json.loads(out.stdout)
+        leader = status[0]["Status"]["leader"]
+        for s in status:
+            if s["Status"]["header"]["member_id"] == leader:
+                return self.member_of(s["Endpoint"])
+        raise RuntimeError(f"no running member is the leader: {out.stdout}")
 
     def stop(self) -> None:
         for m in self.members:

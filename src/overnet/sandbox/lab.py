@@ -27,7 +27,7 @@ from .procs import sigkill
 from .procs import tail as _tail
 
 # (bench/ and the CLI import these from here too)
-from .topology import DEFAULT_UNDERLAY, ETCD_PORT, LAB_ROOT, Host, LabError, LabState  # noqa: F401
+from .topology import DEFAULT_UNDERLAY, ETCD_PORT, LAB_ROOT, Host, LabError, LabState
 
 
 class Lab:
@@ -152,6 +152,18 @@ class Lab:
         if _alive(h.etcd_pid):
             raise LabError(f"etcd on {name} is already running (pid {h.etcd_pid})")
         self._start_etcd([h])
+
+    def store_member_used_by(self, host: str) -> str | None:
+        """The store host whose etcd has a client connection from `host` (what its agent
+        talks to now), or None."""
+        address = self.host(host).address
+        for s in self._up_state().stores:
+            conns = self.run(s.name, ["ss", "-Htn", "state", "established",
+                                      f"( sport = :{ETCD_PORT} )"]).stdout
+            if any(line.split()[-1].rsplit(":", 1)[0] == address
+                   for line in conns.splitlines() if line.strip()):
+                return s.name
+        return None
 
     def _store_host(self, name: str) -> Host:
         st = self._up_state()
