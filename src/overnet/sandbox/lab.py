@@ -143,7 +143,11 @@ class Lab:
         member stays down until start_store_member(name)."""
         h = self._store_host(name)
         pid = h.etcd_pid
+        if not _alive(pid):
+            raise LabError(f"etcd on {name} is not running")
         sigkill(pid)
+        h.etcd_pid = 0  # gone: its PID must never be signalled again (it may be reused)
+        self._save()
         return pid
 
     def start_store_member(self, name: str) -> None:
