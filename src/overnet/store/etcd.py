@@ -125,15 +125,15 @@ class EtcdStore(Store):
 
     def _map(self, exc: BaseException, endpoint: str) -> StoreError:
         """Turn an aetcd/gRPC exception into ours (to raise `from exc`)."""
-        err = rpc_error(exc)
+        err, why = rpc_error(exc), describe(exc, self.call_timeout)
         if err is not None and err.code() == rpc.StatusCode.NOT_FOUND \
                 and "lease not found" in (err.details() or ""):
             return LeaseLost(f"etcd at {endpoint}: {err.details()}")
         if err is None or err.code() in _UNAVAILABLE_CODES or isinstance(
                 exc, (asyncio.TimeoutError, aetcd.ConnectionFailedError,
                       aetcd.ConnectionTimeoutError)):
-            return StoreUnavailable(f"cannot reach etcd at {endpoint}: {describe(exc, self.call_timeout)}")
-        return StoreError(f"etcd at {endpoint}: {describe(exc, self.call_timeout)}")
+            return StoreUnavailable(f"cannot reach etcd at {endpoint}: {why}")
+        return StoreError(f"etcd at {endpoint}: {why}")
 
     async def _call(self, fn: Callable[[aetcd.Client], Awaitable[T]]) -> T:
         """Run one aetcd call with a deadline, on the current member, mapping its errors;
