@@ -220,3 +220,36 @@ async def test_txn_whose_answer_was_lost_reports_it_was_applied(cluster: EtcdClu
         await store.close()
         for p in proxies:
             await p.close()
+
+
+async def test_an_agent_like_client_leaves_a_hung_member(
+        cluster: EtcdCluster, store: EtcdStore) -> None:
+    """A store used as an agent uses it: a KeepAlive (TTL 10 s, refreshed every 3.3 s) and a
+    Mirror, nothing else. Its member freezes: the refresh that hangs makes the store move,
+    the Mirror re-lists on the new member and sees later writes, the lease lives on."""
+    prefix = f"/agent-{uuid.uuid4().hex[:6]}/"
+    leases: list[Lease] = []
+
+    async def on_new_lease(lease: Lease) -> None:
+        leases.append(lease)
+        await store.put(prefix + "host", b"alive", lease=lease.id)
+
+    keepalive = KeepAlive(store, 10, on_new_lease)
+    await keepalive.start()
+    mirror = Mirror(store, prefix)
+    await mirror.start()
+    writer = EtcdStore([e for e in cluster.endpoints if e != store.endpoint])
+    frozen = used_member(cluster, store)
+    try:
+        os.kill(cluster.members[frozen].pid, signal.SIGSTOP)
+        last = await writer.put(prefix + "later", b"1")
+        await mirror.wait_revision(last, timeout=30)
+        assert mirror.items[prefix + "later"].value == b"1"
+        assert store.endpoint != cluster.endpoints[frozen] and mirror.relists >= 1
+        await asyncio.sleep(10)  # one more TTL
+        kv = await writer.get(prefix + "host")
+        assert kv is not None and kv.lease == leases[0].id and keepalive.renewals == 0
+    finally:
+        await mirror.stop()
+        await keepalive.stop()
+        await writer.close()

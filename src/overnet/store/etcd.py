@@ -55,7 +55,17 @@ from .base import (
     TxnResult,
     ValueIs,
 )
-from .members import Member, Members, NoMember, bounded, describe, parse_endpoint, rpc_error, unsent
+from .members import (
+    Member,
+    Members,
+    NoMember,
+    abandon,
+    bounded,
+    describe,
+    parse_endpoint,
+    rpc_error,
+    unsent,
+)
 
 log = logging.getLogger("overnet.store.etcd")
 
@@ -72,6 +82,10 @@ _REQUIRE_LEADER = (("hasleader", "true"),)
 T = TypeVar("T")
 
 __all__ = ["EtcdStore", "key_range", "parse_endpoint"]
+
+
+class _Dropped(StoreUnavailable):
+    """A call abandoned because its member was dropped (it never answered)."""
 
 
 def key_range(prefix: str) -> tuple[bytes, bytes]:
@@ -150,10 +164,10 @@ class EtcdStore(Store):
                 continue
             with self.members.using(member):
                 try:
-                    # aetcd passes call_timeout to gRPC; this one also covers the channel
-                    return await bounded(fn(member.client), self.call_timeout + 1)
-                except StoreError:
-                    raise
+                    return await self._attempt(fn, member)
+                except StoreError as e:
+                    if not isinstance(e, _Dropped) or time.monotonic() >= deadline:
+                        raise
                 except Exception as e:
                     err = self._map(e, member.endpoint)
                     if not isinstance(err, StoreUnavailable):
@@ -161,6 +175,29 @@ class EtcdStore(Store):
                     self._drop(member, err)
                     if time.monotonic() >= deadline:
                         raise err from e
+
+    async def _attempt(self, fn: Callable[[aetcd.Client], Awaitable[T]], member: Member) -> T:
+        """One try of a call on `member`. A call still waiting when the member is dropped
+        (another call found it dead or hung) is abandoned at once, to be retried elsewhere,
+        rather than waiting out its own deadline on a member nobody uses any more."""
+        # aetcd passes call_timeout to gRPC; this deadline also covers the channel
+        call = asyncio.ensure_future(fn(member.client))
+        dropped = asyncio.ensure_future(member.dropped.wait())
+        try:
+            done, _ = await asyncio.wait({call, dropped}, timeout=self.call_timeout + 1,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            abandon(call)
+            raise
+        finally:
+            dropped.cancel()
+        if call in done:
+            return call.result()
+        abandon(call)
+        if dropped in done:
+            raise _Dropped(f"cannot reach etcd at {member.endpoint}: member dropped after "
+                           "failed calls")
+        raise TimeoutError()
 
     def _seen(self, revision: int) -> int:
         self._revision = max(self._revision, revision)

@@ -73,10 +73,22 @@ class KeepAlive:
                 log.warning("could not revoke lease %x: %s (it will expire)", self._lease.id, e)
 
     async def _bounded(self, aw: Awaitable[T]) -> T:
-        # Refreshes come every ttl/3, so one that takes up to ttl/2 still lands in time; that
-        # leaves room for the store to move to another member of the cluster (the lease
-        # lives in the cluster: any member refreshes it) when the one in use dies or hangs.
-        return await asyncio.wait_for(aw, max(self.ttl / 2, self.retry_interval, 1.0))
+        """Wait at most ttl/2 (refreshes come every ttl/3, so one that takes that long still
+        lands in time); then TimeoutError. The call itself is left to finish on its own
+        deadline, not cancelled: a store with several members (EtcdStore) moves to a live
+        one only when it sees the call to a dead or hung member fail, and the lease lives in
+        the cluster, so the next refresh, on that member, keeps it."""
+        task = asyncio.ensure_future(aw)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(self.ttl / 2, self.retry_interval,
+                                                             1.0))
+        except BaseException:
+            task.cancel()
+            raise
+        if not done:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise TimeoutError()
+        return task.result()
 
     async def _new_lease(self, why: str) -> None:
         old = self._lease

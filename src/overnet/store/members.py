@@ -51,15 +51,16 @@ async def bounded(aw: Awaitable[T], timeout: float) -> T:
     try:
         done, _ = await asyncio.wait({task}, timeout=timeout)
     except BaseException:
-        _abandon(task)
+        abandon(task)
         raise
     if not done:
-        _abandon(task)
+        abandon(task)
         raise TimeoutError()
     return task.result()
 
 
-def _abandon(task: asyncio.Future[Any]) -> None:
+def abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` without waiting for it."""
     task.cancel()
     # its outcome no longer matters: retrieve it so asyncio does not log it as lost
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -200,7 +201,7 @@ class Members:
                         failed[endpoint] = result
         finally:
             for task in pending:  # they close their own client once cancelled
-                _abandon(task)
+                abandon(task)
             for spare in found[1:]:
                 self._close_later(spare.client)
         if found:
