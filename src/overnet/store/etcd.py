@@ -8,13 +8,13 @@ a transaction, and the per-response batching and compaction signal of a watch.
 
 Failover (see members.py): calls go to one member at a time. When a call to it fails as
 unavailable (refused, reset, deadline exceeded, no leader), the store drops that member, asks
-every member at once and moves to the first one that answers, and retries the call there
-within `failover_timeout`. A call is retried only when that cannot do harm: reads, puts,
-deletes and lease calls always; a transaction always too, but when a failed attempt may
-have been applied (the request was sent) and the retry's compares fail, the store checks
-whether the first attempt's writes are what the keys hold (see `_applied`). Watches on a
-dropped member end with StoreUnavailable, so a Mirror re-lists on the new member and
-watches from the revision after its list: no event is lost.
+every member at once, moves to the first one that answers and retries the call there, until
+`failover_timeout` after the call began; calls still waiting on the dropped member move too.
+Retrying is harmless for reads, puts, deletes and lease calls. A transaction is retried as
+well, and when a failed attempt may have been applied (its request was sent) and the
+retry's compares fail, the store checks whether the keys hold exactly what the first attempt
+wrote (see `_applied`). Watches on a dropped member end with StoreUnavailable, so a Mirror
+re-lists on the new member and watches from the revision after that list: no event is lost.
 """
 
 from __future__ import annotations
