@@ -62,6 +62,7 @@ class Agent:
         self.mirror: Mirror | None = None
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
+        self._net_locks: dict[str, asyncio.Lock] = {}
 
     # --- start and stop ------------------------------------------------------------------
 
@@ -246,12 +247,18 @@ class Agent:
     # --- reconcile -----------------------------------------------------------------------
 
     async def reconcile_network(self, target: str, verify: bool) -> None:
-        """Make this host's kernel and hosts files match the store for one network."""
+        """Make this host's kernel, resolver and hosts files match the store for one network
+        (one pass at a time per network: an attach and the watch may both ask at once)."""
         net_id = target[len(NET):]
         net = self.networks.get(net_id) or self._last_net.get(net_id)
         if net is None:
             return
         self._last_net[net_id] = net
+        async with self._net_locks.setdefault(net_id, asyncio.Lock()):
+            await self._reconcile(net, verify)
+
+    async def _reconcile(self, net, verify: bool) -> None:
+        net_id = net.id
         driver = self.networks.driver(net)
         gone = self.networks.get(net_id) is None
         active = bool(self.endpoints.on_network(net_id)) and not gone

@@ -152,6 +152,7 @@ class EndpointService:
                 self.state.save_endpoint(ep)
             except BaseException as e:
                 await asyncio.shield(self._teardown(net, ep))
+                await asyncio.shield(self._changed_quietly(net.id))   # e.g. its namespace
                 raise _user_error(e, f"attaching {req.ifname} of {req.container_id} to "
                                      f"{net.name}") from None
         await self.changed(net.id)
@@ -161,6 +162,12 @@ class EndpointService:
     async def _plug(net: NetworkRecord, driver: Driver, ep: LocalEndpoint) -> None:
         await driver.attach(net, attachment(ep))
         crashpoint("attach:kernel")
+
+    async def _changed_quietly(self, net_id: str) -> None:
+        try:
+            await self.changed(net_id)
+        except Exception as e:   # noqa: BLE001 - the resync tries again
+            log.warning("network %s: reconcile after a failed attach: %s", net_id[:12], e)
 
     async def _reserve(self, net: NetworkRecord, driver: Driver,
                        req: AttachRequest) -> LocalEndpoint:

@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..sandbox.lab import DEFAULT_UNDERLAY, Lab, LabError
+from ..sandbox.runtimes import parse as parse_runtimes
 from .main import CONTEXT, Failure
 
 
@@ -49,16 +50,24 @@ def print_status(lab: Lab) -> None:
 @click.option("--flannel", is_flag=True, help="Give every host's bridge a flannel subnet lease.")
 @click.option("--backend", type=click.Choice(["vxlan", "host-gw"]), default="vxlan",
               show_default=True, help="Flannel backend (with --flannel).")
+@click.option("--runtimes", default="", metavar="podman[,docker]",
+              help="Real runtimes on every host, on overnet's networks: Podman through "
+                   "overnet-cni, Docker through overnet's network plugin.")
 @name_option
 def up(hosts: int, underlay: str, store_members: int, flannel: bool, backend: str,
-       lab_name: str) -> None:
+       runtimes: str, lab_name: str) -> None:
     """Build the lab (does nothing if it is already up)."""
     lab = _lab(lab_name)
+    try:
+        chosen = parse_runtimes(runtimes)
+    except LabError as e:
+        raise Failure(str(e)) from None
     # As in the flannel seed, `run` without --net goes to each host's bridge (docker0).
     opts = {"flannel-network": "10.1.0.0/16", "flannel-backend": backend,
             "default-network": "bridge:bridge"} if flannel else None
     try:
-        made = lab.up(hosts=hosts, underlay=underlay, flannel=opts, store_members=store_members)
+        made = lab.up(hosts=hosts, underlay=underlay, flannel=opts,
+                      store_members=store_members, runtimes=chosen)
     except LabError as e:
         raise Failure(str(e)) from None
     if not made:

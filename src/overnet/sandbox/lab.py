@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from ..api.client import ApiError, Client
-from . import node, procs, topology
+from . import node, procs, runtimes, topology
 from .clean import take_down
 from .procs import alive as _alive
 from .procs import kill as _kill
@@ -28,6 +28,8 @@ from .procs import tail as _tail
 
 # (bench/ and the CLI import these from here too)
 from .topology import DEFAULT_UNDERLAY, ETCD_PORT, LAB_ROOT, Host, LabError, LabState
+
+DEFAULT_NETWORK = "multihost"      # every agent's --default-network, as in the seed
 
 
 class Lab:
@@ -72,14 +74,16 @@ class Lab:
     # --- up ---------------------------------------------------------------------------------
 
     def up(self, hosts: int = 2, underlay: str = DEFAULT_UNDERLAY, flannel: dict | None = None,
-           agent_args: list[str] | None = None, store_members: int = 1) -> bool:
+           agent_args: list[str] | None = None, store_members: int = 1,
+           runtimes: list[str] | None = None) -> bool:
         """Build the lab. False (and no change) if it is already up."""
         if self.state is not None:
             return False
         net = topology.check_plan(underlay, hosts, store_members)
         topology.check_free(net, self.name)
         self.state = LabState(name=self.name, underlay=str(net), bridge=f"{self.name}-br",
-                              flannel=flannel or {}, agent_args=list(agent_args or []))
+                              flannel=flannel or {}, agent_args=list(agent_args or []),
+                              runtimes=list(runtimes or []))
         try:
             self._build(net, hosts, store_members)
         except BaseException as e:
@@ -104,6 +108,16 @@ class Lab:
             self._start_agent(h)
         for h in st.hosts:
             self._wait_agent(h)
+        for h in st.hosts:
+            self._setup_runtimes(h)
+
+    def _setup_runtimes(self, h: Host) -> None:
+        st = self._up_state()
+        if "podman" in st.runtimes:
+            runtimes.setup_podman(h, os.path.join(self.dir, h.name), self.dir, DEFAULT_NETWORK,
+                                  lambda argv, env: self.run(h.name, argv, timeout=120))
+            self.say(f"podman   {h.name:<15} ready (CNI: overnet-cni, network "
+                     f"{DEFAULT_NETWORK})")
 
     def _add_host(self, into: list[Host], name: str, address: str, veth: str,
                   net: ipaddress.IPv4Network) -> None:
@@ -191,7 +205,7 @@ class Lab:
         st = self._up_state()
         args = [sys.executable, "-m", "overnet", "agent", "--store", st.store_url,
                 "--name", h.name, "--advertise", h.address,
-                "--default-network", "overlay:multihost", *st.agent_args]
+                "--default-network", f"overlay:{DEFAULT_NETWORK}", *st.agent_args]
         for key, value in st.flannel.items():
             args += [f"--{key}", str(value)] if value is not True else [f"--{key}"]
         h.agent_pid = self.launch(h, "agent.log", args).pid
@@ -250,10 +264,14 @@ class Lab:
     # --- ssh --------------------------------------------------------------------------------
 
     def shell_env(self, h: Host) -> dict[str, str]:
-        return node.shell_env(h)
+        env = node.shell_env(h)
+        if self.state is not None and "podman" in self.state.runtimes:
+            env.update(runtimes.podman_env(os.path.join(self.dir, h.name)))
+        return env
 
     def ssh_argv(self, name: str, cmd: list[str]) -> tuple[list[str], dict[str, str]]:
-        return node.ssh_argv(self.host(name), cmd)
+        argv, _ = node.ssh_argv(self.host(name), cmd)
+        return argv, self.shell_env(self.host(name))
 
     def run(self, name: str, cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
         argv, env = self.ssh_argv(name, cmd)
@@ -266,6 +284,11 @@ class Lab:
         """Stop and remove everything. False if there was nothing to take down."""
         if self.state is None:
             return False
+        if "podman" in self.state.runtimes:   # while the agents still answer CNI DELs
+            for h in self.state.hosts:
+                if _alive(h.holder_pid):
+                    self.run(h.name, ["podman", "rm", "--all", "--force", "--time", "0"],
+                             timeout=120)
         take_down(self.state, self.dir)
         self.state = None
         if not quiet:

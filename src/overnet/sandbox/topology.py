@@ -71,6 +71,7 @@ class LabState:
     stores: list[Host] = field(default_factory=list)   # the etcd members
     flannel: dict = field(default_factory=dict)
     agent_args: list = field(default_factory=list)
+    runtimes: list = field(default_factory=list)      # "podman", "docker" on every host
 
     @property
     def store(self) -> Host | None:
