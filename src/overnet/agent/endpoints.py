@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
 from ..drivers import Attachment, Driver, HostInfo, RemotePeer
@@ -51,6 +51,9 @@ class AttachRequest:
     mac: str | None = None
     runtime: str = "overnet"
     service: str = ""          # a service name to claim with the endpoint (unique per network)
+    handover: str = ""         # Docker: leave the container end in the host namespace under
+                               # this name, unconfigured; the runtime moves it in itself
+    held: bool = False         # `ip` was set aside with hold_address(): take it
 
     def validate(self) -> None:
         if not CONTAINER_ID_RE.match(self.container_id or ""):
@@ -66,6 +69,9 @@ class AttachRequest:
             if label and not NAME_RE.match(label):
                 raise Invalid(f"invalid {what} {label!r}: use 1-63 letters, digits, '_' or "
                               "'-', starting with a letter or digit")
+        if self.handover and not IFNAME_RE.match(self.handover):
+            raise Invalid(f"invalid handover {self.handover!r}: 1-15 letters, digits, '_', "
+                          "'.' or '-'")
         if self.runtime not in RUNTIMES:
             raise Invalid(f"invalid runtime {self.runtime!r}: one of {', '.join(RUNTIMES)}")
 
@@ -87,6 +93,7 @@ class EndpointService:
         self.host = host
         self.changed = changed         # reconcile one network now (peers, names)
         self.local: dict[tuple[str, str], LocalEndpoint] = {}
+        self.held: dict[str, set[str]] = {}   # net id -> addresses set aside (Docker's IPAM)
         self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- reads ---------------------------------------------------------------------------
@@ -110,6 +117,7 @@ class EndpointService:
         the store holds an endpoint key for, admitted or not."""
         used = {ipaddress.IPv4Address(ep.ip) for ep in self.local.values()
                 if ep.network == net_id and ep.ip}
+        used |= {ipaddress.IPv4Address(ip) for ip in self.held.get(net_id, ())}
         prefix = keys.endpoints(net_id)
         for key in list(self.view.items):
             if key.startswith(prefix):
@@ -143,8 +151,9 @@ class EndpointService:
                 raise Invalid(f"invalid netns {req.netns!r}: not a network namespace")
             ep = await self._reserve(net, driver, req)
             try:
+                att = replace(attachment(ep), handover=req.handover)
                 await asyncio.gather(self._publish(net, ep) if driver.publishes
-                                     else _nothing(), driver.attach(net, attachment(ep)))
+                                     else _nothing(), driver.attach(net, att))
                 ep.phase = ATTACHED
                 self.state.save_endpoint(ep)
             except BaseException as e:
@@ -165,16 +174,40 @@ class EndpointService:
             service=req.service, prefixlen=net.network.prefixlen, gateway=net.gateway,
             mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time())
         async with self.allocator.lock(net.id):
-            ip = await self._allocate(net, driver, req.ip)
+            ip = await self._allocate(net, driver, req.ip, req.held)
+            self.unhold(net.id, str(ip))
             ep.ip = str(ip)
             ep.mac = (req.mac or pools.mac_for(ip)).lower()
             self.local[ep.ref] = ep
             self.state.save_endpoint(ep)
         return ep
 
-    async def _allocate(self, net: NetworkRecord, driver: Driver,
-                        requested: str | None) -> ipaddress.IPv4Address:
+    async def hold_address(self, network: str, ip: str | None = None
+                           ) -> tuple[NetworkRecord, str]:
+        """Set an address aside for an attach to come (AttachRequest(ip=..., held=True)):
+        Docker's IPAM hands out the address before the endpoint exists."""
+        net = self.networks.find(network)
+        driver = self.networks.driver(net)
+        async with self.allocator.lock(net.id):
+            addr = str(await self._allocate(net, driver, ip))
+            self.held.setdefault(net.id, set()).add(addr)
+        return net, addr
+
+    def unhold(self, net_id: str, ip: str) -> bool:
+        """Give back a held address; False if it was not held."""
+        held = self.held.get(net_id, set())
+        if ip not in held:
+            return False
+        held.discard(ip)
+        if not held:
+            self.held.pop(net_id, None)
+        return True
+
+    async def _allocate(self, net: NetworkRecord, driver: Driver, requested: str | None,
+                        held: bool = False) -> ipaddress.IPv4Address:
         used = self.used_ips(net.id)
+        if held and requested in self.held.get(net.id, ()):
+            used.discard(ipaddress.IPv4Address(requested))   # set aside for this very attach
         if requested:
             try:
                 ip = ipaddress.IPv4Address(requested)

@@ -56,6 +56,7 @@ class Kernel(Netlink):
     remove_peer = vxlan.remove_peer
     # containers
     attach = veth.attach
+    attach_handover = veth.attach_handover
     detach = veth.detach
 
     # Older private names, still used by code outside the dataplane package.

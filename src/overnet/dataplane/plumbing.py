@@ -214,6 +214,11 @@ class Netlink:
         with netns.entered(self._home_fd):
             yield
 
+    @property
+    def home_fd(self) -> int:
+        """An open fd of the home namespace (to move a device there)."""
+        return self._home_fd
+
     def label(self, path: str | None) -> str:
         return self._home_label if path is None else f"namespace {path}"
 
