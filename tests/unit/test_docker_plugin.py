@@ -323,6 +323,7 @@ async def test_an_agent_restart_keeps_docker_endpoints(cluster):
     assert again["Address"] == r["address"]       # dockerd asking again after its restart
     await h.rm(d, p["PoolID"], e, r["address"])
     assert h.agent.endpoints.find(e) is None
+    await cluster.synced()
     assert not [k for k in h.agent.view.items if k.startswith(keys.endpoints(ep.network))]
 
 
