@@ -147,7 +147,9 @@ class EndpointService:
             if ref in self.local:
                 raise Conflict(f"container {req.container_id} already has {req.ifname} "
                                f"attached (network {self.local[ref].network_name})")
-            if not await self.dp.is_netns(req.netns):
+            # A hand-over's namespace may not exist yet: Docker makes it when the container
+            # starts, after Join, and moves the device in then.
+            if not req.handover and not await self.dp.is_netns(req.netns):
                 raise Invalid(f"invalid netns {req.netns!r}: not a network namespace")
             ep = await self._reserve(net, driver, req)
             try:
