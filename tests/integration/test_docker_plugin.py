@@ -30,6 +30,7 @@ class Dockerds:
         self.pids: dict[str, int] = {}
 
     def start(self, host: str) -> None:
+        """dockerd in the host's namespaces; --live-restore: containers outlive a restart."""
         h = self.lab.host(host)
         root = os.path.join(self.lab.dir, "docker", host)   # not among the logs kept
         os.makedirs(root, exist_ok=True)
@@ -38,11 +39,15 @@ class Dockerds:
             "--host", "unix:///run/docker.sock", "--pidfile", "/run/docker.pid",
             "--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", self.tag,
             "--storage-driver", "vfs", "--bridge", "none", "--iptables=false",
-            "--ip-masq=false", "--log-level", "warn"])
+            "--ip-masq=false", "--live-restore", "--log-level", "warn"])
         self.pids[host] = proc.pid
         ok = wait_until(lambda: os.path.exists(h.run_dir + "/docker.sock") and self.docker(
             host, "version", check=False).returncode == 0, timeout=60, every=0.2)
         assert ok, f"dockerd on {host} did not start: {self.log(host)}"
+
+    def restart(self, host: str) -> None:
+        _kill(self.pids.pop(host), timeout=20)
+        self.start(host)
 
     def log(self, host: str) -> str:
         with open(os.path.join(self.lab.dir, host, "dockerd.log"), errors="replace") as f:
@@ -121,10 +126,17 @@ def test_docker_containers_on_two_hosts_share_the_overlay(docker_lab):
     assert ping(dk, h1, "c1", n2["IPAddress"]), "c1 cannot reach c2 by address"
     assert ping(dk, h2, "c2", n1["IPAddress"]), "c2 cannot reach c1 by address"
     name2 = n2["EndpointID"][:12]
-    assert ping(dk, h1, "c1", name2), f"c1 cannot reach c2 by its name {name2}"
+    assert ping(dk, h1, "c1", name2), f"c1 cannot reach c2 by its endpoint's name {name2}"
+    assert wait_until(lambda: ping(dk, h1, "c1", "c2"), timeout=20, every=0.5), \
+        "c1 cannot reach c2 by its container name"
     # A container of overnet's own runner on the same overlay network reaches both.
     lab.ov(h2, "run", "-d", "--name", "o1", "--net", "web", "sleep", "1000")
     assert lab.ping(h2, "o1", n1["IPAddress"]) and lab.ping(h2, "o1", n2["IPAddress"])
+    # An agent restart, then a dockerd restart: connectivity stays, and so does clean-up.
+    lab.restart_agent(h1)
+    assert ping(dk, h1, "c1", n2["IPAddress"]) and ping(dk, h2, "c2", "c1")
+    dk.restart(h2)
+    assert ping(dk, h2, "c2", n1["IPAddress"]) and ping(dk, h1, "c1", "c2")
     # docker rm: no veth, no address, no record left on any host.
     for h, c in ((h1, "c1"), (h2, "c2")):
         dk.docker(h, "rm", "-f", c)

@@ -27,9 +27,22 @@ class FakeDockerd:
 
     def __init__(self) -> None:
         self.nets: dict[str, dict] = {}
+        self.containers: dict[str, dict] = {}
 
     async def network(self, net_id: str) -> dict | None:
         return self.nets.get(net_id)
+
+    async def container(self, cid: str) -> dict | None:
+        return self.containers.get(cid)
+
+    def started(self, net_id: str, ep_id: str, name: str) -> str:
+        """A container started: dockerd lists it on its network, with its aliases."""
+        cid = secrets.token_hex(32)
+        net = self.nets[net_id]
+        net.setdefault("Containers", {})[cid] = {"EndpointID": ep_id, "Name": name}
+        self.containers[cid] = {"Id": cid, "Name": "/" + name, "NetworkSettings": {
+            "Networks": {net["Name"]: {"Aliases": [cid[:12], "al.ias", "web-alias"]}}}}
+        return cid
 
     async def networks(self) -> list[dict]:
         return list(self.nets.values())
@@ -73,7 +86,7 @@ class Host:
             "IPAM": {"Driver": "overnet", "Config": [{"Subnet": pool["Pool"]}]}}
         return net_id, {**pool, "gateway": gw["Address"]}
 
-    async def run(self, net_id: str, pool_id: str) -> tuple[str, dict]:
+    async def run(self, net_id: str, pool_id: str, name: str = "") -> tuple[str, dict]:
         """`docker run --network NET`: address, endpoint, sandbox, join, then Docker moves
         the handed-over device into the sandbox as eth0."""
         addr = await self.ok("IpamDriver.RequestAddress", {
@@ -92,7 +105,8 @@ class Host:
         eth0.addresses, eth0.up = [addr["Address"]], True
         await self.ok("NetworkDriver.ProgramExternalConnectivity", {
             "NetworkID": net_id, "EndpointID": ep_id, "Options": {}})
-        return ep_id, {"address": addr["Address"], "created": created, "joined": joined,
+        cid = self.dockerd.started(net_id, ep_id, name) if name else ""
+        return ep_id, {"cid": cid, "address": addr["Address"], "created": created, "joined": joined,
                        "sandbox": sandbox}
 
     async def rm(self, net_id: str, pool_id: str, ep_id: str, address: str) -> None:
@@ -300,8 +314,8 @@ async def test_endpoint_errors_name_the_bad_value(cluster):
     assert "invalid EndpointID 'xyz'" in err["Err"]
     addr = (await h.ok("IpamDriver.RequestAddress", {"PoolID": p["PoolID"]}))["Address"]
     await h.ok("NetworkDriver.CreateEndpoint", {**ep, "Interface": {"Address": addr}})
-    err = await h.call("NetworkDriver.Join", {**ep, "SandboxKey": "/run/no-such-netns"})
-    assert "/run/no-such-netns" in err["Err"]
+    err = await h.call("NetworkDriver.Join", {**ep, "SandboxKey": "run/netns/x"})
+    assert "invalid netns 'run/netns/x'" in err["Err"]
     assert h.agent.endpoints.find(ep["EndpointID"]) is None
     named = await h.ok("IpamDriver.RequestPool", {"Options": {"overnet.network": "web"}})
     err = await h.call("NetworkDriver.CreateNetwork", {
@@ -346,3 +360,23 @@ async def test_the_socket_speaks_docker_plugin_http(cluster, tmp_path):
         assert "invalid NetworkID 'x'" in json.loads(body)["Err"]
     finally:
         await h.plugin.close()
+
+
+async def test_a_started_container_is_renamed_to_its_docker_name(cluster):
+    h1, h2 = await hosts(cluster)
+    d, p = await h1.network_create("web", opts={"overnet.network": "web"})
+    e, r = await h1.run(d, p["PoolID"], name="c1")
+    ip = r["address"].split("/")[0]
+    web = h1.agent.networks.find("web")
+    for _ in range(50):
+        await cluster.synced()
+        rec = {x.ip: x for x in h2.agent.view.endpoints(web.id)}[ip]
+        if rec.name == "c1":
+            break
+        await asyncio.sleep(0.1)
+    assert rec.name == "c1" and rec.aliases == [r["cid"][:12], "web-alias", e[:12]]
+    assert await h1.agent.endpoints.check(e) == []
+    await h1.rm(d, p["PoolID"], e, r["address"])    # the renamed record goes too
+    await cluster.synced()
+    assert not h2.agent.view.endpoints(web.id) or ip not in {
+        x.ip for x in h2.agent.view.endpoints(web.id)}

@@ -233,13 +233,16 @@ class EndpointService:
             raise Conflict(f"network {net.name}: address pool {net.subnet} is full")
         return ip
 
+    def _record(self, ep: LocalEndpoint) -> EndpointRecord:
+        return EndpointRecord(id=ep.id, network=ep.network, container=ep.container_id,
+                              name=ep.name or ep.container_id[:12], host=self.host.name,
+                              host_address=self.host.address, ip=ep.ip, mac=ep.mac,
+                              aliases=[a for a in ep.aliases if a != ep.name],
+                              runtime=ep.runtime, ifname=ep.ifname)
+
     async def _publish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
         """Endpoint (keyed by its address) and service name in one transaction."""
-        rec = EndpointRecord(id=ep.id, network=net.id, container=ep.container_id,
-                             name=ep.name or ep.container_id[:12], host=self.host.name,
-                             host_address=self.host.address, ip=ep.ip, mac=ep.mac,
-                             aliases=[a for a in ep.aliases if a != ep.name],
-                             runtime=ep.runtime, ifname=ep.ifname)
+        rec = self._record(ep)
         ep.record = rec.to_json().decode()
         ekey = keys.endpoint(net.id, ep.ip)
         compares, ops = [Absent(ekey)], [Put(ekey, rec.to_json())]
@@ -260,6 +263,33 @@ class EndpointService:
                                f"{net.name}")
             raise Conflict(f"address {ep.ip} is already held on network {net.name}")
         await self.view.mirror.wait_revision(result.revision)
+
+    async def rename(self, container_id: str, ifname: str, name: str,
+                     aliases: list[str]) -> LocalEndpoint:
+        """Give an attached endpoint its DNS name and aliases once they are known (Docker
+        tells a container's name only after Join)."""
+        # The same checks as at attach (the network and namespace are not in question here).
+        AttachRequest("n", container_id, "/", ifname, name=name, aliases=aliases).validate()
+        ref = (container_id, ifname)
+        async with self._lock(ref):
+            ep = self.get(container_id, ifname)
+            before = (ep.name, list(ep.aliases), ep.record)
+            ep.name, ep.aliases = name, list(aliases)
+            if ep.phase != ATTACHED or not ep.record:
+                self.state.save_endpoint(ep)
+                return ep
+            key, old = keys.endpoint(ep.network, ep.ip), ep.record.encode()
+            ep.record = self._record(ep).to_json().decode()
+            self.state.save_endpoint(ep)     # as in _publish: what we write is ours to delete
+            result = await self.store.txn([ValueIs(key, old)], [Put(key, ep.record.encode())])
+            if not result.succeeded:
+                ep.name, ep.aliases, ep.record = before
+                self.state.save_endpoint(ep)
+                raise Conflict(f"the record of {ep.ip} on network {ep.network_name} changed "
+                               "meanwhile")
+            await self.view.mirror.wait_revision(result.revision)
+        await self.changed(ep.network)
+        return ep
 
     # --- detach --------------------------------------------------------------------------
 

@@ -50,5 +50,8 @@ class DockerApi:
     async def network(self, net_id: str) -> dict | None:
         return await self.get(f"/networks/{net_id}")
 
+    async def container(self, container_id: str) -> dict | None:
+        return await self.get(f"/containers/{container_id}/json")
+
     async def networks(self) -> list[dict]:
         return await self.get("/networks") or []

@@ -8,8 +8,11 @@ already sized and with its MAC; the endpoint record is published at once, so pee
 programmed and DNS names it. Leave changes nothing (Docker moves the device back itself);
 DeleteEndpoint detaches, which removes the pair wherever its container end is.
 
-Docker sends no container name: the endpoint's DNS name is its ID's first 12 characters
-(`docker network connect --driver-opt overnet.name=NAME` picks one).
+Docker sends no container name. The endpoint is published under its ID's first 12
+characters at Join; once dockerd lists the container on the network (it does when the container
+has started), the record is renamed to the container's name, with its Docker aliases (among
+them the short container ID) and the endpoint's short ID as aliases. `docker network connect
+--driver-opt overnet.name=NAME` picks the name instead.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from ..agent.endpoints import AttachRequest
+from ..agent.networks import NAME_RE
 from ..errors import Invalid, NotFound
 from ..ipam import pools
 from .bindings import OPTION, Bindings, is_placeholder
@@ -32,6 +36,7 @@ GENERIC = "com.docker.network.generic"
 NAME_OPTION = "overnet.name"
 IFNAME = "eth0"          # what Docker names the first interface (DstPrefix "eth" + 0)
 NAME_WAIT = 10.0         # how long to wait for dockerd to store a new network
+START_WAIT = 120.0       # ... and to list a started container on its network
 
 
 @dataclass
@@ -157,8 +162,48 @@ class NetworkDriver:
                 name=p.name, ip=p.ip, mac=p.mac, runtime="docker", held=True,
                 handover=handover_name(ep_id)))
             self.pending.pop(ep_id, None)
+            if not p.name:
+                self._spawn(self._learn_name(body["NetworkID"], ep_id))
         return {"InterfaceName": {"SrcName": handover_name(ep_id), "DstPrefix": "eth"},
                 "Gateway": ep.gateway, "StaticRoutes": [], "DisableGatewayService": True}
+
+    async def _learn_name(self, docker_net: str, ep_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_WAIT
+        while loop.time() < deadline and self.agent.endpoints.find(ep_id, IFNAME):
+            await asyncio.sleep(0.3)
+            try:
+                names = await self._docker_names(docker_net, ep_id)
+                if names is None:
+                    continue
+                if names:
+                    await self.agent.endpoints.rename(ep_id, IFNAME, names[0],
+                                                      names[1:] + [ep_id[:12]])
+                    log.info("endpoint %s is container %s", ep_id[:12], names[0])
+                return
+            except Exception as e:  # noqa: BLE001 - the endpoint keeps its first name
+                log.warning("endpoint %s keeps the name %s: %s", ep_id[:12], ep_id[:12], e)
+                return
+
+    async def _docker_names(self, docker_net: str, ep_id: str) -> list[str] | None:
+        """[container name, aliases...] (those that are DNS labels: maybe none), or None
+        while dockerd does not list the endpoint's container yet."""
+        docker = self.bindings.docker
+        net = await docker.network(docker_net) or {}
+        cid = next((c for c, v in (net.get("Containers") or {}).items()
+                    if v.get("EndpointID") == ep_id), None)
+        info = await docker.container(cid) if cid else None
+        if not info:
+            return None
+        settings = ((info.get("NetworkSettings") or {}).get("Networks") or {}).get(
+            net.get("Name"), {})
+        labels = [info.get("Name", "").lstrip("/")] + list(settings.get("Aliases") or [])
+        return list(dict.fromkeys(a for a in labels if NAME_RE.match(a or "")))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def leave(self, body: dict) -> dict:
         _id(body, "NetworkID")

@@ -90,6 +90,7 @@ class DockerPlugin:
         log.info("Docker plugin serving on unix://%s", path)
 
     async def close(self) -> None:
+        await self.driver.close()
         if self.server is not None:
             await self.server.close()
             try:
