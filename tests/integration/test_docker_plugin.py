@@ -92,8 +92,8 @@ def docker_lab(tmp_path_factory):
     finally:
         try:
             dockerds.stop()
-        finally:
             keep_logs(lab, str(root) + "-logs")
+        finally:
             lab.down(quiet=True)
 
 
