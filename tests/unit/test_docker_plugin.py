@@ -162,7 +162,7 @@ async def test_activate_and_capabilities(cluster):
 async def test_same_name_on_two_hosts_is_one_overnet_network(cluster):
     h1, h2 = await hosts(cluster)
     d1, p1 = await h1.network_create("web")
-    d2, p2 = await h2.network_create("web")
+    d2, _ = await h2.network_create("web")
     assert p1["PoolID"].startswith(PENDING) and is_placeholder(p1["Pool"])
     assert p1["gateway"].endswith("/28")
     # The network is made once dockerd knows its name (asked in the background) ...
@@ -179,7 +179,7 @@ async def test_same_name_on_two_hosts_is_one_overnet_network(cluster):
 
 async def test_option_maps_another_name_and_ipam_opt_gives_the_real_subnet(cluster):
     (h,) = await hosts(cluster, 1)
-    d, p = await h.network_create("front", opts={"overnet.network": "shared"})
+    d, _ = await h.network_create("front", opts={"overnet.network": "shared"})
     shared = h.agent.networks.find("shared")       # made at CreateNetwork, no waiting
     assert (await h.plugin.bindings.network(d)).id == shared.id
     _, named = await h.network_create("other", ipam_opts={"overnet.network": "shared"},
@@ -233,7 +233,7 @@ async def test_containers_on_two_hosts_get_distinct_addresses_and_see_each_other
     d1, p1 = await h1.network_create("web", opts={"overnet.network": "web"})
     d2, p2 = await h2.network_create("web", opts={"overnet.network": "web"})
     e1, r1 = await h1.run(d1, p1["PoolID"])
-    e2, r2 = await h2.run(d2, p2["PoolID"])
+    _, r2 = await h2.run(d2, p2["PoolID"])
     web = h1.agent.networks.find("web")
     assert r1["address"] != r2["address"]
     assert r1["address"].endswith(f"/{web.network.prefixlen}")
@@ -273,7 +273,7 @@ async def test_containers_on_two_hosts_get_distinct_addresses_and_see_each_other
 
 async def test_a_held_address_is_nobody_elses_until_released(cluster):
     (h,) = await hosts(cluster, 1)
-    d, p = await h.network_create("web", opts={"overnet.network": "web"})
+    _, p = await h.network_create("web", opts={"overnet.network": "web"})
     addr = (await h.ok("IpamDriver.RequestAddress", {"PoolID": p["PoolID"]}))["Address"]
     ip = addr.split("/")[0]
     other = await h.agent.endpoints.attach(AttachRequest(
@@ -380,3 +380,18 @@ async def test_a_started_container_is_renamed_to_its_docker_name(cluster):
     await cluster.synced()
     assert not h2.agent.view.endpoints(web.id) or ip not in {
         x.ip for x in h2.agent.view.endpoints(web.id)}
+
+
+async def test_a_driver_opt_names_the_endpoint(cluster):
+    (h,) = await hosts(cluster, 1)
+    d, p = await h.network_create("web", opts={"overnet.network": "web"})
+    addr = (await h.ok("IpamDriver.RequestAddress", {"PoolID": p["PoolID"]}))["Address"]
+    ep = {"NetworkID": d, "EndpointID": "e" * 64}
+    err = await h.call("NetworkDriver.CreateEndpoint", {
+        **ep, "Interface": {"Address": addr}, "Options": {"overnet.name": "no.dots"}})
+    assert "invalid overnet.name 'no.dots'" in err["Err"]
+    await h.ok("NetworkDriver.CreateEndpoint", {
+        **ep, "Interface": {"Address": addr}, "Options": {"overnet.name": "db"}})
+    await h.ok("NetworkDriver.Join", {**ep, "SandboxKey": await netns(h.agent, "db")})
+    assert h.agent.endpoints.find("e" * 64).name == "db"
+    assert not h.plugin.driver._tasks      # a chosen name is not replaced by Docker's

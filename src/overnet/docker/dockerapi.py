@@ -12,7 +12,7 @@ import json
 import logging
 from typing import Any
 
-from ..api.client import _http   # one hand-rolled HTTP/1.1 exchange over a unix socket
+from ..api.client import _http  # one hand-rolled HTTP/1.1 exchange over a unix socket
 
 log = logging.getLogger(__name__)
 

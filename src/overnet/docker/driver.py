@@ -128,6 +128,9 @@ class NetworkDriver:
                           f"{net.name} ({net.subnet}); use --ipam-driver overnet")
         mac = (iface.get("MacAddress") or pools.mac_for(addr.ip)).lower()
         name = str((body.get("Options") or {}).get(NAME_OPTION) or "")
+        if name and not NAME_RE.match(name):
+            raise Invalid(f"invalid {NAME_OPTION} {name!r}: use 1-63 letters, digits, '_' or "
+                          "'-', starting with a letter or digit")
         self.pending[ep_id] = Pending(net.id, str(addr.ip), mac, name)
         return {"Interface": {} if iface.get("MacAddress") else {"MacAddress": mac}}
 
