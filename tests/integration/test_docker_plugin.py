@@ -119,9 +119,13 @@ def test_docker_containers_on_two_hosts_share_the_overlay(docker_lab):
                   "sleep", "1000")
     n1, n2 = net_info(dk, h1, "c1"), net_info(dk, h2, "c2")
     assert n1["IPAddress"] != n2["IPAddress"]
-    assert n1["Gateway"] == gw or n1["Gateway"]      # Docker shows Join's gateway
+    assert n1["Gateway"] == gw                       # Docker shows Join's gateway
     route = dk.out(h1, "exec", "c1", "ip", "route")
     assert f"default via {gw}" in route, route
+    # What the agent recorded is what the kernel holds once Docker moved and addressed eth0.
+    check = lab.client(h1).get(f"/endpoints/{n1['EndpointID']}/eth0/check")
+    assert check == {"ok": True, "problems": []}, check
+    assert dk.out(h1, "exec", "c1", "cat", "/sys/class/net/eth0/mtu") == "1450"
     assert ping(dk, h1, "c1", n2["IPAddress"]), "c1 cannot reach c2 by address"
     assert ping(dk, h2, "c2", n1["IPAddress"]), "c2 cannot reach c1 by address"
     name2 = n2["EndpointID"][:12]
@@ -144,6 +148,8 @@ def test_docker_containers_on_two_hosts_share_the_overlay(docker_lab):
         assert lab.client(h).get("/endpoints", runtime="docker") == []
         links = lab.run(h, ["ip", "-o", "link"]).stdout
         assert "ovd" not in links, links
+    for h in (h1, h2):       # no endpoint of web is left here: its namespace went too
+        assert web["id"][:12] not in lab.netns_files(h)
     keys = lab.run("store", ["etcdctl", "--endpoints", lab.state.store_url.replace(
         "etcd://", "http://"), "get", "--prefix", "--keys-only",
         f"/overnet/v1/endpoints/{web['id']}/"]).stdout

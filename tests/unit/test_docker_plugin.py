@@ -68,7 +68,8 @@ class Host:
         return answer
 
     async def network_create(self, name: str, opts: dict | None = None,
-                             ipam_opts: dict | None = None) -> tuple[str, dict]:
+                             ipam_opts: dict | None = None, driver: str = "overnet"
+                             ) -> tuple[str, dict]:
         """`docker network create -d overnet --ipam-driver overnet [-o ..] [--ipam-opt ..]`"""
         pool = await self.ok("IpamDriver.RequestPool", {
             "AddressSpace": "overnet", "Pool": "", "SubPool": "", "Options": ipam_opts or {},
@@ -76,13 +77,14 @@ class Host:
         gw = await self.ok("IpamDriver.RequestAddress", {
             "PoolID": pool["PoolID"], "Address": "", "Options": GW})
         net_id = secrets.token_hex(32)
-        await self.ok("NetworkDriver.CreateNetwork", {
-            "NetworkID": net_id, "Options": {"com.docker.network.enable_ipv6": False,
-                                             "com.docker.network.generic": opts or {}},
-            "IPv4Data": [{"AddressSpace": "overnet", "Gateway": gw["Address"],
-                          "Pool": pool["Pool"]}], "IPv6Data": []})
+        if driver == "overnet":     # else one of dockerd's own drivers makes it
+            await self.ok("NetworkDriver.CreateNetwork", {
+                "NetworkID": net_id, "Options": {"com.docker.network.enable_ipv6": False,
+                                                 "com.docker.network.generic": opts or {}},
+                "IPv4Data": [{"AddressSpace": "overnet", "Gateway": gw["Address"],
+                              "Pool": pool["Pool"]}], "IPv6Data": []})
         self.dockerd.nets[net_id] = {   # dockerd stores it once the driver agreed
-            "Id": net_id, "Name": name, "Options": opts or {},
+            "Id": net_id, "Name": name, "Driver": driver, "Options": opts or {},
             "IPAM": {"Driver": "overnet", "Config": [{"Subnet": pool["Pool"]}]}}
         return net_id, {**pool, "gateway": gw["Address"]}
 
@@ -395,3 +397,10 @@ async def test_a_driver_opt_names_the_endpoint(cluster):
     await h.ok("NetworkDriver.Join", {**ep, "SandboxKey": await netns(h.agent, "db")})
     assert h.agent.endpoints.find("e" * 64).name == "db"
     assert not h.plugin.driver._tasks      # a chosen name is not replaced by Docker's
+
+
+async def test_the_ipam_driver_serves_overnet_networks_only(cluster):
+    (h,) = await hosts(cluster, 1)
+    d, p = await h.network_create("br", driver="bridge")   # dockerd's bridge, our IPAM
+    err = await h.call("IpamDriver.RequestAddress", {"PoolID": p["PoolID"]})
+    assert "'bridge'" in err["Err"] and "-d overnet" in err["Err"]

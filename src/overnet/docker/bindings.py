@@ -71,6 +71,10 @@ class Bindings:
         name = self.names.get(docker_net)
         if name is None:
             info = await self._docker_network(docker_net)
+            if info.get("Driver") != PLUGIN:
+                raise Invalid(f"Docker network {info.get('Name')} has driver "
+                              f"{info.get('Driver')!r}: the overnet IPAM driver serves only "
+                              f"-d {PLUGIN} networks")
             name = (info.get("Options") or {}).get(OPTION) or info.get("Name") or ""
             self.names[docker_net] = name
         return await self.ensure(name)
