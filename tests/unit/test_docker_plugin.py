@@ -401,6 +401,6 @@ async def test_a_driver_opt_names_the_endpoint(cluster):
 
 async def test_the_ipam_driver_serves_overnet_networks_only(cluster):
     (h,) = await hosts(cluster, 1)
-    d, p = await h.network_create("br", driver="bridge")   # dockerd's bridge, our IPAM
+    _, p = await h.network_create("br", driver="bridge")   # dockerd's bridge, our IPAM
     err = await h.call("IpamDriver.RequestAddress", {"PoolID": p["PoolID"]})
     assert "'bridge'" in err["Err"] and "-d overnet" in err["Err"]
