@@ -138,10 +138,13 @@ def test_docker_containers_on_two_hosts_share_the_overlay(docker_lab):
     # An agent restart, then a dockerd restart: connectivity stays, and so does clean-up.
     lab.restart_agent(h1)
     assert ping(dk, h1, "c1", n2["IPAddress"]) and ping(dk, h2, "c2", "c1")
+    dk.docker(h1, "run", "-d", "--name", "c3", "--network", "web", "--dns", gw, IMAGE,
+              "sleep", "1000")              # the new agent knows the pool from dockerd
+    assert ping(dk, h1, "c3", n2["IPAddress"])
     dk.restart(h2)
     assert ping(dk, h2, "c2", n1["IPAddress"]) and ping(dk, h1, "c1", "c2")
     # docker rm: no veth, no address, no record left on any host.
-    for h, c in ((h1, "c1"), (h2, "c2")):
+    for h, c in ((h1, "c1"), (h1, "c3"), (h2, "c2")):
         dk.docker(h, "rm", "-f", c)
     lab.ov(h2, "rm", "-f", "o1")
     for h in (h1, h2):
