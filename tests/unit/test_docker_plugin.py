@@ -404,3 +404,22 @@ async def test_the_ipam_driver_serves_overnet_networks_only(cluster):
     _, p = await h.network_create("br", driver="bridge")   # dockerd's bridge, our IPAM
     err = await h.call("IpamDriver.RequestAddress", {"PoolID": p["PoolID"]})
     assert "'bridge'" in err["Err"] and "-d overnet" in err["Err"]
+
+
+async def test_a_failed_join_leaves_nothing_half_made(cluster):
+    (h,) = await hosts(cluster, 1)
+    d, p = await h.network_create("web", opts={"overnet.network": "web"})
+    addr = (await h.ok("IpamDriver.RequestAddress", {"PoolID": p["PoolID"]}))["Address"]
+    ep = {"NetworkID": d, "EndpointID": "f" * 64}
+    await h.ok("NetworkDriver.CreateEndpoint", {**ep, "Interface": {"Address": addr}})
+    h.agent.dp.fail_next("attach_handover")
+    err = await h.call("NetworkDriver.Join", {**ep, "SandboxKey": "/run/docker/netns/x"})
+    assert "injected failure" in err["Err"] and "ffffffffffff" in err["Err"]
+    web = h.agent.networks.find("web")
+    await cluster.synced()
+    assert h.agent.endpoints.find("f" * 64) is None and not h.agent.view.endpoints(web.id)
+    assert handover_name("f" * 64) not in h.agent.dp.namespaces[None].links
+    await h.ok("NetworkDriver.DeleteEndpoint", ep)        # what Docker does next
+    await h.ok("IpamDriver.ReleaseAddress", {"PoolID": p["PoolID"],
+                                             "Address": addr.split("/")[0]})
+    assert not h.agent.endpoints.held
