@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from ..drivers import Attachment, Driver, HostInfo, RemotePeer
@@ -77,7 +77,8 @@ class AttachRequest:
 
 
 def attachment(ep: LocalEndpoint) -> Attachment:
-    return Attachment(ep.netns, ep.host_ifname, ep.ip, ep.prefixlen, ep.mac, ep.ifname)
+    return Attachment(ep.netns, ep.host_ifname, ep.ip, ep.prefixlen, ep.mac, ep.ifname,
+                      ep.handover)
 
 
 class EndpointService:
@@ -153,9 +154,8 @@ class EndpointService:
                 raise Invalid(f"invalid netns {req.netns!r}: not a network namespace")
             ep = await self._reserve(net, driver, req)
             try:
-                att = replace(attachment(ep), handover=req.handover)
                 await asyncio.gather(self._publish(net, ep) if driver.publishes
-                                     else _nothing(), driver.attach(net, att))
+                                     else _nothing(), driver.attach(net, attachment(ep)))
                 ep.phase = ATTACHED
                 self.state.save_endpoint(ep)
             except BaseException as e:
@@ -174,7 +174,8 @@ class EndpointService:
             container_id=req.container_id, ifname=req.ifname, netns=req.netns,
             runtime=req.runtime, name=req.name, aliases=list(req.aliases),
             service=req.service, prefixlen=net.network.prefixlen, gateway=net.gateway,
-            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time())
+            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time(),
+            handover=req.handover)
         async with self.allocator.lock(net.id):
             ip = await self._allocate(net, driver, req.ip, req.held)
             self.unhold(net.id, str(ip))

@@ -214,10 +214,14 @@ class Netlink:
         with netns.entered(self._home_fd):
             yield
 
-    @property
-    def home_fd(self) -> int:
-        """An open fd of the home namespace (to move a device there)."""
-        return self._home_fd
+    @contextmanager
+    def fd(self, path: str | None) -> Iterator[int]:
+        """An open fd of a namespace (None: the home namespace), to move devices into it."""
+        if path is None:
+            yield self._home_fd
+        else:
+            with ns_fd(path) as fd:
+                yield fd
 
     def label(self, path: str | None) -> str:
         return self._home_label if path is None else f"namespace {path}"

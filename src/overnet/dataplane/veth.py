@@ -78,7 +78,7 @@ def attach_handover(k: Netlink, net_ns: str | None, host_ifname: str, peer_ifnam
     with failing(what):
         check_mac(mac)
     ipr, home = k.socket(net_ns), k.socket(None)
-    with failing(what):
+    with failing(what), k.fd(None) as home_fd:
         host, peer = get_link(ipr, host_ifname), get_link(home, peer_ifname)
         if host is not None and _paired(host, peer):
             return
@@ -91,7 +91,7 @@ def attach_handover(k: Netlink, net_ns: str | None, host_ifname: str, peer_ifnam
         if master is None:
             raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV)
         ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, master=master, state="up",
-                 peer={"ifname": peer_ifname, "net_ns_fd": k.home_fd, "address": mac.lower(),
+                 peer={"ifname": peer_ifname, "net_ns_fd": home_fd, "address": mac.lower(),
                        "mtu": mtu})
 
 
