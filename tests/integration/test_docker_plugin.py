@@ -106,6 +106,12 @@ def ping(dockerds: Dockerds, host: str, container: str, target: str) -> bool:
                            target, check=False).returncode == 0
 
 
+def reaches(dockerds: Dockerds, host: str, container: str, target: str) -> bool:
+    """Eventually: a new endpoint's record reaches the other host through its watch."""
+    return bool(wait_until(lambda: ping(dockerds, host, container, target), timeout=20,
+                           every=0.5))
+
+
 def test_docker_containers_on_two_hosts_share_the_overlay(docker_lab):
     lab, dk = docker_lab
     h1, h2 = (h.name for h in lab.state.hosts)
@@ -126,21 +132,21 @@ def test_docker_containers_on_two_hosts_share_the_overlay(docker_lab):
     check = lab.client(h1).get(f"/endpoints/{n1['EndpointID']}/eth0/check")
     assert check == {"ok": True, "problems": []}, check
     assert dk.out(h1, "exec", "c1", "cat", "/sys/class/net/eth0/mtu") == "1450"
-    assert ping(dk, h1, "c1", n2["IPAddress"]), "c1 cannot reach c2 by address"
-    assert ping(dk, h2, "c2", n1["IPAddress"]), "c2 cannot reach c1 by address"
+    assert reaches(dk, h1, "c1", n2["IPAddress"]), "c1 cannot reach c2 by address"
+    assert reaches(dk, h2, "c2", n1["IPAddress"]), "c2 cannot reach c1 by address"
     name2 = n2["EndpointID"][:12]
-    assert ping(dk, h1, "c1", name2), f"c1 cannot reach c2 by its endpoint's name {name2}"
-    assert wait_until(lambda: ping(dk, h1, "c1", "c2"), timeout=20, every=0.5), \
-        "c1 cannot reach c2 by its container name"
+    assert reaches(dk, h1, "c1", name2), f"c1 cannot reach c2 by its endpoint's name {name2}"
+    assert reaches(dk, h1, "c1", "c2"), "c1 cannot reach c2 by its container name"
     # A container of overnet's own runner on the same overlay network reaches both.
     lab.ov(h2, "run", "-d", "--name", "o1", "--net", "web", "sleep", "1000")
-    assert lab.ping(h2, "o1", n1["IPAddress"]) and lab.ping(h2, "o1", n2["IPAddress"])
+    assert wait_until(lambda: lab.ping(h2, "o1", n1["IPAddress"]), timeout=20, every=0.5)
+    assert lab.ping(h2, "o1", n2["IPAddress"])
     # An agent restart, then a dockerd restart: connectivity stays, and so does clean-up.
     lab.restart_agent(h1)
     assert ping(dk, h1, "c1", n2["IPAddress"]) and ping(dk, h2, "c2", "c1")
     dk.docker(h1, "run", "-d", "--name", "c3", "--network", "web", "--dns", gw, IMAGE,
               "sleep", "1000")              # the new agent knows the pool from dockerd
-    assert ping(dk, h1, "c3", n2["IPAddress"])
+    assert reaches(dk, h1, "c3", n2["IPAddress"])
     dk.restart(h2)
     assert ping(dk, h2, "c2", n1["IPAddress"]) and ping(dk, h1, "c1", "c2")
     # docker rm: no veth, no address, no record left on any host.
