@@ -423,3 +423,39 @@ async def test_a_failed_join_leaves_nothing_half_made(cluster):
     await h.ok("IpamDriver.ReleaseAddress", {"PoolID": p["PoolID"],
                                              "Address": addr.split("/")[0]})
     assert not h.agent.endpoints.held
+
+
+# --- asking dockerd --------------------------------------------------------------------------
+
+async def test_dockerapi_reads_chunked_json_404_and_errors(tmp_path):
+    from overnet.docker.dockerapi import DockerApi, DockerApiError
+
+    answers = {
+        "/v1.41/networks/abc": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n"
+                               b"9\r\n{\"Name\": \r\n7\r\n\"web\"}\n\r\n0\r\n\r\n",
+        "/v1.41/networks/gone": b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+        "/v1.41/networks": b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\nboom",
+    }
+
+    async def serve(reader, writer):
+        target = (await reader.readline()).split()[1].decode()
+        while (await reader.readline()).strip():
+            pass
+        writer.write(answers[target])
+        await writer.drain()
+        writer.close()
+
+    path = str(tmp_path / "docker.sock")
+    server = await asyncio.start_unix_server(serve, path)
+    try:
+        api = DockerApi(path)
+        assert await api.network("abc") == {"Name": "web"}
+        assert await api.network("gone") is None
+        with pytest.raises(DockerApiError, match="500 boom"):
+            await api.networks()
+        with pytest.raises(DockerApiError, match="cannot ask dockerd at /nonexistent"):
+            await DockerApi("/nonexistent/docker.sock").network("abc")
+    finally:
+        server.close()
+        await server.wait_closed()
