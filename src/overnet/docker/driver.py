@@ -65,11 +65,14 @@ class NetworkDriver:
         if body.get("IPv6Data"):
             raise Invalid("invalid IPv6Data: overnet networks are IPv4 only (drop --ipv6)")
         generic = (body.get("Options") or {}).get(GENERIC) or {}
+        if not isinstance(generic, dict):
+            raise Invalid(f"invalid {GENERIC} {generic!r}: expected an object")
         name = generic.get(OPTION) or None
         data = body.get("IPv4Data") or []
         pool = data[0].get("Pool", "") if len(data) == 1 and isinstance(data[0], dict) else ""
         if not is_placeholder(pool):
-            known = {n.subnet: n.name for n in self.agent.networks.all()}
+            known = {n.subnet: n.name for n in self.agent.networks.all()
+                     if n.driver == "overlay"}
             if pool not in known:
                 raise Invalid(f"invalid pool {pool or data!r}: use --ipam-driver overnet with "
                               "-d overnet (addresses come from the overnet network)")
