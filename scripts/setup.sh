@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump
       containernetworking-plugins util-linux procps python3-venv
-      podman docker.io busybox-static)   # real runtimes (tests, `sandbox up --runtimes`)
+      podman docker.io busybox-static)
+# Podman, Docker 20.10 and busybox (their image): real runtimes on overnet (tests, `sandbox up
+# --runtimes`) and the benchmarks' overlay reference.
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

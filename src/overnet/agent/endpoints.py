@@ -52,6 +52,9 @@ class AttachRequest:
     mac: str | None = None
     runtime: str = "overnet"
     service: str = ""          # a service name to claim with the endpoint (unique per network)
+    handover: str = ""         # Docker: leave the container end in the host namespace under
+                               # this name, unconfigured; the runtime moves it in itself
+    held: bool = False         # `ip` was set aside with hold_address(): take it
 
     def validate(self) -> None:
         if not CONTAINER_ID_RE.match(self.container_id or ""):
@@ -67,12 +70,16 @@ class AttachRequest:
             if label and not NAME_RE.match(label):
                 raise Invalid(f"invalid {what} {label!r}: use 1-63 letters, digits, '_' or "
                               "'-', starting with a letter or digit")
+        if self.handover and not IFNAME_RE.match(self.handover):
+            raise Invalid(f"invalid handover {self.handover!r}: 1-15 letters, digits, '_', "
+                          "'.' or '-'")
         if self.runtime not in RUNTIMES:
             raise Invalid(f"invalid runtime {self.runtime!r}: one of {', '.join(RUNTIMES)}")
 
 
 def attachment(ep: LocalEndpoint) -> Attachment:
-    return Attachment(ep.netns, ep.host_ifname, ep.ip, ep.prefixlen, ep.mac, ep.ifname)
+    return Attachment(ep.netns, ep.host_ifname, ep.ip, ep.prefixlen, ep.mac, ep.ifname,
+                      ep.handover)
 
 
 class EndpointService:
@@ -88,6 +95,7 @@ class EndpointService:
         self.host = host
         self.changed = changed         # reconcile one network now (peers, names)
         self.local: dict[tuple[str, str], LocalEndpoint] = {}
+        self.held: dict[str, set[str]] = {}   # net id -> addresses set aside (Docker's IPAM)
         self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- reads ---------------------------------------------------------------------------
@@ -111,6 +119,7 @@ class EndpointService:
         the store holds an endpoint key for, admitted or not."""
         used = {ipaddress.IPv4Address(ep.ip) for ep in self.local.values()
                 if ep.network == net_id and ep.ip}
+        used |= {ipaddress.IPv4Address(ip) for ip in self.held.get(net_id, ())}
         prefix = keys.endpoints(net_id)
         for key in list(self.view.items):
             if key.startswith(prefix):
@@ -140,7 +149,9 @@ class EndpointService:
             if ref in self.local:
                 raise Conflict(f"container {req.container_id} already has {req.ifname} "
                                f"attached (network {self.local[ref].network_name})")
-            if not await self.dp.is_netns(req.netns):
+            # A hand-over's namespace may not exist yet: Docker makes it when the container
+            # starts, after Join, and moves the device in then.
+            if not req.handover and not await self.dp.is_netns(req.netns):
                 raise Invalid(f"invalid netns {req.netns!r}: not a network namespace")
             ep = await self._reserve(net, driver, req)
             crashpoint("attach:reserved")
@@ -178,18 +189,43 @@ class EndpointService:
             container_id=req.container_id, ifname=req.ifname, netns=req.netns,
             runtime=req.runtime, name=req.name, aliases=list(req.aliases),
             service=req.service, prefixlen=net.network.prefixlen, gateway=net.gateway,
-            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time())
+            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time(),
+            handover=req.handover)
         async with self.allocator.lock(net.id):
-            ip = await self._allocate(net, driver, req.ip)
+            ip = await self._allocate(net, driver, req.ip, req.held)
+            self.unhold(net.id, str(ip))
             ep.ip = str(ip)
             ep.mac = (req.mac or pools.mac_for(ip)).lower()
             self.local[ep.ref] = ep
             self.state.save_endpoint(ep)
         return ep
 
-    async def _allocate(self, net: NetworkRecord, driver: Driver,
-                        requested: str | None) -> ipaddress.IPv4Address:
+    async def hold_address(self, network: str, ip: str | None = None
+                           ) -> tuple[NetworkRecord, str]:
+        """Set an address aside for an attach to come (AttachRequest(ip=..., held=True)):
+        Docker's IPAM hands out the address before the endpoint exists."""
+        net = self.networks.find(network)
+        driver = self.networks.driver(net)
+        async with self.allocator.lock(net.id):
+            addr = str(await self._allocate(net, driver, ip))
+            self.held.setdefault(net.id, set()).add(addr)
+        return net, addr
+
+    def unhold(self, net_id: str, ip: str) -> bool:
+        """Give back a held address; False if it was not held."""
+        held = self.held.get(net_id, set())
+        if ip not in held:
+            return False
+        held.discard(ip)
+        if not held:
+            self.held.pop(net_id, None)
+        return True
+
+    async def _allocate(self, net: NetworkRecord, driver: Driver, requested: str | None,
+                        held: bool = False) -> ipaddress.IPv4Address:
         used = self.used_ips(net.id)
+        if held and requested in self.held.get(net.id, ()):
+            used.discard(ipaddress.IPv4Address(requested))   # set aside for this very attach
         if requested:
             try:
                 ip = ipaddress.IPv4Address(requested)
@@ -213,13 +249,16 @@ class EndpointService:
             raise Conflict(f"network {net.name}: address pool {net.subnet} is full")
         return ip
 
+    def _record(self, ep: LocalEndpoint) -> EndpointRecord:
+        return EndpointRecord(id=ep.id, network=ep.network, container=ep.container_id,
+                              name=ep.name or ep.container_id[:12], host=self.host.name,
+                              host_address=self.host.address, ip=ep.ip, mac=ep.mac,
+                              aliases=[a for a in ep.aliases if a != ep.name],
+                              runtime=ep.runtime, ifname=ep.ifname)
+
     async def _publish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
         """Endpoint (keyed by its address) and service name in one transaction."""
-        rec = EndpointRecord(id=ep.id, network=net.id, container=ep.container_id,
-                             name=ep.name or ep.container_id[:12], host=self.host.name,
-                             host_address=self.host.address, ip=ep.ip, mac=ep.mac,
-                             aliases=[a for a in ep.aliases if a != ep.name],
-                             runtime=ep.runtime, ifname=ep.ifname)
+        rec = self._record(ep)
         ep.record = rec.to_json().decode()
         ekey = keys.endpoint(net.id, ep.ip)
         compares, ops = [Absent(ekey)], [Put(ekey, rec.to_json())]
@@ -242,6 +281,33 @@ class EndpointService:
                                f"{net.name}")
             raise Conflict(f"address {ep.ip} is already held on network {net.name}")
         await self.view.mirror.wait_revision(result.revision)
+
+    async def rename(self, container_id: str, ifname: str, name: str,
+                     aliases: list[str]) -> LocalEndpoint:
+        """Give an attached endpoint its DNS name and aliases once they are known (Docker
+        tells a container's name only after Join)."""
+        # The same checks as at attach (the network and namespace are not in question here).
+        AttachRequest("n", container_id, "/", ifname, name=name, aliases=aliases).validate()
+        ref = (container_id, ifname)
+        async with self._lock(ref):
+            ep = self.get(container_id, ifname)
+            before = (ep.name, list(ep.aliases), ep.record)
+            ep.name, ep.aliases = name, list(aliases)
+            if ep.phase != ATTACHED or not ep.record:
+                self.state.save_endpoint(ep)
+                return ep
+            key, old = keys.endpoint(ep.network, ep.ip), ep.record.encode()
+            ep.record = self._record(ep).to_json().decode()
+            self.state.save_endpoint(ep)     # as in _publish: what we write is ours to delete
+            result = await self.store.txn([ValueIs(key, old)], [Put(key, ep.record.encode())])
+            if not result.succeeded:
+                ep.name, ep.aliases, ep.record = before
+                self.state.save_endpoint(ep)
+                raise Conflict(f"the record of {ep.ip} on network {ep.network_name} changed "
+                               "meanwhile")
+            await self.view.mirror.wait_revision(result.revision)
+        await self.changed(ep.network)
+        return ep
 
     # --- detach --------------------------------------------------------------------------
 

@@ -110,6 +110,13 @@ def cli(host: str | None) -> None:
                    "removed.")
 @click.option("--dns/--no-dns", default=True, show_default=True,
               help="Serve each network's names on its gateway address (port 53).")
+@click.option("--docker-plugin", is_flag=True,
+              help="Serve Docker's network and IPAM plugin API (-d overnet --ipam-driver "
+                   "overnet).")
+@click.option("--docker-plugin-socket", default="/run/docker/plugins/overnet.sock",
+              show_default=True, help="Where dockerd looks for the plugin.")
+@click.option("--docker-socket", default="/run/docker.sock", show_default=True,
+              help="dockerd's API, asked for the names of its networks.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:

@@ -103,6 +103,13 @@ class Dataplane(abc.ABC):
         container with ip/mac/mtu, up, lo up, default route via `gateway` if given."""
 
     @abc.abstractmethod
+    async def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
+                              mac: str, mtu: int, bridge: str = BRIDGE) -> None:
+        """A veth pair whose container end the runtime moves itself (Docker): `host_ifname`
+        a port of `bridge` in `net_ns`, up; `peer_ifname` down in the host namespace with
+        `mac` and `mtu`. detach() removes it, wherever the peer has gone since."""
+
+    @abc.abstractmethod
     async def detach(self, net_ns: str | None, host_ifname: str) -> None:
         """Delete the container's veth pair; no error if it (or `net_ns`) is gone."""
 
@@ -224,6 +231,11 @@ class NetlinkDataplane(Dataplane):
                      bridge: str = BRIDGE, ifname: str = "eth0") -> None:
         await self._run(Kernel.attach, net_ns, container_ns, host_ifname, ip_cidr, mac, mtu,
                         gateway, bridge, ifname)
+
+    async def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
+                              mac: str, mtu: int, bridge: str = BRIDGE) -> None:
+        await self._run(Kernel.attach_handover, net_ns, host_ifname, peer_ifname, mac, mtu,
+                        bridge)
 
     async def detach(self, net_ns: str | None, host_ifname: str) -> None:
         await self._run(Kernel.detach, net_ns, host_ifname)

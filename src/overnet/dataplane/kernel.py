@@ -57,6 +57,7 @@ class Kernel(Netlink):
     remove_peer = vxlan.remove_peer
     # containers
     attach = veth.attach
+    attach_handover = veth.attach_handover
     detach = veth.detach
     # host subnets (flannel backends), host namespace
     underlay = routes.underlay
