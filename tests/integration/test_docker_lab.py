@@ -13,8 +13,9 @@ import subprocess
 
 import pytest
 
-from bench.dockerlab import DockerLab, busybox_tar, docker_missing
+from bench.dockerlab import DockerLab, docker_missing
 from overnet.sandbox.lab import _alive, _kill
+from overnet.sandbox.runtimes import busybox_tar
 from tests.labfixture import keep_logs, make_lab, wait_until
 
 IMAGE = "busybox:overnet-test"

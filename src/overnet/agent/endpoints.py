@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from ..crashpoints import crashpoint
-from ..drivers import Attachment, Driver, HostInfo, RemotePeer
+from ..drivers import Driver, HostInfo, RemotePeer
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..ipam import pools
 from ..ipam.allocator import HostAllocator
 from ..store import keys
 from ..store.base import Absent, Delete, Put, Store, StoreError, ValueIs
 from ..store.records import EndpointRecord, NetworkRecord, ServiceRecord
+from .endpoint_recovery import Recovery, attachment, placeholder
 from .networks import NAME_RE, NetworkService
-from .state import ATTACHED, ATTACHING, CONFLICT, LocalEndpoint, LocalState
+from .state import ATTACHED, CONFLICT, LocalEndpoint, LocalState
 from .view import ClusterView
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,7 @@ class AttachRequest:
             raise Invalid(f"invalid runtime {self.runtime!r}: one of {', '.join(RUNTIMES)}")
 
 
-def attachment(ep: LocalEndpoint) -> Attachment:
-    return Attachment(ep.netns, ep.host_ifname, ep.ip, ep.prefixlen, ep.mac, ep.ifname,
-                      ep.handover)
-
-
-class EndpointService:
+class EndpointService(Recovery):
     def __init__(self, *, store: Store, view: ClusterView, networks: NetworkService,
                  allocator: HostAllocator, state: LocalState, dp, host: HostInfo,
                  changed: Callable[[str], Awaitable[None]]) -> None:
@@ -318,7 +314,7 @@ class EndpointService:
             ep = self.local.get(ref)
             if ep is None:
                 return False
-            net = self.networks.get(ep.network) or _placeholder(ep)
+            net = self.networks.get(ep.network) or placeholder(ep)
             await self._teardown(net, ep)
         self._ref_locks.pop(ref, None)
         await self.changed(ep.network)
@@ -361,32 +357,6 @@ class EndpointService:
         except StoreError as e:
             log.info("network %s: blocks kept for now (%s)", net.name, e)
 
-    async def settle_owed(self) -> None:
-        """Delete what earlier detaches could not (raises StoreError while it cannot)."""
-        for name, key, value in self.state.owed_deletions():
-            await self.store.txn([ValueIs(key, value)], [Delete(key)])
-            self.state.settle_deletion(name)
-
-    async def sweep(self) -> int:
-        """Delete this host's records that no local endpoint backs: a transaction whose
-        answer was lost (the store paused, the agent timed out and rolled back, then the
-        store applied it after all). Safe against attaches in flight: an endpoint is in
-        `local` before its records are written."""
-        ours = {ep.id for ep in self.local.values()}
-        stray = []
-        for key, item in list(self.view.items.items()):
-            if key.startswith(keys.ENDPOINTS) or key.startswith(keys.SERVICES):
-                rec = self.view.record_at(key)
-                owner = getattr(rec, "endpoint", None) or getattr(rec, "id", None)
-                if rec is not None and rec.host == self.host.name and owner not in ours:
-                    stray.append((key, item.value))
-        for key, value in stray:
-            log.warning("removing %s: no endpoint of this host backs it", key)
-            await self.store.txn([ValueIs(key, value)], [Delete(key)])
-        return len(stray)
-
-    # --- check and gc --------------------------------------------------------------------
-
     async def check(self, container_id: str, ifname: str = "eth0") -> list[str]:
         ep = self.get(container_id, ifname)
         if ep.phase != ATTACHED:
@@ -413,65 +383,8 @@ class EndpointService:
             await self.detach(*ref)
         return gone
 
-    # --- after a restart -----------------------------------------------------------------
-
-    def load(self) -> list[LocalEndpoint]:
-        for ep in self.state.load_endpoints():
-            self.local[ep.ref] = ep
-        return list(self.local.values())
-
-    async def recover(self, alive: Callable[[LocalEndpoint], Awaitable[bool]]) -> None:
-        """Roll back half-made endpoints and those whose container is gone; re-publish the
-        records of the others (a long outage may have collected them). Runs with every
-        endpoint loaded, so no teardown ever sees a network emptier than it is."""
-        for ep in list(self.local.values()):
-            if ep.phase == ATTACHING or not await alive(ep):
-                log.info("endpoint %s of %s: %s, removing it", ep.ifname, ep.container_id[:12],
-                         "half made" if ep.phase == ATTACHING else "its container is gone")
-                net = self.networks.get(ep.network) or _placeholder(ep)
-                await self._teardown(net, ep)
-        for ep in list(self.local.values()):
-            net = self.networks.get(ep.network)
-            if net is not None and ep.phase == ATTACHED and \
-                    self.networks.driver(net).publishes:
-                await self._republish(net, ep)
-
-    async def _republish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
-        key = keys.endpoint(net.id, ep.ip)
-        item = self.view.items.get(key)
-        if item is not None and item.value.decode(errors="replace") == ep.record:
-            return
-        if item is None:
-            if self.networks.driver(net).scope == "global":
-                await self.allocator.reclaim(net, ipaddress.IPv4Address(ep.ip))
-            ops = [Put(key, ep.record.encode())]
-            result = await self.store.txn([Absent(key)], ops)
-            if result.succeeded:
-                log.warning("re-published endpoint %s (%s) of %s: its record was gone",
-                            ep.ip, net.name, ep.container_id[:12])
-                await self.view.mirror.wait_revision(result.revision)
-                return
-        # Someone else holds the address now: the earlier holder keeps it; ours gives up
-        # its interface so that there are never two live holders of one address.
-        log.error("ADDRESS CONFLICT: %s on network %s is now held by another endpoint; "
-                  "container %s loses %s", ep.ip, net.name, ep.container_id[:12], ep.ifname)
-        try:
-            await self.networks.driver(net).detach(net, attachment(ep))
-        finally:
-            ep.phase = CONFLICT
-            ep.record = ep.service_record = ""
-            self.state.save_endpoint(ep)
-
-
 async def _nothing() -> None:
     return None
-
-
-def _placeholder(ep: LocalEndpoint) -> NetworkRecord:
-    """A network record for an endpoint whose network is gone from the store."""
-    subnet = str(ipaddress.IPv4Interface(f"{ep.ip}/{ep.prefixlen}").network) if ep.ip else ""
-    return NetworkRecord(id=ep.network, name=ep.network_name, driver=ep.driver,
-                         subnet=subnet, gateway=ep.gateway)
 
 
 def _user_error(e: BaseException, what: str) -> BaseException:

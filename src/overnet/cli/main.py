@@ -370,7 +370,8 @@ def render_template(template: str, data: Any) -> str:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("-f", "--format", "fmt", metavar="TEMPLATE", help="e.g. '{{ .NetworkSettings.SandboxKey }}'")
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE",
+              help="e.g. '{{ .NetworkSettings.SandboxKey }}'")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_context
 def inspect(ctx: click.Context, fmt: str | None, containers: tuple[str, ...]) -> None:

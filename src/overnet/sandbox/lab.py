@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from ..api.client import ApiError, Client
 from . import node, procs, runtimes, topology
+from .runtimes import agent_args as runtimes_agent_args
 from .clean import take_down
 from .procs import alive as _alive
 from .procs import kill as _kill
@@ -81,9 +82,10 @@ class Lab:
             return False
         net = topology.check_plan(underlay, hosts, store_members)
         topology.check_free(net, self.name)
+        chosen = list(runtimes or [])
         self.state = LabState(name=self.name, underlay=str(net), bridge=f"{self.name}-br",
-                              flannel=flannel or {}, agent_args=list(agent_args or []),
-                              runtimes=list(runtimes or []))
+                              flannel=flannel or {}, runtimes=chosen,
+                              agent_args=[*(agent_args or []), *runtimes_agent_args(chosen)])
         try:
             self._build(net, hosts, store_members)
         except BaseException as e:
@@ -113,11 +115,39 @@ class Lab:
 
     def _setup_runtimes(self, h: Host) -> None:
         st = self._up_state()
+        host_dir = os.path.join(self.dir, h.name)
+
+        def run(argv: list[str]) -> subprocess.CompletedProcess:
+            return self.run(h.name, argv, timeout=120)
+
         if "podman" in st.runtimes:
-            runtimes.setup_podman(h, os.path.join(self.dir, h.name), self.dir, DEFAULT_NETWORK,
-                                  lambda argv, env: self.run(h.name, argv, timeout=120))
-            self.say(f"podman   {h.name:<15} ready (CNI: overnet-cni, network "
-                     f"{DEFAULT_NETWORK})")
+            runtimes.setup_podman(h, host_dir, DEFAULT_NETWORK, run)
+            self.say(f"podman   {h.name:<15} ready (overnet-cni, network {DEFAULT_NETWORK})")
+        if "docker" in st.runtimes:
+            h.dockerd_pid = self.launch(h, "dockerd.log", runtimes.dockerd_argv(
+                os.path.join(self.dir, "docker", h.name), self._cgroup(h))).pid
+            self._save()
+            runtimes.wait_docker(h, run, lambda: _alive(h.dockerd_pid))
+            runtimes.setup_docker(h, host_dir, DEFAULT_NETWORK, run)
+            self.say(f"docker   {h.name:<15} ready (plugin overnet, network {DEFAULT_NETWORK})")
+
+    def _cgroup(self, h: Host) -> str:
+        return f"overnet-{self.name}-{h.name}"
+
+    def _stop_runtimes(self) -> None:
+        """Before the agents go: their containers' CNI DELs and plugin calls still answer."""
+        st = self._up_state()
+        for h in st.hosts:
+            if not _alive(h.holder_pid):
+                continue
+
+            def run(argv: list[str], h: Host = h) -> subprocess.CompletedProcess:
+                return self.run(h.name, argv, timeout=120)
+
+            if "podman" in st.runtimes:
+                runtimes.stop_podman(run)
+            if h.dockerd_pid:
+                runtimes.stop_docker(run, h.dockerd_pid, self._cgroup(h), _kill)
 
     def _add_host(self, into: list[Host], name: str, address: str, veth: str,
                   net: ipaddress.IPv4Network) -> None:
@@ -284,11 +314,7 @@ class Lab:
         """Stop and remove everything. False if there was nothing to take down."""
         if self.state is None:
             return False
-        if "podman" in self.state.runtimes:   # while the agents still answer CNI DELs
-            for h in self.state.hosts:
-                if _alive(h.holder_pid):
-                    self.run(h.name, ["podman", "rm", "--all", "--force", "--time", "0"],
-                             timeout=120)
+        self._stop_runtimes()
         take_down(self.state, self.dir)
         self.state = None
         if not quiet:

@@ -38,6 +38,7 @@ class Host:
     holder_pid: int = 0
     agent_pid: int = 0        # the overnet agent (or dockerd) of a host
     etcd_pid: int = 0         # the etcd member of a store host
+    dockerd_pid: int = 0      # a host's own dockerd (sandbox up --runtimes docker)
 
     @property
     def run_dir(self) -> str:
