@@ -80,7 +80,6 @@ class HostSubnet:
         self.mirror: Mirror | None = None
         self.masq: Masquerade | None = None
         self.acquire_seconds = 0.0
-        self.ready_at = 0.0
 
     # --- what the agent uses ------------------------------------------------------------------
 
@@ -135,7 +134,6 @@ class HostSubnet:
         assert self.cfg is not None
         write_subnet_env(self.subnet_file, self.cfg.network, self.subnet, self.bridge_mtu,
                          self.ip_masq)
-        self.ready_at = time.time()
 
     def cluster_network(self, bridge: NetworkRecord) -> NetworkRecord:
         """The bridge as one network across hosts: what other hosts' bridge endpoints are

@@ -136,10 +136,6 @@ class ClusterView:
                    and len(keys.split(k)) == 3}
         return [ep for n in sorted(net_ids) for ep in self.endpoints(n)]
 
-    def endpoint_at(self, net_id: str, ip: str) -> EndpointRecord | None:
-        item = self.items.get(keys.endpoint(net_id, ip))
-        return self._decode(EndpointRecord, keys.endpoint(net_id, ip), item) if item else None
-
     def services(self, net_id: str | None = None) -> list[ServiceRecord]:
         prefix = keys.services(net_id) if net_id else keys.SERVICES
         return [r for _, _, r in self._records(prefix, ServiceRecord)]
