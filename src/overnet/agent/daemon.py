@@ -99,6 +99,8 @@ class Agent:
         if self.hostsubnet is not None:
             bridge = self.networks.find("bridge")
             self.view.local_networks[bridge.id] = self.hostsubnet.cluster_network(bridge)
+            # the upper half of the lease goes to flannel-type CNI containers (host-local)
+            self.endpoints.ranges[bridge.id] = hs.cni_range(self.hostsubnet.subnet)[1]
             await self.hostsubnet.ready(self.networks.driver(bridge), bridge)
         await self._recover()
         if DRIVERS[self.default_net[0]].creatable:

@@ -91,6 +91,8 @@ class EndpointService(Recovery):
         self.host = host
         self.changed = changed         # reconcile one network now (peers, names)
         self.local: dict[tuple[str, str], LocalEndpoint] = {}
+        # part of a local network's subnet that is ours to give out (the rest: other IPAMs)
+        self.ranges: dict[str, ipaddress.IPv4Network] = {}
         self.held: dict[str, set[str]] = {}   # net id -> addresses set aside (Docker's IPAM)
         self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -238,7 +240,7 @@ class EndpointService(Recovery):
             if driver.scope == "global":
                 return await self.allocator.allocate(net, used)
             ip = pools.pick_address(net.network, ipaddress.IPv4Address(net.gateway),
-                                    [net.network], used)
+                                    [self.ranges.get(net.id, net.network)], used)
         except pools.PoolExhausted as e:
             raise Conflict(str(e)) from None
         if ip is None:

@@ -29,7 +29,8 @@ DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
 class SubnetEnv:
     """What subnet.env says about this host's lease."""
 
-    __slots__ = ("ip6_networks", "ip6_subnet", "ipmasq", "mtu", "networks", "subnet")
+    __slots__ = ("bridge", "ip6_networks", "ip6_subnet", "ipmasq", "mtu", "networks",
+                 "range_start", "subnet")
 
     def __init__(self) -> None:
         self.networks: list[str] = []
@@ -38,6 +39,11 @@ class SubnetEnv:
         self.ip6_subnet: str | None = None
         self.mtu: int | None = None
         self.ipmasq: bool | None = None
+        # written by the overnet agent (flanneld does not): its bridge holds the subnet's
+        # gateway, and CNI containers take the addresses from range_start on (the agent's own
+        # containers take the ones below), so the two never give out one address twice
+        self.bridge: str | None = None
+        self.range_start: str | None = None
 
 
 def load_subnet_env(path: str) -> SubnetEnv:
@@ -81,6 +87,10 @@ def _assign(env: SubnetEnv, key: str, value: str) -> None:
         env.mtu = int(value)
     elif key == "FLANNEL_IPMASQ":
         env.ipmasq = value == "true"
+    elif key == "OVERNET_BRIDGE":
+        env.bridge = value
+    elif key == "OVERNET_CNI_RANGE_START":
+        env.range_start = str(ipaddress.ip_address(value))
 
 
 def _missing(env: SubnetEnv) -> str:
@@ -117,6 +127,8 @@ def delegate_config(conf: dict, env: SubnetEnv) -> dict:
     delegate.setdefault("mtu", env.mtu)
     if delegate["type"] == "bridge":
         delegate.setdefault("isGateway", True)
+        if env.bridge:
+            delegate.setdefault("bridge", env.bridge)
     if conf.get("cniVersion"):
         delegate["cniVersion"] = conf["cniVersion"]
     delegate["ipam"] = delegate_ipam(conf, env)
@@ -127,6 +139,8 @@ def delegate_ipam(conf: dict, env: SubnetEnv) -> dict:
     ipam = dict(object_field(conf, "ipam"))
     ipam.setdefault("type", "host-local")
     ipam["ranges"] = [[{"subnet": s}] for s in (env.subnet, env.ip6_subnet) if s]
+    if env.range_start and env.subnet:
+        ipam["ranges"][0][0]["rangeStart"] = env.range_start
     routes = ipam.get("routes") or []
     if not isinstance(routes, list):
         raise CniError(INVALID_CONFIG, f"invalid 'ipam.routes' {wire.dumps(routes)}")
