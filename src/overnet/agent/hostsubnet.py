@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIG_WAIT_LOG = 5.0       # seconds between "still waiting for the config" lines
+OVERNET_ENV = "overnet.env"  # beside subnet.env: what overnet's flannel CNI plugin needs
 TARGET = "hostsubnet"        # the reconciler's name for this feature
 MASQ_CHECK_EVERY = 2.0      # how soon removed masquerade rules come back
 RETRY = 5.0                 # after a failed renewal
@@ -57,15 +58,18 @@ def bridge_network_id(prefix: str) -> str:
 def write_subnet_env(path: str, network: ipaddress.IPv4Network, subnet: ipaddress.IPv4Network,
                      mtu: int, ipmasq: bool, bridge: str | None = None) -> None:
     """flanneld's WriteSubnetFile: FLANNEL_SUBNET is the bridge address (.1), not the .0.
-    Two lines of overnet's own tell its `flannel` CNI plugin to share the agent's bridge and
-    to take addresses from the upper half of the subnet (see `cni_range`)."""
+    With `bridge`, a second file beside it (overnet.env, flanneld's file stays as flanneld
+    writes it) tells overnet's `flannel` CNI plugin to share the agent's bridge and to take
+    addresses from the upper half of the subnet (see `cni_range`)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    extra = (f"OVERNET_BRIDGE={bridge}\nOVERNET_CNI_RANGE_START={cni_range(subnet)[0]}\n"
-             if bridge else "")
+    if bridge:
+        write_atomic(os.path.join(os.path.dirname(path), OVERNET_ENV),
+                     f"OVERNET_BRIDGE={bridge}\n"
+                     f"OVERNET_CNI_RANGE_START={cni_range(subnet)[0]}\n")
     write_atomic(path, f"FLANNEL_NETWORK={network}\n"
                        f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
                        f"FLANNEL_MTU={mtu}\n"
-                       f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n" + extra)
+                       f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n")
 
 
 def cni_range(subnet: ipaddress.IPv4Network) -> tuple[ipaddress.IPv4Address,

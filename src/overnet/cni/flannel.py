@@ -26,6 +26,9 @@ DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 DEFAULT_DATA_DIR = "/var/lib/cni/flannel"
 
 
+OVERNET_ENV = "overnet.env"     # the agent writes it beside subnet.env (agent/hostsubnet.py)
+
+
 class SubnetEnv:
     """What subnet.env says about this host's lease."""
 
@@ -55,6 +58,21 @@ def load_subnet_env(path: str) -> SubnetEnv:
                        "the overnet agent writes it once this host has its subnet lease; "
                        "is the agent running?") from None
     env = SubnetEnv()
+    _read_lines(env, lines, path)
+    missing = _missing(env)
+    if missing:
+        raise CniError(DECODE_FAILURE, f"{path} is missing {missing}")
+    # the overnet agent's word beside flanneld's file (absent under flanneld)
+    extra = os.path.join(os.path.dirname(path), OVERNET_ENV)
+    try:
+        with open(extra) as f:
+            _read_lines(env, f.read().splitlines(), extra)
+    except FileNotFoundError:
+        pass
+    return env
+
+
+def _read_lines(env: SubnetEnv, lines: list[str], path: str) -> None:
     for line in lines:
         key, _, value = line.partition("=")
         try:
@@ -62,10 +80,6 @@ def load_subnet_env(path: str) -> SubnetEnv:
         except ValueError:
             raise CniError(DECODE_FAILURE, f"invalid {key.strip()} {value.strip()!r} in {path}") \
                 from None
-    missing = _missing(env)
-    if missing:
-        raise CniError(DECODE_FAILURE, f"{path} is missing {missing}")
-    return env
 
 
 def _assign(env: SubnetEnv, key: str, value: str) -> None:
