@@ -68,6 +68,11 @@ def test_podman_docker_and_overnet_on_one_network(lab):
     pm_name = json.loads(sh(lab, "net-1", "podman", "inspect", "pm"))[0]["Id"][:12]
     assert pings(lab, "net-2", docker, pm_name)
     assert pings(lab, "net-3", ovr, pm_name)
+    # an agent restart (kill -9) keeps Podman's and Docker's containers on the network
+    lab.restart_agent("net-1")
+    lab.restart_agent("net-2")
+    assert pings(lab, "net-1", podman, "dk") and pings(lab, "net-2", docker, ip_pm)
+    assert pings(lab, "net-3", ovr, ip_pm) and pings(lab, "net-3", ovr, ip_dk)
     # removing them leaves no veth, address, record or name behind on any host
     sh(lab, "net-1", "podman", "rm", "-f", "-t", "0", "pm")
     sh(lab, "net-2", "docker", "rm", "-f", "dk")
