@@ -1,0 +1,170 @@
+"""Runtimes on overnet, each against its reference measured side by side in the same run:
+
+1. CNI ADD: `overnet-cni` onto an overlay network against the reference `bridge` +
+   `host-local` ADD, interleaved round by round (each followed by its DEL), on one sandbox host.
+2. DNS: overnet's resolver on a network's gateway against Docker's embedded DNS (127.0.0.11 in a
+   container on a user-defined Docker network), same client (bench/dns_bench.py client mode),
+   same host: latency p50/p99 and queries per second.
+3. Name convergence through CNI: from an ADD on host 1 until a container on host 2 resolves the
+   new name through overnet's DNS and pings it (p50, p95).
+
+    sudo .venv/bin/python -m bench.runtimes_bench [--rounds N]
+
+Figures only, no assertions; the sandbox is removed at the end, also after a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from overnet.cni import install as installer
+from overnet.sandbox.lab import Lab
+from overnet.sandbox.runtimes import IMAGE
+
+from .stats import percentile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _plugin(lab: Lab, host: str, binary: str, verb: str, conf: dict, cid: str, ns: str,
+            bindir: str, args: str = "") -> float:
+    env = {"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": ns, "CNI_IFNAME": "eth0",
+           "CNI_PATH": bindir, "CNI_ARGS": args, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    argv = lab.enter_argv(lab.host(host)) + [os.path.join(bindir, binary)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, input=json.dumps(conf).encode(), env=env, capture_output=True,
+                          timeout=60)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{binary} {verb}: {proc.stdout.decode()} {proc.stderr.decode()}")
+    return took
+
+
+def cni_add(lab: Lab, rounds: int, say) -> dict:
+    tmp = tempfile.mkdtemp(prefix="bench-cni-")
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir)
+    for p in ("bridge", "host-local", "portmap"):
+        os.symlink(f"/usr/lib/cni/{p}", os.path.join(bindir, p))
+    installer.install([bindir], os.path.join(tmp, "net.d"), "bench", "1.0.0")
+    ours = {"cniVersion": "1.0.0", "name": "multihost", "type": "overnet-cni"}
+    ref = {"cniVersion": "1.0.0", "name": "ref", "type": "bridge", "bridge": "bref0",
+           "isGateway": True, "ipam": {"type": "host-local", "subnet": "10.222.0.0/16",
+                                       "dataDir": os.path.join(tmp, "ipam")}}
+    times: dict[str, list[float]] = {"overnet-cni": [], "reference": []}
+    for i in range(rounds):
+        for name, binary, conf in (("overnet-cni", "overnet-cni", ours),
+                                   ("reference", "bridge", ref))[::1 if i % 2 else -1]:
+            ns_name = f"bn{secrets.token_hex(3)}"
+            lab.run("net-1", ["ip", "netns", "add", ns_name])
+            cid = secrets.token_hex(16)
+            try:
+                times[name].append(_plugin(lab, "net-1", binary, "ADD", conf, cid,
+                                           f"/run/netns/{ns_name}", bindir))
+                _plugin(lab, "net-1", binary, "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
+            finally:
+                lab.run("net-1", ["ip", "netns", "del", ns_name])
+        if i % 10 == 9:
+            say(f"cni: {i + 1}/{rounds} rounds")
+    ratios = [a / b for a, b in zip(times["overnet-cni"], times["reference"])]
+    return {"overnet_ms_p50": 1000 * statistics.median(times["overnet-cni"]),
+            "reference_ms_p50": 1000 * statistics.median(times["reference"]),
+            "ratio_p50": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_p95": percentile(ratios, 95)}
+
+
+def _dns_client(argv_prefix: list[str], server: str, name: str, count: int) -> dict:
+    cmd = argv_prefix + [sys.executable, "-m", "bench.dns_bench", "client", "--server",
+                         server, "--name", name, "--count", str(count), "--total",
+                         str(count * 5)]
+    proc = subprocess.run(cmd, capture_output=True, timeout=300, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dns client: {proc.stderr.decode()[-500:]}")
+    data = json.loads(proc.stdout)
+    lat = data["latencies"]
+    return {"p50_us": 1e6 * percentile(lat, 50), "p99_us": 1e6 * percentile(lat, 99), "qps": data["qps"]}
+
+
+def dns(lab: Lab, count: int, say) -> dict:
+    """The same client, from a container's namespace on net-1, against each resolver."""
+    own = lab.run("net-1", ["overnet", "run", "-d", "--name", "dnsweb", "sleep", "infinity"])
+    pid = json.loads(lab.run("net-1", ["overnet", "inspect", "dnsweb"]).stdout)[0]["State"][
+        "Pid"]
+    net = json.loads(lab.run("net-1", ["overnet", "network", "inspect", "multihost"]).stdout)[0]
+    prefix = ["nsenter", f"--net=/proc/{pid}/ns/net"]
+    ours = _dns_client(prefix, net["gateway"], "dnsweb.multihost.overnet", count)
+    say("dns: overnet measured")
+    lab.run("net-1", ["docker", "network", "create", "dnsref"])
+    lab.run("net-1", ["docker", "run", "-d", "--name", "dkweb", "--network", "dnsref", IMAGE,
+                      "sleep", "100000"])
+    dpid = json.loads(lab.run("net-1", ["docker", "inspect", "dkweb"]).stdout)[0]["State"][
+        "Pid"]
+    theirs = _dns_client(["nsenter", f"--net=/proc/{dpid}/ns/net"], "127.0.0.11", "dkweb", count)
+    say("dns: Docker measured")
+    del own
+    return {"overnet": ours, "docker": theirs,
+            "p50_ratio": ours["p50_us"] / theirs["p50_us"],
+            "qps_ratio": ours["qps"] / theirs["qps"] if ours["qps"] and theirs["qps"] else None}
+
+
+def add_to_name(lab: Lab, rounds: int, say) -> dict:
+    """ADD on net-1 (overnet-cni, a new name) -> a container on net-2 resolves and pings it."""
+    tmp = tempfile.mkdtemp(prefix="bench-conv-")
+    bindir = os.path.join(tmp, "bin")
+    os.makedirs(bindir)
+    os.symlink("/usr/lib/cni/portmap", os.path.join(bindir, "portmap"))
+    installer.install([bindir], os.path.join(tmp, "net.d"), "bench", "1.0.0")
+    conf = {"cniVersion": "1.0.0", "name": "multihost", "type": "overnet-cni"}
+    lab.run("net-2", ["overnet", "run", "-d", "--name", "watcher", "sleep", "infinity"])
+    out = []
+    for i in range(rounds):
+        name, ns_name, cid = f"pod{i}x{secrets.token_hex(2)}", f"bc{i}", secrets.token_hex(16)
+        lab.run("net-1", ["ip", "netns", "add", ns_name])
+        probe = subprocess.Popen(
+            lab.ssh_argv("net-2", ["overnet", "exec", "watcher", "sh", "-c",
+                                   f"until ping -c 1 -W 0.05 {name} >/dev/null 2>&1; "
+                                   "do :; done"])[0],
+            env=lab.ssh_argv("net-2", [])[1])
+        time.sleep(0.3)   # the probe is looping
+        t0 = time.perf_counter()
+        _plugin(lab, "net-1", "overnet-cni", "ADD", conf, cid, f"/run/netns/{ns_name}", bindir,
+                args=f"K8S_POD_NAME={name}")
+        probe.wait(timeout=30)
+        out.append(time.perf_counter() - t0)
+        _plugin(lab, "net-1", "overnet-cni", "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
+        lab.run("net-1", ["ip", "netns", "del", ns_name])
+    say(f"add-to-name: {rounds} rounds")
+    return {"p50_ms": 1000 * percentile(out, 50), "p95_ms": 1000 * percentile(out, 95)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.runtimes_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--dns-count", type=int, default=2000)
+    args = parser.parse_args(argv)
+
+    def say(msg: str) -> None:
+        print(f"[runtimes] {msg}", file=sys.stderr, flush=True)
+
+    lab = Lab(f"br{secrets.token_hex(2)}", root="/var/lib/overnet/bench", say=say)
+    try:
+        lab.up(hosts=2, underlay="192.168.251.0/24", runtimes=["docker"])
+        results = {"cni_add": cni_add(lab, args.rounds, say),
+                   "dns": dns(lab, args.dns_count, say),
+                   "add_to_name": add_to_name(lab, max(5, args.rounds // 3), say)}
+    finally:
+        lab.down(quiet=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
