@@ -22,6 +22,7 @@ from ..fsutil import write_atomic
 from ..runtime import names, process
 from ..store.base import StoreError
 from ..store.records import NetworkRecord
+from ..observe.events import EventLog
 from .endpoints import AttachRequest, EndpointService
 from .hostsfiles import HostsFiles
 from .networks import NetworkService, lookup, parse_publish
@@ -53,6 +54,7 @@ class ContainerService:
         # the containers' /etc/resolv.conf per network (None: the host's); set by the agent
         self.resolv_conf: Callable[[NetworkRecord], str | None] = lambda net: None
         self._locks: dict[str, asyncio.Lock] = {}
+        self.events = EventLog(host.name)    # the agent's, once it is wired
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -233,6 +235,7 @@ class ContainerService:
     def _mark_running(self, c: Container, pid: int) -> None:
         c.pid, c.start_time = pid, process.proc_start_time(pid) or 0
         c.status, c.started = "running", time.time()
+        self.events.emit("container", "start", c.name, id=c.id, pid=pid, runtime="overnet")
         self.state.save(c)
         self.procs.watch(c.id, pid, c.start_time)
 
@@ -240,6 +243,7 @@ class ContainerService:
         c = self.containers.get(cid)
         if c is not None:
             c.status, c.exit_code, c.finished = "exited", code, time.time()
+            self.events.emit("container", "die", c.name, id=c.id, exit_code=code)
             asyncio.create_task(self._after_exit(c))
 
     async def _after_exit(self, c: Container) -> None:

@@ -25,6 +25,7 @@ from ..drivers import Attachment, Driver, HostInfo, RemotePeer
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..ipam import pools
 from ..ipam.allocator import HostAllocator
+from ..observe.events import EventLog, endpoint_attrs
 from ..store import keys
 from ..store.base import Absent, Delete, Put, Store, StoreError, ValueIs
 from ..store.records import EndpointRecord, NetworkRecord, ServiceRecord
@@ -88,6 +89,7 @@ class EndpointService:
         self.changed = changed         # reconcile one network now (peers, names)
         self.local: dict[tuple[str, str], LocalEndpoint] = {}
         self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.events = EventLog(host.name)    # the agent's, once it is wired
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class EndpointService:
                 await asyncio.shield(self._teardown(net, ep))
                 raise _user_error(e, f"attaching {req.ifname} of {req.container_id} to "
                                      f"{net.name}") from None
+        self.events.emit("network", "attach", net.name, **endpoint_attrs(ep))
         await self.changed(net.id)
         return ep
 
@@ -238,6 +241,7 @@ class EndpointService:
             net = self.networks.get(ep.network) or _placeholder(ep)
             await self._teardown(net, ep)
         self._ref_locks.pop(ref, None)
+        self.events.emit("network", "detach", ep.network_name, **endpoint_attrs(ep))
         await self.changed(ep.network)
         return True
 

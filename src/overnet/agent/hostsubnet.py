@@ -29,6 +29,7 @@ from ..flannel import config as fconfig
 from ..fsutil import write_atomic
 from ..flannel.backend import Backend, make_backend
 from ..flannel.lease import LeaseError, LeaseManager, SubnetLease, decode, read_previous
+from ..observe.events import EventLog
 from ..store import keys
 from ..store.base import Store, StoreError
 from ..store.mirror import Mirror
@@ -81,6 +82,7 @@ class HostSubnet:
         self.masq: Masquerade | None = None
         self.acquire_seconds = 0.0
         self.ready_at = 0.0
+        self.cluster_events = EventLog(host.name)    # the agent's, once it is wired
 
     # --- what the agent uses ------------------------------------------------------------------
 
@@ -113,6 +115,7 @@ class HostSubnet:
         except LeaseError as e:
             raise Conflict(str(e)) from None
         self.acquire_seconds = time.monotonic() - t0
+        self.cluster_events.emit("lease", "acquired", str(lease.subnet), kind="subnet")
         log.info("subnet lease %s (network %s, backend %s) in %.3fs", lease.subnet,
                  cfg.network, cfg.backend, self.acquire_seconds)
         self.mirror = Mirror(self.store, keys.flannel_subnets(self.prefix))
@@ -213,6 +216,7 @@ class HostSubnet:
         if self.manager.key not in self.mirror.items:
             log.warning("the lease of this host's subnet %s is gone: re-creating it",
                         self.subnet)
+            self.cluster_events.emit("lease", "lost", str(self.subnet), kind="subnet")
             await self.manager.reclaim()
         await self.backend.sync(self.lease, self.leases())
 
@@ -226,6 +230,7 @@ class HostSubnet:
             try:
                 await self.manager.renew()
                 log.info("renewed the lease of %s", self.subnet)
+                self.cluster_events.emit("lease", "renewed", str(self.subnet), kind="subnet")
             except StoreError as e:
                 log.warning("renewing the lease of %s failed: %s; retrying", self.subnet, e)
                 await asyncio.sleep(RETRY)

@@ -118,6 +118,9 @@ class Server:
         # `limit` bounds every line read: a longer one raises instead of filling memory.
         self._server = await asyncio.start_unix_server(self._connection, path, limit=MAX_LINE)
 
+    async def start_tcp(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._connection, host, port, limit=MAX_LINE)
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -1,0 +1,3 @@
+"""Seeing inside the network: metrics (metrics.py), the event ring (events.py), what the
+agent watches to emit events (observer.py), readiness (health.py) and `overnet doctor`
+(doctor.py, path.py)."""
