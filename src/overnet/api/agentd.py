@@ -15,16 +15,20 @@ from ..store.base import StoreError
 from .server import serve
 
 
-async def _main(cfg: AgentConfig) -> int:
+async def _main(cfg: AgentConfig, metrics_addr: str | None = None) -> int:
     agent = Agent(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = None
+    server = metrics = None
     try:
         await agent.start()
         server = await serve(agent, cfg.socket)
+        if metrics_addr:
+            from ..observe.serve import serve_metrics
+            metrics = await serve_metrics(agent, metrics_addr)
+            logging.getLogger("overnet").info("metrics on http://%s/metrics", metrics_addr)
         logging.getLogger("overnet").info("serving on unix://%s", cfg.socket)
         await stop.wait()
         return 0
@@ -32,8 +36,9 @@ async def _main(cfg: AgentConfig) -> int:
         print(f"Error: {getattr(e, 'message', e)}", file=sys.stderr)
         return 1
     finally:
-        if server is not None:
-            await server.close()
+        for s in (metrics, server):
+            if s is not None:
+                await s.close()
         await agent.stop()
 
 
@@ -54,7 +59,7 @@ def run_agent(opts: dict[str, Any]) -> int:
                       flannel_network=opts.get("flannel_network"),
                       flannel_backend=opts.get("flannel_backend") or "vxlan")
     try:
-        return asyncio.run(_main(cfg))
+        return asyncio.run(_main(cfg, opts.get("metrics_addr")))
     except OvernetError as e:
         print(f"Error: {e.message}", file=sys.stderr)
         return 1

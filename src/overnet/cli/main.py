@@ -42,7 +42,9 @@ class LazyGroup(click.Group):
     """Sub-groups whose modules load only when used: a CLI call's start-up time is most of
     what `overnet run -d` costs."""
 
-    lazy = {"sandbox": "overnet.cli.sandbox", "subnet": "overnet.cli.subnet"}
+    lazy = {"sandbox": "overnet.cli.sandbox", "subnet": "overnet.cli.subnet",
+            "events": "overnet.cli.observe", "doctor": "overnet.cli.observe",
+            "graph": "overnet.cli.observe"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | self._available())
@@ -105,6 +107,8 @@ def cli(host: str | None) -> None:
                    "removed.")
 @click.option("--dns/--no-dns", default=True, show_default=True,
               help="Serve each network's names on its gateway address (port 53).")
+@click.option("--metrics-addr", metavar="IP:PORT",
+              help="Serve Prometheus /metrics, /healthz and /readyz there (off by default).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import json
 import logging
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from ..store import keys
 from .events import EventLog
@@ -52,6 +52,9 @@ class Observer:
         self.programmed: dict[str, set] = {}       # network ID -> peers last programmed
         self._names: dict[str, str] = {}           # network ID -> name, for removals
         self._alive: set[str] = set()
+        # answers doctor requests of other hosts (set where the API is served: observe/path)
+        self.on_doctor: Callable[[str, bytes], Awaitable[None]] | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     # --- called by the agent -------------------------------------------------------------
 
@@ -93,6 +96,8 @@ class Observer:
     def store_events(self, batch: list) -> None:
         for ev in batch:
             parts = keys.split(ev.key)
+            if parts[0] == "doctor":
+                self._doctor(parts, ev)
             if len(parts) != 2:
                 continue
             if parts[0] == "alive":
@@ -116,6 +121,12 @@ class Observer:
                              subnet=_field(ev.value, "subnet"), vni=_field(ev.value, "vni"))
         elif ev.type == "delete" and net_id in self._names:
             self.events.emit("network", "destroy", self._names.pop(net_id), id=net_id)
+
+    def _doctor(self, parts: tuple[str, ...], ev: Any) -> None:
+        if len(parts) == 3 and parts[1] == self.host and ev.type == "put" and self.on_doctor:
+            task = asyncio.create_task(self.on_doctor(ev.key, ev.value))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def watch(self, queue: asyncio.Queue) -> None:
         """A supervised loop: the mirror's batches, as they come."""

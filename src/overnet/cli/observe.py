@@ -1,0 +1,140 @@
+"""`overnet events`, `overnet doctor` and `overnet graph`: seeing inside the network."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from typing import Any
+
+import click
+
+from ..api.client import ApiError
+from .main import CONTEXT, Failure, call, client
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+POLL = 30.0
+
+
+def parse_duration(value: str, option: str) -> float:
+    m = DURATION.match(value.strip())
+    if not m:
+        raise Failure(f"invalid {option} {value!r}: expected a duration such as 30s, 10m, 2h")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse_filters(filters: tuple[str, ...]) -> str:
+    types = []
+    for f in filters:
+        key, sep, value = f.partition("=")
+        if key != "type" or not sep or not value:
+            raise Failure(f"invalid --filter {f!r}: expected type=container|network|peer|"
+                          "host|lease")
+        types.append(value)
+    return ",".join(types)
+
+
+def show_event(e: dict[str, Any], fmt: str | None) -> str:
+    if fmt == "json":
+        return json.dumps(e)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(e["time"]))
+    stamp += f".{int(e['time'] % 1 * 1e6):06d}Z"
+    attrs = ", ".join(f"{k}={v}" for k, v in e["attrs"].items())
+    return f"{stamp} {e['type']} {e['action']} {e['actor']} (host={e['host']}" + \
+        (f", {attrs})" if attrs else ")")
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--since", metavar="DURATION", help="Replay events of the last DURATION (10m).")
+@click.option("--until", metavar="DURATION",
+              help="Stop at DURATION ago (0s: replay up to now and exit).")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="type=TYPE",
+              help="Only events of TYPE: container, network, peer, host, lease.")
+@click.option("--format", "fmt", type=click.Choice(["json"]), help="One JSON object a line.")
+@click.pass_context
+def events(ctx: click.Context, since: str | None, until: str | None,
+           filters: tuple[str, ...], fmt: str | None) -> None:
+    """Stream what happens in the network, like `docker events`."""
+    now = time.time()
+    query: dict[str, Any] = {"type": parse_filters(filters)}
+    if since:
+        query["since"] = now - parse_duration(since, "--since")
+    if until:
+        query["until"] = now - parse_duration(until, "--until")
+        for e in call(ctx, "get", "/events", **query)["events"]:
+            click.echo(show_event(e, fmt))
+        return
+    c = client(ctx)
+    try:
+        after = None if since else c.get("/events", type="")["last"]
+        while True:
+            q = {**query, "after": after or 0, "wait": POLL}
+            got = c.request("GET", "/events", query={k: v for k, v in q.items() if v != ""})
+            for e in got["events"]:
+                click.echo(show_event(e, fmt))
+            sys.stdout.flush()
+            after, query["since"] = got["last"], ""
+    except ApiError as e:
+        raise Failure(e.message) from None
+    except KeyboardInterrupt:
+        return
+
+
+def print_findings(found: list[dict[str, Any]]) -> None:
+    for f in found:
+        mark = "✔" if f["ok"] else "✘"
+        line = f"{mark} {f['hop']}" + (f": {f['detail']}" if f["detail"] else "")
+        click.echo(line)
+        if not f["ok"] and f["fix"]:
+            click.echo(f"    → {f['fix']}")
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--format", "fmt", type=click.Choice(["json"]))
+@click.argument("containers", nargs=-1, metavar="[CONTAINER_A CONTAINER_B]")
+@click.pass_context
+def doctor(ctx: click.Context, fmt: str | None, containers: tuple[str, ...]) -> None:
+    """Check this host, or the path between two containers hop by hop."""
+    if len(containers) not in (0, 2):
+        raise Failure(f"doctor takes no container or two, not {len(containers)}")
+    if containers:
+        click.echo(f"checking the path {containers[0]} → {containers[1]}: this host's hops, "
+                   "the other host's (asked through the store), underlay and live probes …",
+                   err=True)
+        result = call(ctx, "get", "/doctor/path", a=containers[0], b=containers[1])
+    else:
+        click.echo("checking this host: store, records, loops, networks …", err=True)
+        result = call(ctx, "get", "/doctor")
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_findings(result["findings"])
+        bad = sum(not f["ok"] for f in result["findings"])
+        click.echo(f"{'all good' if result['ok'] else f'{bad} problem(s)'} "
+                   f"({len(result['findings'])} checks)")
+    sys.exit(0 if result["ok"] else 1)
+
+
+def write_picture(topo: dict[str, Any], fmt: str, output: str | None) -> None:
+    from ..observe import graph
+    try:
+        data = graph.render(topo, fmt)
+    except Exception as e:   # graphviz missing, or its `dot` binary
+        raise Failure(f"cannot draw the graph: {e} (install Debian's graphviz)") from None
+    if output:
+        with open(output, "wb") as f:
+            f.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot"]), default="svg",
+              show_default=True)
+@click.option("-o", "--output", metavar="FILE", help="Write there (default: standard output).")
+@click.pass_context
+def graph(ctx: click.Context, fmt: str, output: str | None) -> None:
+    """Draw the cluster: hosts, networks, endpoints and the VXLAN tunnels between hosts."""
+    write_picture(call(ctx, "get", "/topology"), fmt, output)
