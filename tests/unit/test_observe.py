@@ -1,0 +1,252 @@
+"""Events, metrics, readiness and the doctor's logic, over whole agents on a MemoryStore and
+FakeDataplanes (see test_agent.py's Cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from overnet.api import http as web
+from overnet.observe import doctor, health, metrics, path
+from overnet.observe.events import EventLog
+from overnet.observe.observer import Timings
+from overnet.observe.routes import add_routes
+from overnet.observe.serve import metrics_app, parse_addr
+from overnet.errors import Invalid
+
+from tests.unit.test_agent import Cluster, attach
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    await c.stop()
+
+
+async def settle(cluster: Cluster) -> None:
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+
+
+def kinds(agent, *types: str) -> list[tuple[str, str, str]]:
+    return [(e.type, e.action, e.actor) for e in agent.events.select(types=set(types))]
+
+
+def scrape(agent) -> dict[str, dict[tuple, float]]:
+    text = metrics.exposition(metrics.registry(agent)).decode()
+    out: dict[str, dict[tuple, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+# --- the event ring ------------------------------------------------------------------------
+
+def test_ring_is_bounded_ordered_and_filtered():
+    clock = iter(range(100, 200))
+    log = EventLog("h1", size=5, clock=lambda: float(next(clock)))
+    for i in range(8):
+        log.emit("host" if i % 2 else "network", "up", f"x{i}")
+    assert [e.seq for e in log.ring] == [4, 5, 6, 7, 8]          # the oldest fell out
+    assert [e.actor for e in log.select(after=6)] == ["x6", "x7"]
+    assert [e.actor for e in log.select(types={"host"})] == ["x3", "x5", "x7"]
+    assert [e.seq for e in log.select(since=105, until=106)] == [6, 7]
+    assert log.last == 8
+
+
+async def test_wait_returns_at_the_first_matching_event():
+    log = EventLog("h1")
+    log.emit("host", "up", "old")
+    waiter = asyncio.create_task(log.wait(log.last, 5, types={"lease"}))
+    await asyncio.sleep(0.01)
+    log.emit("host", "up", "ignored")
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    log.emit("lease", "acquired", "mine")
+    got = await asyncio.wait_for(waiter, 1)
+    assert [e.actor for e in got] == ["mine"]
+    assert await log.wait(log.last, 0.01) == []
+
+
+def test_timings_buckets_are_cumulative():
+    t = Timings((0.1, 1.0))
+    for s in (0.05, 0.5, 0.5, 3.0):
+        t.observe(s)
+    assert t.cumulative() == [("0.1", 1), ("1.0", 3), ("+Inf", 4)] and t.count == 4
+
+
+# --- events from the agents ----------------------------------------------------------------
+
+async def test_a_scripted_sequence_arrives_in_order(cluster):
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    h2 = await cluster.start("h2")
+    await settle(cluster)
+    a = await attach(h1, "web", "a", name="alpha")
+    b = await attach(h2, "web", "b", name="beta")
+    await settle(cluster)
+    await h2.endpoints.detach("b", "eth0")
+    await settle(cluster)
+    await cluster.crash("h2")
+    await settle(cluster)
+    seen = kinds(h1, "network", "peer", "host")
+    assert seen == [("network", "create", "web"), ("host", "up", "h2"),
+                    ("network", "attach", "web"), ("peer", "programmed", b.ip),
+                    ("peer", "withdrawn", b.ip), ("host", "down", "h2")]
+    attach_ev = h1.events.select(types={"network"})[1]
+    assert attach_ev.attrs["runtime"] == "cni" and attach_ev.attrs["ip"] == a.ip
+    assert ("lease", "acquired", "h1") in kinds(h1, "lease")
+    seqs = [e.seq for e in h1.events.ring]
+    assert seqs == sorted(seqs)
+
+
+async def test_network_removal_is_an_event_on_every_host(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await settle(cluster)
+    await h2.networks.remove(h2.networks.find("web").id)
+    await settle(cluster)
+    for agent in (h1, h2):
+        assert kinds(agent, "network") == [("network", "create", "web"),
+                                           ("network", "destroy", "web")]
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+async def test_collector_reads_the_agent(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await settle(cluster)
+    await attach(h1, "web", "a")
+    await attach(h2, "web", "b")
+    await attach(h2, "web", "c")
+    await settle(cluster)
+    m = scrape(h1)
+    assert m["overnet_cluster_num_hosts"][(("state", "alive"),)] == 2
+    assert m["overnet_active_local_endpoints"][(("network", "web"), ("runtime", "cni"))] == 1
+    assert m["overnet_remote_peers"][(("network", "web"),)] == 2
+    assert m["overnet_store_requests_total"][(("operation", "txn"), ("result", "ok"))] > 0
+    assert m["overnet_reconcile_seconds_count"][()] > 0
+    assert m["overnet_resync_state"][()] == 3
+    assert (("loop", "reconcile"),) in m["overnet_loop_restarts_total"]
+    await h2.endpoints.detach("c", "eth0")
+    await settle(cluster)
+    assert scrape(h1)["overnet_remote_peers"][(("network", "web"),)] == 1
+
+
+async def test_store_errors_are_counted_by_result(cluster):
+    (h1,) = await cluster.hosts(1)
+    store = metrics.CountingStore(h1.store.inner)
+
+    async def broken(*a, **kw):
+        raise ConnectionError("down")
+    store.inner = type("Broken", (), {"get": broken})()
+    with pytest.raises(ConnectionError):
+        await store.get("/x")
+    assert store.requests == {("get", "ConnectionError"): 1}
+
+
+async def test_metrics_app_serves_text_and_readiness(cluster):
+    (h1,) = await cluster.hosts(1)
+    routes = metrics_app(h1)
+    handler, _, _ = routes.find("GET", "/metrics")
+    resp = await handler(web.Request("GET", "/metrics", {}))
+    assert b"overnet_cluster_num_hosts" in resp.body and "text/plain" in resp.content_type
+    handler, _, _ = routes.find("GET", "/readyz")
+    assert (await handler(web.Request("GET", "/readyz", {}))).status == 200
+    h1.mirror.state = "resyncing"
+    r = await health.readiness(h1)
+    assert not r["ready"] and "resyncing" in r["checks"]["sync"]
+    with pytest.raises(Invalid, match="'nowhere'"):
+        parse_addr("nowhere")
+
+
+# --- doctor --------------------------------------------------------------------------------
+
+class FakeProbes:
+    def __init__(self, host: bool = True, mtu: bool = True, live: bool = True) -> None:
+        self.host, self.mtu, self.live = host, mtu, live
+
+    async def ping_host(self, address, size=None):
+        return (self.mtu if size else self.host), "told so"
+
+    async def ping_from(self, netns, address):
+        return self.live, "told so"
+
+
+async def two_hosts(cluster):
+    h1, h2 = await cluster.hosts(2)
+    for agent in (h1, h2):
+        add_routes(web.RouteTableDef(), agent)     # wires the doctor's answers
+    await h1.networks.create("web")
+    await settle(cluster)
+    a = await attach(h1, "web", "a", name="alpha")
+    b = await attach(h2, "web", "b", name="beta")
+    await settle(cluster)
+    return h1, h2, a, b
+
+
+def failed(found) -> list[str]:
+    return [f.hop for f in found if not f.ok]
+
+
+async def test_host_doctor_names_kernel_drift(cluster):
+    h1, h2, a, b = await two_hosts(cluster)
+    assert failed(await doctor.check_host(h1)) == []
+    net = h1.networks.find("web")
+    ns = h1.networks.driver(net).namespace(net)
+    h1.dp.remove_fdb(ns, b.mac)
+    h1.dp.link(ns, "vxlan0").mtu = 1400
+    found = await doctor.check_host(h1)
+    assert failed(found) == ["network web: vxlan0", "network web: eth0 of alpha"]
+    assert "mtu 1400 (should be 1450)" in found[[f.hop for f in found].index(
+        "network web: vxlan0")].detail
+    assert any(b.ip in f.detail and "not programmed" in f.detail for f in found)
+
+
+async def test_path_is_good_end_to_end(cluster):
+    h1, h2, a, b = await two_hosts(cluster)
+    found = await path.walk(h1, "alpha", "beta", FakeProbes())
+    assert failed(found) == []
+    hops = [f.hop for f in found]
+    assert "h2: vxlan0 entries for " + a.ip in hops           # h2's half, through the store
+    assert "h1: vxlan0 entries for " + b.ip in hops
+    assert any(h.startswith("VXLAN (UDP 4789)") for h in hops)
+
+
+async def test_path_names_the_remote_missing_entry(cluster):
+    h1, h2, a, b = await two_hosts(cluster)
+    net = h2.networks.find("web")
+    h2.dp.remove_fdb(h2.networks.driver(net).namespace(net), a.mac)
+    found = await path.walk(h1, "alpha", "beta", FakeProbes(live=False))
+    assert failed(found) == [f"h2: vxlan0 entries for {a.ip}",
+                             "live probe: ping alpha → beta (" + b.ip + ")"]
+
+
+async def test_path_blames_udp_4789_only_when_all_else_is_right(cluster):
+    h1, h2, a, b = await two_hosts(cluster)
+    found = await path.walk(h1, "alpha", "beta", FakeProbes(live=False))
+    assert failed(found)[-1].startswith("VXLAN (UDP 4789)")
+    found = await path.walk(h1, "alpha", "beta", FakeProbes(host=False, live=False))
+    assert failed(found)[0].startswith("underlay ") and not \
+        failed(found)[-1].startswith("VXLAN")
+
+
+async def test_path_with_the_remote_agent_down(cluster):
+    h1, h2, a, b = await two_hosts(cluster)
+    await cluster.crash("h2")
+    await settle(cluster)
+    found = await path.walk(h1, "alpha", "beta", FakeProbes())
+    assert failed(found) == ["host h2: agent"]
+
+
+async def test_path_with_unknown_containers(cluster):
+    h1, h2, a, b = await two_hosts(cluster)
+    found = await path.walk(h1, "alpha", "nobody", FakeProbes())
+    assert [(f.hop, f.ok) for f in found] == [("container nobody", False)]
