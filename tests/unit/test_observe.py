@@ -9,13 +9,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from overnet.api import http as web
+from overnet.errors import Invalid
 from overnet.observe import doctor, health, metrics, path
 from overnet.observe.events import EventLog
 from overnet.observe.observer import Timings
 from overnet.observe.routes import add_routes
 from overnet.observe.serve import metrics_app, parse_addr
-from overnet.errors import Invalid
-
 from tests.unit.test_agent import Cluster, attach
 
 pytestmark = pytest.mark.timeout(60)
@@ -197,7 +196,7 @@ def failed(found) -> list[str]:
 
 
 async def test_host_doctor_names_kernel_drift(cluster):
-    h1, h2, a, b = await two_hosts(cluster)
+    h1, _h2, _a, b = await two_hosts(cluster)
     assert failed(await doctor.check_host(h1)) == []
     net = h1.networks.find("web")
     ns = h1.networks.driver(net).namespace(net)
@@ -211,7 +210,7 @@ async def test_host_doctor_names_kernel_drift(cluster):
 
 
 async def test_path_is_good_end_to_end(cluster):
-    h1, h2, a, b = await two_hosts(cluster)
+    h1, _h2, a, b = await two_hosts(cluster)
     found = await path.walk(h1, "alpha", "beta", FakeProbes())
     assert failed(found) == []
     hops = [f.hop for f in found]
@@ -230,7 +229,7 @@ async def test_path_names_the_remote_missing_entry(cluster):
 
 
 async def test_path_blames_udp_4789_only_when_all_else_is_right(cluster):
-    h1, h2, a, b = await two_hosts(cluster)
+    h1, _h2, _a, _b = await two_hosts(cluster)
     found = await path.walk(h1, "alpha", "beta", FakeProbes(live=False))
     assert failed(found)[-1].startswith("VXLAN (UDP 4789)")
     found = await path.walk(h1, "alpha", "beta", FakeProbes(host=False, live=False))
@@ -239,7 +238,7 @@ async def test_path_blames_udp_4789_only_when_all_else_is_right(cluster):
 
 
 async def test_path_with_the_remote_agent_down(cluster):
-    h1, h2, a, b = await two_hosts(cluster)
+    h1, _h2, _a, _b = await two_hosts(cluster)
     await cluster.crash("h2")
     await settle(cluster)
     found = await path.walk(h1, "alpha", "beta", FakeProbes())
@@ -247,6 +246,6 @@ async def test_path_with_the_remote_agent_down(cluster):
 
 
 async def test_path_with_unknown_containers(cluster):
-    h1, h2, a, b = await two_hosts(cluster)
+    h1, _h2, _a, _b = await two_hosts(cluster)
     found = await path.walk(h1, "alpha", "nobody", FakeProbes())
     assert [(f.hop, f.ok) for f in found] == [("container nobody", False)]

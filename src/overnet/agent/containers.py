@@ -19,10 +19,10 @@ from ..discovery import hosts as hostsfile
 from ..drivers import HostInfo
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..fsutil import write_atomic
+from ..observe.events import EventLog
 from ..runtime import names, process
 from ..store.base import StoreError
 from ..store.records import NetworkRecord
-from ..observe.events import EventLog
 from .endpoints import AttachRequest, EndpointService
 from .hostsfiles import HostsFiles
 from .networks import NetworkService, lookup, parse_publish

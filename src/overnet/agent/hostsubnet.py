@@ -82,7 +82,7 @@ class HostSubnet:
         self.masq: Masquerade | None = None
         self.acquire_seconds = 0.0
         self.ready_at = 0.0
-        self.cluster_events = EventLog(host.name)    # the agent's, once it is wired
+        self.cluster_events = EventLog()    # the agent's, once it is wired
 
     # --- what the agent uses ------------------------------------------------------------------
 

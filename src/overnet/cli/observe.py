@@ -121,7 +121,7 @@ def write_picture(topo: dict[str, Any], fmt: str, output: str | None) -> None:
     from ..observe import graph
     try:
         data = graph.render(topo, fmt)
-    except Exception as e:   # graphviz missing, or its `dot` binary
+    except Exception as e:   # noqa: BLE001 - graphviz missing, or its `dot` binary
         raise Failure(f"cannot draw the graph: {e} (install Debian's graphviz)") from None
     if output:
         with open(output, "wb") as f:

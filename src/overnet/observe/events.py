@@ -71,7 +71,7 @@ class EventLog:
             self._waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter, left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return []
 
 

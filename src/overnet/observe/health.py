@@ -25,7 +25,7 @@ async def _store(agent: Any) -> str:
         return "not connected yet"
     try:
         await asyncio.wait_for(agent.store.get(keys.alive(agent.name)), STORE_PATIENCE)
-    except (StoreError, asyncio.TimeoutError, OSError) as e:
+    except (TimeoutError, StoreError, OSError) as e:
         return f"store {agent.cfg.store} does not answer: {e or 'timeout'}"
     return ""
 

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 COUNTED = ("get", "list", "put", "delete", "txn", "grant", "refresh", "revoke")
 RESYNC_STATES = {"waiting": 1, "resyncing": 2, "in-sync": 3}     # as felix_resync_state

@@ -11,7 +11,8 @@ import asyncio
 import bisect
 import json
 import logging
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from ..store import keys
 from .events import EventLog

@@ -32,7 +32,7 @@ async def _run(argv: list[str]) -> tuple[bool, str]:
         return False, f"cannot run {argv[0]}: {e.strerror}"
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 10)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         return False, "no answer in 10s"
