@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/root.sh"
 cd "$(dirname "$0")/.."
 
-DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump
+DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump graphviz
       containernetworking-plugins util-linux procps python3-venv)
 # The benchmarks also need Docker 20.10 (the overlay reference) and busybox (its image).
 [ "${1:-}" = "--bench" ] && DEBS+=(docker.io busybox-static)

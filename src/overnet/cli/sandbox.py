@@ -45,15 +45,18 @@ def print_status(lab: Lab) -> None:
 @click.option("--flannel", is_flag=True, help="Give every host's bridge a flannel subnet lease.")
 @click.option("--backend", type=click.Choice(["vxlan", "host-gw"]), default="vxlan",
               show_default=True, help="Flannel backend (with --flannel).")
+@click.option("--metrics", is_flag=True,
+              help="Each agent serves /metrics, /healthz, /readyz on its address, port 9091.")
 @name_option
-def up(hosts: int, underlay: str, flannel: bool, backend: str, lab_name: str) -> None:
+def up(hosts: int, underlay: str, flannel: bool, backend: str, metrics: bool,
+       lab_name: str) -> None:
     """Build the lab (does nothing if it is already up)."""
     lab = _lab(lab_name)
     # As in the flannel seed, `run` without --net goes to each host's bridge (docker0).
     opts = {"flannel-network": "10.1.0.0/16", "flannel-backend": backend,
             "default-network": "bridge:bridge"} if flannel else None
     try:
-        made = lab.up(hosts=hosts, underlay=underlay, flannel=opts)
+        made = lab.up(hosts=hosts, underlay=underlay, flannel=opts, metrics=metrics)
     except LabError as e:
         raise Failure(str(e)) from None
     if not made:
@@ -112,3 +115,26 @@ def demo(lab_name: str, underlay: str) -> None:
     except LabError as e:
         raise Failure(str(e)) from None
     sys.exit(0 if ok else 1)
+
+
+@sandbox.command(context_settings=CONTEXT)
+@name_option
+@click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot"]), default="svg",
+              show_default=True)
+@click.option("-o", "--output", metavar="FILE", help="Write there (default: standard output).")
+def graph(lab_name: str, fmt: str, output: str | None) -> None:
+    """Draw the lab's cluster (as `overnet graph` on its first host that answers)."""
+    from ..api.client import ApiError
+    from .observe import write_picture
+    lab = _lab(lab_name)
+    if lab.state is None:
+        raise Failure(f"sandbox {lab_name} is not up: run `overnet sandbox up`")
+    errors = []
+    for h in lab.state.hosts:
+        try:
+            topo = lab.client(h.name).get("/topology")
+        except ApiError as e:
+            errors.append(f"{h.name}: {e.message}")
+            continue
+        return write_picture(topo, fmt, output)
+    raise Failure("no agent of the sandbox answers: " + "; ".join(errors))
