@@ -126,15 +126,18 @@ def test_events_arrive_in_order_across_two_hosts(lab, net):
     follow.start()
     lab.ov("net-2", "run", "-d", "--net", net, "--name", "f", "sleep", "1000")
     f_ip = ip_of(lab, "net-2", "f")
-    lab.ov("net-2", "rm", "-f", "f")
 
     def seen() -> list[tuple[str, str, str]]:
+        """f's peer events on net-1, replayed (its address may have served another before)."""
         out = lab.out("net-1", "events", "--since", "5m", "--until", "0s", "--format", "json",
                       "--filter", "type=peer")
         return [(e["type"], e["action"], e["actor"]) for e in map(json.loads,
-                                                                   out.splitlines())]
+                                                                   out.splitlines())
+                if e["actor"] == f_ip]
+    assert wait_until(lambda: seen()[-1:] == [("peer", "programmed", f_ip)], timeout=10)
+    lab.ov("net-2", "rm", "-f", "f")
     want = [("peer", "programmed", f_ip), ("peer", "withdrawn", f_ip)]
-    assert wait_until(lambda: [x for x in seen() if x[2] == f_ip] == want, timeout=10)
+    assert wait_until(lambda: seen()[-2:] == want, timeout=10)
     follow.join()
     streamed = [json.loads(line) for line in stream[0].splitlines()]
     assert [(e["action"], e["actor"]) for e in streamed if e["actor"] == f_ip] == \
