@@ -205,3 +205,36 @@ def test_doctor_names_a_stopped_remote_agent(lab, net):
         assert r.returncode == 1 and "✘ host net-2: agent" in r.stdout, r.stdout
     finally:
         lab.restart_agent("net-2", signal.SIGTERM)
+
+
+# --- graph ---------------------------------------------------------------------------------
+
+def svg_texts(svg: str) -> tuple[set[str], str]:
+    import xml.etree.ElementTree as ET
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    titles = {t.text for g in root.iter(f"{ns}g") if g.get("class") == "node"
+              for t in g.iter(f"{ns}title")}
+    return titles, " ".join(t.text or "" for t in root.iter(f"{ns}text"))
+
+
+def test_graph_draws_every_host_network_and_endpoint(lab, net):
+    svg = lab.out("net-1", "graph")
+    titles, text = svg_texts(svg)
+    topo = lab.api("net-2").get("/topology")
+    for h in topo["hosts"]:
+        assert f"host/{h['name']}" in titles and h["address"] in text
+    for n in topo["networks"]:
+        assert f"net/{n['name']}" in titles and n["name"] in text
+    names = {e["name"] for e in topo["endpoints"]}
+    assert {"c", "d"} <= names
+    for e in topo["endpoints"]:
+        assert f"ep/{e['host']}/{e['container']}/{e['network']}" in titles
+        assert e["name"] in text and e["ip"] in text
+    assert any(t["network"] == net and sorted(t["hosts"]) == ["net-1", "net-2"]
+               for t in topo["tunnels"])
+    assert f"{net} (vni" in text
+    png = lab.sh("net-1", "overnet", "graph", "--format", "png", "-o", "/run/g.png")
+    assert png.returncode == 0
+    with open(lab.host("net-1").run_dir + "/g.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

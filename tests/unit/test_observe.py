@@ -249,3 +249,59 @@ async def test_path_with_unknown_containers(cluster):
     h1, _h2, _a, _b = await two_hosts(cluster)
     found = await path.walk(h1, "alpha", "nobody", FakeProbes())
     assert [(f.hop, f.ok) for f in found] == [("container nobody", False)]
+
+
+# --- topology, graph and the CLI's parsing ---------------------------------------------------
+
+async def test_topology_and_its_dot_source(cluster):
+    h1, _h2, a, b = await two_hosts(cluster)
+    await cluster.crash("h2")
+    await settle(cluster)
+    from overnet.observe import graph
+    from overnet.observe.topology import topology
+    topo = topology(h1)
+    assert [(h["name"], h["alive"]) for h in topo["hosts"]] == [("h1", True), ("h2", False)]
+    assert [n["name"] for n in topo["networks"]] == ["web"]
+    assert {(e["name"], e["ip"], e["host"]) for e in topo["endpoints"]} == \
+        {("alpha", a.ip, "h1"), ("beta", b.ip, "h2")}
+    assert topo["tunnels"] == [{"network": "web", "vni": h1.networks.find("web").vni,
+                                "hosts": ["h1", "h2"]}]
+    dot = graph.render(topo, "dot").decode()
+    assert '"host/h1" -- "host/h2"' in dot and "DOWN" in dot and a.ip in dot
+
+
+def test_cli_parses_durations_filters_and_prints_events():
+    from overnet.cli.main import Failure
+    from overnet.cli.observe import parse_duration, parse_filters, show_event
+    assert parse_duration("90s", "--since") == 90 and parse_duration("2h", "--since") == 7200
+    assert parse_filters(("type=peer", "type=host")) == "peer,host"
+    with pytest.raises(Failure, match="'soon'"):
+        parse_duration("soon", "--since")
+    with pytest.raises(Failure, match="'kind=peer'"):
+        parse_filters(("kind=peer",))
+    line = show_event({"time": 0.5, "type": "peer", "action": "programmed", "actor": "10.0.0.2",
+                       "host": "h1", "attrs": {"network": "web"}}, None)
+    assert line == "1970-01-01T00:00:00.500000Z peer programmed 10.0.0.2 (host=h1, network=web)"
+
+
+async def test_events_route_long_polls_and_checks_its_query(cluster):
+    (h1,) = await cluster.hosts(1)
+    routes = web.RouteTableDef()
+    add_routes(routes, h1)
+    handler, _, _ = routes.find("GET", "/events")
+
+    async def get(**query):
+        resp = await handler(web.Request("GET", "/events", {k: str(v) for k, v in query.items()}))
+        import json
+        return json.loads(resp.body)
+    last = (await get())["last"]
+    poll = asyncio.create_task(get(after=last, wait=5, type="network"))
+    await asyncio.sleep(0.02)
+    await h1.networks.create("web")
+    got = await asyncio.wait_for(poll, 2)
+    assert [(e["action"], e["actor"]) for e in got["events"]] == [("create", "web")]
+    assert got["last"] == got["events"][-1]["seq"]
+    with pytest.raises(Invalid, match="'nope'"):
+        await get(type="nope")
+    with pytest.raises(Invalid, match="'soon'"):
+        await get(since="soon")

@@ -122,7 +122,9 @@ def write_picture(topo: dict[str, Any], fmt: str, output: str | None) -> None:
     try:
         data = graph.render(topo, fmt)
     except Exception as e:   # noqa: BLE001 - graphviz missing, or its `dot` binary
-        raise Failure(f"cannot draw the graph: {e} (install Debian's graphviz)") from None
+        why = (getattr(e, "stderr", b"") or str(e).encode()).decode(errors="replace")
+        raise Failure(f"cannot draw the graph: {why.strip().splitlines()[-1]} (is Debian's "
+                      "graphviz installed?)") from None
     if output:
         with open(output, "wb") as f:
             f.write(data)

@@ -10,7 +10,7 @@ ALIVE, DOWN = "#2e7d32", "#c62828"
 
 
 def _id(*parts: str) -> str:
-    return ":".join(parts)
+    return "/".join(parts)     # not ':', which Graphviz reads as node:port in an edge
 
 
 def build(topo: dict[str, Any]) -> Any:
