@@ -305,3 +305,16 @@ async def test_events_route_long_polls_and_checks_its_query(cluster):
         await get(type="nope")
     with pytest.raises(Invalid, match="'soon'"):
         await get(since="soon")
+
+
+async def test_host_doctor_checks_host_subnet_routes(cluster):
+    h1, h2 = await cluster.hosts(2, flannel_network="10.5.0.0/16")
+    await settle(cluster)
+    await h1.hostsubnet.reconcile("", False)       # h2's lease is programmed now
+    hops = {f.hop: f for f in await doctor.check_host(h1)}
+    peer = f"host subnet {h2.hostsubnet.subnet} (via {h2.cfg.advertise})"
+    assert hops["subnet lease"].ok and hops[peer].ok
+    device = h1.hostsubnet.backend.device
+    h1.dp.link(None, device).fdb.clear()
+    hops = {f.hop: f for f in await doctor.check_host(h1)}
+    assert not hops[peer].ok and "FDB entry missing" in hops[peer].detail

@@ -149,6 +149,8 @@ async def _host_subnet(agent: Any) -> list[Finding]:
         else:
             out.append(bad("subnet lease", f"{hs.manager.key} is missing from the store",
                            "the agent re-creates it at its next reconcile"))
+    if hs.backend is not None and hs.manager is not None and hs.manager.lease is not None:
+        out += await _subnet_routes(agent.dp, hs)
     if hs.masq is not None:
         try:
             present = await hs.masq.present()
@@ -159,6 +161,33 @@ async def _host_subnet(agent: Any) -> list[Finding]:
         out.append(good("masquerade", "rules in place") if present else
                    bad("masquerade", why, "the agent restores them within seconds"))
     return out
+
+
+async def _subnet_routes(dp: Any, hs: Any) -> list[Finding]:
+    """One route (and for vxlan one neighbour + FDB entry) per other host's subnet lease."""
+    remote = hs.backend._remote(hs.lease, hs.leases())
+    device = getattr(hs.backend, "device", None)
+    try:
+        if device:
+            routes, neigh, fdb = await dp.vxlan_peers(device)
+        else:
+            gw = {(r.subnet, r.gateway) for r in await dp.gw_routes()}
+    except Exception as e:   # noqa: BLE001
+        return [bad("host subnet routes", f"cannot read them: {e}")]
+    out = []
+    for lease in remote:
+        subnet, ip = str(lease.subnet), lease.attrs.public_ip
+        if device:
+            gateway, mac = str(lease.subnet.network_address), lease.attrs.vtep_mac
+            missing = [what for what, there in (
+                ("route", subnet in routes), ("neighbour", neigh.get(gateway) == mac),
+                ("FDB entry", fdb.get(mac) == ip)) if not there]
+        else:
+            missing = [] if (subnet, ip) in gw else ["route"]
+        hop = f"host subnet {subnet} (via {ip})"
+        out.append(bad(hop, f"{', '.join(missing)} missing on "
+                       f"{device or 'the underlay device'}") if missing else good(hop))
+    return out or [good("host subnet routes", "no other host holds a lease")]
 
 
 def alive(agent: Any, host: str) -> bool:

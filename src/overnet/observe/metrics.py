@@ -121,12 +121,16 @@ class AgentCollector:
             c.add_metric([name], n)
         yield c
         leases = CounterMetricFamily("overnet_lease_renewals", "Lease renewals: liveness "
-                                     "(new leases after a loss) and subnet (flannel).",
-                                     labels=["lease"])
-        leases.add_metric(["liveness"], a.keepalive.renewals if a.keepalive else 0)
+                                     "(keep-alives) and subnet (flannel).", labels=["lease"])
+        regrants = CounterMetricFamily("overnet_lease_regrants", "Liveness leases granted "
+                                       "again after one was lost.", labels=["lease"])
+        ka = a.keepalive
+        leases.add_metric(["liveness"], getattr(ka, "refreshes", 0) if ka else 0)
+        regrants.add_metric(["liveness"], ka.renewals if ka else 0)
         if a.hostsubnet is not None and a.hostsubnet.manager is not None:
             leases.add_metric(["subnet"], a.hostsubnet.manager.renewals)
         yield leases
+        yield regrants
 
     def _dns(self, a: Any) -> Iterator[Metric]:
         c = CounterMetricFamily("overnet_dns_queries", "DNS queries answered, by network and "
