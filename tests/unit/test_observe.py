@@ -318,3 +318,35 @@ async def test_host_doctor_checks_host_subnet_routes(cluster):
     h1.dp.link(None, device).fdb.clear()
     hops = {f.hop: f for f in await doctor.check_host(h1)}
     assert not hops[peer].ok and "FDB entry missing" in hops[peer].detail
+
+
+async def test_path_steps_stream_progress_then_findings(cluster):
+    h1, _h2, _a, _b = await two_hosts(cluster)
+    steps = [s async for s in path.steps(h1, "alpha", "beta", FakeProbes())]
+    progress = [s for s in steps if isinstance(s, str)]
+    assert progress[0].startswith("asking the agent of h2") or \
+        progress[0].startswith("probing the underlay")
+    assert steps.index(progress[-1]) < len(steps) - 2          # the live probe comes after
+    assert [f.hop for f in steps if not isinstance(f, str)] == \
+        [f.hop for f in await path.walk(h1, "alpha", "beta", FakeProbes())]
+
+
+def test_streamed_response_reaches_the_cli_line_by_line(tmp_path):
+    from overnet.api.client import ApiError
+    from overnet.cli.observe import stream_lines
+    from tests.unit.http_helper import serving, thing_routes
+    routes = thing_routes()
+
+    @routes.get("/count")
+    async def count(request):
+        async def lines():
+            for i in range(3):
+                await asyncio.sleep(0.01)
+                yield b'{"n": %d}\n' % i
+        return web.Response(stream=lines(), content_type="application/x-ndjson")
+
+    sock = str(tmp_path / "api.sock")
+    with serving(sock, routes):
+        assert list(stream_lines(sock, "/count")) == [{"n": 0}, {"n": 1}, {"n": 2}]
+        with pytest.raises(ApiError, match="no such thing: ghost"):
+            list(stream_lines(sock, "/things/ghost"))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import click
 
@@ -99,22 +102,69 @@ def doctor(ctx: click.Context, fmt: str | None, containers: tuple[str, ...]) -> 
     """Check this host, or the path between two containers hop by hop."""
     if len(containers) not in (0, 2):
         raise Failure(f"doctor takes no container or two, not {len(containers)}")
-    if containers:
-        click.echo(f"checking the path {containers[0]} → {containers[1]}: this host's hops, "
-                   "the other host's (asked through the store), underlay and live probes …",
-                   err=True)
+    if containers and fmt != "json":
+        found = follow_path(ctx, *containers)
+        result = {"ok": all(f["ok"] for f in found), "findings": found}
+    elif containers:
         result = call(ctx, "get", "/doctor/path", a=containers[0], b=containers[1])
     else:
-        click.echo("checking this host: store, records, loops, networks …", err=True)
+        if fmt != "json":
+            click.echo("checking this host: store, records, loops, networks …", err=True)
         result = call(ctx, "get", "/doctor")
+        if fmt != "json":
+            print_findings(result["findings"])
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:
-        print_findings(result["findings"])
         bad = sum(not f["ok"] for f in result["findings"])
         click.echo(f"{'all good' if result['ok'] else f'{bad} problem(s)'} "
                    f"({len(result['findings'])} checks)")
     sys.exit(0 if result["ok"] else 1)
+
+
+def follow_path(ctx: click.Context, a: str, b: str) -> list[dict[str, Any]]:
+    """Print each hop as the agent checks it (progress on stderr); the findings."""
+    found: list[dict[str, Any]] = []
+    query = urlencode({"a": a, "b": b, "stream": "1"})
+    try:
+        for line in stream_lines(client(ctx).path, f"/doctor/path?{query}"):
+            if "progress" in line:
+                click.echo(f"… {line['progress']}", err=True)
+            elif "finding" in line:
+                found.append(line["finding"])
+                print_findings([line["finding"]])
+            elif "message" in line:
+                raise Failure(line["message"])
+    except ApiError as e:
+        raise Failure(e.message) from None
+    return found
+
+
+def stream_lines(socket_path: str, target: str) -> Iterator[dict[str, Any]]:
+    """GET a newline-delimited JSON stream over the agent's socket, one object at a time."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(120)
+        try:
+            sock.connect(socket_path)
+        except OSError as e:
+            raise ApiError(f"cannot reach the overnet agent at {socket_path} "
+                           f"({e.strerror}): is it running?") from None
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                     "Content-Length: 0\r\n\r\n".encode())
+        reader = sock.makefile("rb")
+        status = reader.readline().split(b" ", 2)
+        while reader.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        if len(status) < 2 or status[1] != b"200":
+            body = reader.read().decode(errors="replace")
+            try:
+                message = json.loads(body)["message"]
+            except (ValueError, KeyError, TypeError):
+                message = body.strip() or "the agent answered something unexpected"
+            raise ApiError(message)
+        for raw in reader:
+            if raw.strip():
+                yield json.loads(raw)
 
 
 def write_picture(topo: dict[str, Any], fmt: str, output: str | None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..agent.endpoints import attachment
@@ -55,35 +56,54 @@ def pick(agent: Any, a_ref: str, b_ref: str) -> tuple[Any, Any, Any] | Finding:
                "connect both to one network")
 
 
-async def walk(agent: Any, a_ref: str, b_ref: str, probes: Probes | None = None,
-               say: Any = None) -> list[Finding]:
+async def walk(agent: Any, a_ref: str, b_ref: str, probes: Probes | None = None
+               ) -> list[Finding]:
+    return [f async for f in steps(agent, a_ref, b_ref, probes) if isinstance(f, Finding)]
+
+
+async def steps(agent: Any, a_ref: str, b_ref: str, probes: Probes | None = None
+                ) -> AsyncIterator[Finding | str]:
+    """The findings in path order as they are made, with progress messages (str) before
+    the slow steps."""
     probes = probes or Probes()
     picked = pick(agent, a_ref, b_ref)
     if isinstance(picked, Finding):
-        return [picked]
+        yield picked
+        return
     a, b, net = picked
-    out = [good(f"{a_ref} and {b_ref}", f"network {net.name}: {a.ip} on {a.host}, {b.ip} on "
-                f"{b.host}")]
-    out += await side(agent, net, a, b, a_ref, say)
-    if a.host != b.host:
-        out += await underlay(agent, net, a, b, probes)
-    out += await side(agent, net, b, a, b_ref, say)
+    seen = [good(f"{a_ref} and {b_ref}", f"network {net.name}: {a.ip} on {a.host}, {b.ip} "
+                 f"on {b.host}")]
+    yield seen[0]
+    plan = [(a, b, a_ref), "underlay", (b, a, b_ref)] if a.host != b.host else \
+        [(a, b, a_ref), (b, a, b_ref)]
+    for stage in plan:
+        if stage == "underlay":
+            yield "probing the underlay (ICMP, then full-size packets with Don't Fragment)"
+            found = await underlay(agent, net, a, b, probes)
+        else:
+            me, other, ref = stage
+            if me.host != agent.name and me.host in agent.view.alive_hosts():
+                yield f"asking the agent of {me.host} for its half of the path"
+            found = await side(agent, net, me, other, ref)
+        for f in found:
+            seen.append(f)
+            yield f
+    yield "live probe: ping between the two containers"
     live = await live_probe(agent, a, b, a_ref, b_ref, probes)
-    out += live
+    for f in live:
+        seen.append(f)
+        yield f
     if a.host != b.host and live:
-        out.append(verdict(out, live[0], a, b))
-    return out
+        yield verdict(seen, live[0], a, b)
 
 
-async def side(agent: Any, net: Any, me: Any, other: Any, ref: str, say: Any) -> list[Finding]:
+async def side(agent: Any, net: Any, me: Any, other: Any, ref: str) -> list[Finding]:
     if me.host == agent.name:
         return await local_half(agent, net, me, other, ref)
     if me.host not in agent.view.alive_hosts():
         return [bad(f"host {me.host}: agent", f"the agent of {me.host} is down (no "
                     f"alive/{me.host}): nothing there is checked or repaired",
                     f"start the agent on {me.host}")]
-    if say:
-        say(f"asking the agent of {me.host} for its half of the path")
     return await ask(agent, me, other, net, ref)
 
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..api import http as web
@@ -44,6 +46,22 @@ def _findings(found: list[doctor.Finding]) -> dict[str, Any]:
     return {"ok": all(f.ok for f in found), "findings": [f.to_json() for f in found]}
 
 
+async def _ndjson(steps: AsyncIterator[doctor.Finding | str]) -> AsyncIterator[bytes]:
+    ok = True
+    try:
+        async for step in steps:
+            if isinstance(step, str):
+                line: dict[str, Any] = {"progress": step}
+            else:
+                ok = ok and step.ok
+                line = {"finding": step.to_json()}
+            yield json.dumps(line).encode() + b"\n"
+    except Exception as e:   # noqa: BLE001 - the status line is sent: say it in the body
+        ok = False
+        yield json.dumps({"message": f"doctor failed: {e}"}).encode() + b"\n"
+    yield json.dumps({"ok": ok}).encode() + b"\n"
+
+
 def add_routes(routes: web.RouteTableDef, agent: Any) -> None:
     health_routes(routes, agent)
     agent.observer.on_doctor = lambda key, value: path.answer(agent, key, value)
@@ -72,9 +90,14 @@ def add_routes(routes: web.RouteTableDef, agent: Any) -> None:
 
     @routes.get("/doctor/path")
     async def path_doctor(request: web.Request) -> web.Response:
+        """With ?stream=1: newline-delimited JSON, {"progress": ...} and {"finding": ...}
+        lines as they come, then {"ok": ...}."""
         a, b = request.query.get("a"), request.query.get("b")
         if not a or not b:
             raise Invalid("doctor/path needs two containers: ?a=NAME&b=NAME")
+        if request.query.get("stream") in ("1", "true"):
+            return web.Response(stream=_ndjson(path.steps(agent, a, b)),
+                                content_type="application/x-ndjson")
         return _json(_findings(await path.walk(agent, a, b)))
 
     @routes.get("/topology")
