@@ -121,8 +121,8 @@ def test_readyz_is_503_while_the_store_is_down(lab, net):
 def test_events_arrive_in_order_across_two_hosts(lab, net):
     stream: list[str] = []
     follow = threading.Thread(target=lambda: stream.append(lab.sh(
-        "net-1", "timeout", "8", "overnet", "events", "--format", "json",
-        "--filter", "type=peer").stdout))
+        "net-1", "timeout", "8", "overnet", "events", "--since", "1s", "--format", "json",
+        "--filter", "type=peer").stdout))      # --since: replay what came before it listened
     follow.start()
     lab.ov("net-2", "run", "-d", "--net", net, "--name", "f", "sleep", "1000")
     f_ip = ip_of(lab, "net-2", "f")
