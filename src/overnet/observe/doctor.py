@@ -47,11 +47,11 @@ async def check_host(agent: Any) -> list[Finding]:
 
 
 async def _store(agent: Any) -> list[Finding]:
-    why = await health._store(agent)
+    why = await health.store_problem(agent)
     if why:
         return [bad("store", why, f"start etcd at {agent.cfg.store}, or check the network "
                     "between this host and it")]
-    sync = health._sync(agent)
+    sync = health.sync_problem(agent)
     return [good("store", f"{agent.cfg.store} answers"),
             bad("store sync", sync, "wait for the watch to catch up; if it stays, restart "
                 "the agent") if sync else good("store sync", "in sync")]

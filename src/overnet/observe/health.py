@@ -15,12 +15,12 @@ STORE_PATIENCE = 2.0
 
 async def readiness(agent: Any) -> dict[str, Any]:
     """{"ready": bool, "checks": {name: "" if fine else why not}}."""
-    checks = {"store": await _store(agent), "sync": _sync(agent),
-              "dataplane": _dataplane(agent)}
+    checks = {"store": await store_problem(agent), "sync": sync_problem(agent),
+              "dataplane": dataplane_problem(agent)}
     return {"ready": not any(checks.values()), "checks": checks}
 
 
-async def _store(agent: Any) -> str:
+async def store_problem(agent: Any) -> str:
     if agent.store is None:
         return "not connected yet"
     try:
@@ -30,12 +30,12 @@ async def _store(agent: Any) -> str:
     return ""
 
 
-def _sync(agent: Any) -> str:
+def sync_problem(agent: Any) -> str:
     state = getattr(agent.mirror, "state", "waiting") if agent.mirror else "waiting"
     return "" if state == "in-sync" else f"store watch is {state}"
 
 
-def _dataplane(agent: Any) -> str:
+def dataplane_problem(agent: Any) -> str:
     if getattr(agent, "reconciler", None) is None:
         return "the agent is still starting"
     failed = sorted(agent.observer.failed_targets & agent._active_networks())
