@@ -40,7 +40,8 @@ def summary(xs: list[float]) -> dict[str, float]:
 def run_one(lab: Lab, host: str, name: str) -> tuple[float, float]:
     argv, env = lab.ssh_argv(host, ["overnet", "run", "-d", "--name", name, "sleep", "1000"])
     t0 = time.monotonic()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"run on {host}: {proc.stderr.strip()}")
