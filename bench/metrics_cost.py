@@ -68,18 +68,21 @@ def main() -> int:
     p.add_argument("-n", type=int, default=40, help="containers per host")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                  "metrics_cost.json"))
+    p.add_argument("--baseline", action="store_true",
+                   help="metrics off on both hosts: the difference is the noise floor")
     args = p.parse_args()
     lab = Lab(f"bm{secrets.token_hex(2)}", root=ROOT, say=lambda m: print(m, file=sys.stderr))
     scraper = None
     try:
         lab.up(hosts=2, underlay=f"192.168.{160 + secrets.randbelow(40)}.0/24")
-        lab.state.metrics = True          # net-1's agent only: restart it with metrics on
+        lab.state.metrics = not args.baseline   # net-1's agent only: restarted with metrics
         lab.restart_agent("net-1", signal.SIGTERM)
         lab.state.metrics = False
         h1 = lab.host("net-1")
         argv, env = lab.ssh_argv("net-1", [sys.executable, "-c", SCRAPER,
                                            f"http://{h1.address}:{METRICS_PORT}/metrics"])
-        scraper = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+        scraper = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True,
+                                   stderr=subprocess.DEVNULL)
         result = measure(lab, args.n)
         scraper.terminate()
         scrapes = len(scraper.communicate(timeout=10)[0].split())
@@ -90,12 +93,14 @@ def main() -> int:
         lab.down(quiet=True)
     on, off = result["net-1"], result["net-2"]
     report = {"with_metrics": on, "without_metrics": off, "scrapes": scrapes,
+              "baseline": args.baseline,
               "agent_median_delta_ms": on["agent"]["median_ms"] - off["agent"]["median_ms"],
               "wall_median_delta_ms": on["wall"]["median_ms"] - off["wall"]["median_ms"]}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
-    for label, r in (("with --metrics-addr (scraped)", on), ("without", off)):
+    first = "net-1 (no metrics either)" if args.baseline else "with --metrics-addr (scraped)"
+    for label, r in ((first, on), ("without", off)):
         print(f"{label:<30} agent median {r['agent']['median_ms']:6.1f} ms p90 "
               f"{r['agent']['p90_ms']:6.1f} | run -d median {r['wall']['median_ms']:6.1f} ms "
               f"p90 {r['wall']['p90_ms']:6.1f}")
