@@ -20,9 +20,11 @@ import subprocess
 import sys
 import time
 
-from overnet.sandbox.lab import METRICS_PORT, Lab
+from overnet.observe import SANDBOX_ADDR
+from overnet.sandbox.lab import Lab
 
 ROOT = "/var/lib/overnet/bench"
+PORT = SANDBOX_ADDR.rsplit(":", 1)[1]
 SCRAPER = ("import sys, time, urllib.request\n"
            "n = 0\n"
            "while True:\n"
@@ -75,12 +77,13 @@ def main() -> int:
     scraper = None
     try:
         lab.up(hosts=2, underlay=f"192.168.{160 + secrets.randbelow(40)}.0/24")
-        lab.state.metrics = not args.baseline   # net-1's agent only: restarted with metrics
+        if not args.baseline:      # net-1's agent only: restarted with metrics on
+            lab.state.agent_args = ["--metrics-addr", SANDBOX_ADDR]
         lab.restart_agent("net-1", signal.SIGTERM)
-        lab.state.metrics = False
+        lab.state.agent_args = []
         h1 = lab.host("net-1")
         argv, env = lab.ssh_argv("net-1", [sys.executable, "-c", SCRAPER,
-                                           f"http://{h1.address}:{METRICS_PORT}/metrics"])
+                                           f"http://{h1.address}:{PORT}/metrics"])
         scraper = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True,
                                    stderr=subprocess.DEVNULL)
         result = measure(lab, args.n)

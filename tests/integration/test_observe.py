@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from overnet.api.client import ApiError
-from overnet.sandbox.lab import METRICS_PORT
+from overnet.observe import SANDBOX_ADDR
 from tests.labfixture import keep_logs, make_lab, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -28,7 +28,7 @@ FETCH = ("import sys, urllib.request, urllib.error\n"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    the_lab = make_lab(str(root), metrics=True)
+    the_lab = make_lab(str(root), agent_args=["--metrics-addr", SANDBOX_ADDR])
     try:
         yield the_lab
     finally:
@@ -49,7 +49,8 @@ def net(lab):
 
 
 def fetch(lab, host: str, path: str) -> tuple[int, str]:
-    url = f"http://{lab.host(host).address}:{METRICS_PORT}{path}"
+    port = SANDBOX_ADDR.rsplit(":", 1)[1]
+    url = f"http://{lab.host(host).address}:{port}{path}"
     out = lab.sh(host, sys.executable, "-c", FETCH, url).stdout
     status, _, body = out.partition("\n")
     return int(status), body

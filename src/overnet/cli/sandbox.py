@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..observe import SANDBOX_ADDR
 from ..sandbox.lab import DEFAULT_UNDERLAY, Lab, LabError
 from .main import CONTEXT, Failure
 
@@ -46,7 +47,7 @@ def print_status(lab: Lab) -> None:
 @click.option("--backend", type=click.Choice(["vxlan", "host-gw"]), default="vxlan",
               show_default=True, help="Flannel backend (with --flannel).")
 @click.option("--metrics", is_flag=True,
-              help="Each agent serves /metrics, /healthz, /readyz on its address, port 9091.")
+              help="Each agent serves /metrics, /healthz, /readyz on port 9091 of its host.")
 @name_option
 def up(hosts: int, underlay: str, flannel: bool, backend: str, metrics: bool,
        lab_name: str) -> None:
@@ -56,7 +57,8 @@ def up(hosts: int, underlay: str, flannel: bool, backend: str, metrics: bool,
     opts = {"flannel-network": "10.1.0.0/16", "flannel-backend": backend,
             "default-network": "bridge:bridge"} if flannel else None
     try:
-        made = lab.up(hosts=hosts, underlay=underlay, flannel=opts, metrics=metrics)
+        made = lab.up(hosts=hosts, underlay=underlay, flannel=opts,
+                      agent_args=["--metrics-addr", SANDBOX_ADDR] if metrics else None)
     except LabError as e:
         raise Failure(str(e)) from None
     if not made:

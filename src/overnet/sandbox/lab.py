@@ -30,7 +30,6 @@ from ..runtime.process import alive
 
 DEFAULT_UNDERLAY = "192.168.33.0/24"
 ETCD_PORT = 2379
-METRICS_PORT = 9091      # each host's agent, with `up --metrics`
 LAB_ROOT = "/var/lib/overnet/sandbox"
 
 
@@ -67,7 +66,6 @@ class LabState:
     etcd_pid: int = 0
     flannel: dict = field(default_factory=dict)
     agent_args: list = field(default_factory=list)
-    metrics: bool = False     # agents serve /metrics on ADDRESS:METRICS_PORT
 
     @property
     def store_url(self) -> str:
@@ -167,14 +165,13 @@ class Lab:
     # --- up ---------------------------------------------------------------------------------
 
     def up(self, hosts: int = 2, underlay: str = DEFAULT_UNDERLAY, flannel: dict | None = None,
-           agent_args: list[str] | None = None, metrics: bool = False) -> bool:
+           agent_args: list[str] | None = None) -> bool:
         """Build the lab. False (and no change) if it is already up."""
         if self.state is not None:
             return False
         net = self._check_underlay(underlay, hosts)
         self.state = LabState(name=self.name, underlay=str(net), bridge=f"{self.name}-br",
-                              flannel=flannel or {}, agent_args=list(agent_args or []),
-                              metrics=metrics)
+                              flannel=flannel or {}, agent_args=list(agent_args or []))
         try:
             self._build(net, hosts)
         except BaseException as e:
@@ -299,8 +296,6 @@ class Lab:
         args = [sys.executable, "-m", "overnet", "agent", "--store", st.store_url,
                 "--name", h.name, "--advertise", h.address,
                 "--default-network", "overlay:multihost", *st.agent_args]
-        if st.metrics:
-            args += ["--metrics-addr", f"{h.address}:{METRICS_PORT}"]
         for key, value in st.flannel.items():
             args += [f"--{key}", str(value)] if value is not True else [f"--{key}"]
         h.agent_pid = self.launch(h, "agent.log", args).pid
