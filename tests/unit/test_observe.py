@@ -294,7 +294,9 @@ async def test_events_route_long_polls_and_checks_its_query(cluster):
         resp = await handler(web.Request("GET", "/events", {k: str(v) for k, v in query.items()}))
         import json
         return json.loads(resp.body)
-    last = (await get())["last"]
+    now = await get(until=0)            # where `overnet events` starts following
+    assert now["events"] == [] and now["last"] == h1.events.last > 0
+    last = now["last"]
     poll = asyncio.create_task(get(after=last, wait=5, type="network"))
     await asyncio.sleep(0.02)
     await h1.networks.create("web")

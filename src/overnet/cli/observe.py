@@ -71,7 +71,7 @@ def events(ctx: click.Context, since: str | None, until: str | None,
         return
     c = client(ctx)
     try:
-        after = None if since else c.get("/events", type="")["last"]
+        after = None if since else c.get("/events", until="0")["last"]    # only what comes
         while True:
             q = {**query, "after": after or 0, "wait": POLL}
             got = c.request("GET", "/events", query={k: v for k, v in q.items() if v != ""})
