@@ -155,7 +155,10 @@ def test_doctor_is_happy_when_all_is_well(lab, net):
         assert r.returncode == 0, r.stdout
     r = doctor(lab, "net-1", "c", "d")
     assert r.returncode == 0, r.stdout
-    assert "✔ VXLAN (UDP 4789)" in r.stdout and "✔ net-2: vxlan0 entries for" in r.stdout
+    one, two = lab.host("net-1").address, lab.host("net-2").address
+    for src, dst in ((one, two), (two, one)):        # probe frames crossed both ways
+        assert f"✔ VXLAN (UDP 4789) {src} → {dst}" in r.stdout, r.stdout
+    assert "✔ net-2: vxlan0 entries for" in r.stdout
 
 
 def test_doctor_names_a_deleted_fdb_entry(lab, net):
@@ -189,9 +192,12 @@ def test_doctor_names_udp_4789_dropped_on_the_underlay(lab, net):
                       "4789", "drop").returncode == 0
         r = doctor(lab, "net-1", "c", "d")
         assert r.returncode == 1
+        one, two = lab.host("net-1").address, lab.host("net-2").address
         bad = [ln for ln in r.stdout.splitlines() if ln.startswith("✘")]
-        assert bad[-1].startswith("✘ VXLAN (UDP 4789)") and "blocked" in bad[-1], r.stdout
-        assert len(bad) == 2 and bad[0].startswith("✘ live probe"), r.stdout
+        assert len(bad) == 2, r.stdout          # the blocked direction, and so the ping
+        assert bad[0].startswith(f"✘ VXLAN (UDP 4789) {one} → {two}: blocked"), r.stdout
+        assert bad[1].startswith("✘ live probe"), r.stdout
+        assert f"✔ VXLAN (UDP 4789) {two} → {one}" in r.stdout
     finally:
         lab.sh("net-2", "nft", "delete", "table", "inet", table)
 

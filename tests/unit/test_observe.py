@@ -169,8 +169,12 @@ async def test_metrics_app_serves_text_and_readiness(cluster):
 # --- doctor --------------------------------------------------------------------------------
 
 class FakeProbes:
-    def __init__(self, host: bool = True, mtu: bool = True, live: bool = True) -> None:
-        self.host, self.mtu, self.live = host, mtu, live
+    """Probes that answer as told (and send nothing anywhere)."""
+
+    def __init__(self, host: bool = True, mtu: bool = True, live: bool = True,
+                 vxlan: bool | str = True) -> None:
+        self.host, self.mtu, self.live, self.vxlan = host, mtu, live, vxlan
+        self.sent: list[tuple[str, int, int]] = []
 
     async def ping_host(self, address, size=None):
         return (self.mtu if size else self.host), "told so"
@@ -178,11 +182,21 @@ class FakeProbes:
     async def ping_from(self, netns, address):
         return self.live, "told so"
 
+    async def vxlan_send(self, vtep, port, vni, nonce, seconds):
+        self.sent.append((vtep, port, vni))
 
-async def two_hosts(cluster):
+    async def vxlan_heard(self, ns_path, nonce, seconds):
+        return self.vxlan
+
+
+async def two_hosts(cluster, remote: FakeProbes | None = None):
+    """h1 with alpha, h2 with beta on network web; each answers doctor requests with fake
+    probes (`remote` for h2)."""
     h1, h2 = await cluster.hosts(2)
-    for agent in (h1, h2):
-        add_routes(web.RouteTableDef(), agent)     # wires the doctor's answers
+    for agent, probes in ((h1, FakeProbes()), (h2, remote or FakeProbes())):
+        add_routes(web.RouteTableDef(), agent)
+        agent.observer.on_doctor = \
+            lambda key, value, agent=agent, probes=probes: path.answer(agent, key, value, probes)
     await h1.networks.create("web")
     await settle(cluster)
     a = await attach(h1, "web", "a", name="alpha")
@@ -228,11 +242,24 @@ async def test_path_names_the_remote_missing_entry(cluster):
                              "live probe: ping alpha → beta (" + b.ip + ")"]
 
 
-async def test_path_blames_udp_4789_only_when_all_else_is_right(cluster):
-    h1, _h2, _a, _b = await two_hosts(cluster)
-    found = await path.walk(h1, "alpha", "beta", FakeProbes(live=False))
-    assert failed(found)[-1].startswith("VXLAN (UDP 4789)")
-    found = await path.walk(h1, "alpha", "beta", FakeProbes(host=False, live=False))
+async def test_path_names_the_blocked_direction_of_udp_4789(cluster):
+    far = FakeProbes(vxlan=False)                  # h2 hears no probe frame from h1
+    h1, _h2, _a, b = await two_hosts(cluster, far)
+    here = FakeProbes(live=False)
+    found = await path.walk(h1, "alpha", "beta", here)
+    assert failed(found) == ["VXLAN (UDP 4789) 192.168.9.1 → 192.168.9.2",
+                             f"live probe: ping alpha → beta ({b.ip})"]
+    assert "VXLAN (UDP 4789) 192.168.9.2 → 192.168.9.1" in [f.hop for f in found if f.ok]
+    vni = h1.networks.find("web").vni
+    assert here.sent == [("192.168.9.2", 4789, vni)] and far.sent == [("192.168.9.1", 4789, vni)]
+
+
+async def test_path_infers_udp_4789_when_it_cannot_probe(cluster):
+    h1, _h2, _a, _b = await two_hosts(cluster, FakeProbes(vxlan="cannot listen"))
+    found = await path.walk(h1, "alpha", "beta", FakeProbes(live=False, vxlan="cannot listen"))
+    assert failed(found)[-1].startswith("VXLAN (UDP 4789)") and "blocked" in found[-1].detail
+    found = await path.walk(h1, "alpha", "beta", FakeProbes(host=False, live=False,
+                                                            vxlan="cannot listen"))
     assert failed(found)[0].startswith("underlay ") and not \
         failed(found)[-1].startswith("VXLAN")
 
@@ -328,7 +355,7 @@ async def test_path_steps_stream_progress_then_findings(cluster):
     progress = [s for s in steps if isinstance(s, str)]
     assert progress[0].startswith("asking the agent of h2") or \
         progress[0].startswith("probing the underlay")
-    assert steps.index(progress[-1]) < len(steps) - 2          # the live probe comes after
+    assert steps.index(progress[-1]) == len(steps) - 2          # the live probe comes last
     assert [f.hop for f in steps if not isinstance(f, str)] == \
         [f.hop for f in await path.walk(h1, "alpha", "beta", FakeProbes())]
 

@@ -125,9 +125,13 @@ class Observer:
 
     def _doctor(self, parts: tuple[str, ...], ev: Any) -> None:
         if len(parts) == 3 and parts[1] == self.host and ev.type == "put" and self.on_doctor:
-            task = asyncio.create_task(self.on_doctor(ev.key, ev.value))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.keep(asyncio.create_task(self.on_doctor(ev.key, ev.value)))
+
+    def keep(self, task: asyncio.Task) -> None:
+        """Hold a reference to background work until it ends (asyncio keeps only weak
+        ones)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def watch(self, queue: asyncio.Queue) -> None:
         """A supervised loop: the mirror's batches, as they come."""

@@ -28,6 +28,7 @@ from .probe import VXLAN_OVERHEAD, Probes
 
 PREFIX = keys.ROOT + "doctor/"
 ANSWER_WAIT = 6.0
+PROBE_LISTEN = 3.0      # how long a host listens for the other's VXLAN probe frames
 REQUEST_TTL = 30
 
 
@@ -84,7 +85,7 @@ async def steps(agent: Any, a_ref: str, b_ref: str, probes: Probes | None = None
             me, other, ref = stage
             if me.host != agent.name and me.host in agent.view.alive_hosts():
                 yield f"asking the agent of {me.host} for its half of the path"
-            found = await side(agent, net, me, other, ref)
+            found = await side(agent, net, me, other, ref, probes)
         for f in found:
             seen.append(f)
             yield f
@@ -93,18 +94,20 @@ async def steps(agent: Any, a_ref: str, b_ref: str, probes: Probes | None = None
     for f in live:
         seen.append(f)
         yield f
-    if a.host != b.host and live:
+    direct = any(f.hop.startswith("VXLAN (UDP") for f in seen)
+    if a.host != b.host and live and not direct:
         yield verdict(seen, live[0], a, b)
 
 
-async def side(agent: Any, net: Any, me: Any, other: Any, ref: str) -> list[Finding]:
+async def side(agent: Any, net: Any, me: Any, other: Any, ref: str,
+               probes: Probes) -> list[Finding]:
     if me.host == agent.name:
         return await local_half(agent, net, me, other, ref)
     if me.host not in agent.view.alive_hosts():
         return [bad(f"host {me.host}: agent", f"the agent of {me.host} is down (no "
                     f"alive/{me.host}): nothing there is checked or repaired",
                     f"start the agent on {me.host}")]
-    return await ask(agent, me, other, net, ref)
+    return await ask(agent, me, other, net, ref, probes)
 
 
 async def local_half(agent: Any, net: Any, me: Any, other: Any, ref: str) -> list[Finding]:
@@ -199,20 +202,61 @@ def verdict(found: list[Finding], live: Finding, a: Any, b: Any) -> Finding:
 
 # --- the other host's half, through the store -----------------------------------------
 
-async def ask(agent: Any, me: Any, other: Any, net: Any, ref: str) -> list[Finding]:
+async def ask(agent: Any, me: Any, other: Any, net: Any, ref: str,
+              probes: Probes) -> list[Finding]:
+    """The other host's half, from its agent; with VXLAN probes both ways when the other
+    endpoint of the path is here (so this host has the network's vxlan0 to listen on)."""
     rid = secrets.token_hex(8)
     key = f"{PREFIX}{me.host}/{rid}"
-    body = {"net": net.id, "ip": me.ip, "other": other.ip, "ref": ref, "from": agent.name}
+    body: dict[str, Any] = {"net": net.id, "ip": me.ip, "other": other.ip, "ref": ref,
+                            "from": agent.name}
+    driver = agent.networks.driver(net)
+    ns = driver.namespace(net) if other.host == agent.name and driver.publishes else None
+    if ns:
+        to_them, to_us = secrets.token_bytes(8), secrets.token_bytes(8)
+        body["probe"] = {"to": to_them.hex(), "from": to_us.hex(), "vtep": agent.cfg.advertise,
+                         "port": driver.port, "vni": net.vni}
     lease = await agent.store.grant(REQUEST_TTL)
     try:
         await agent.store.put(key, json.dumps(body).encode(), lease=lease.id)
-        answer = await _wait_for(agent, key + "/answer")
+        if not ns:
+            answer = await _wait_for(agent, key + "/answer")
+        else:
+            answer, heard = await _probing(agent, key, me, body["probe"], to_them, to_us, ns,
+                                           probes)
     finally:
         await agent.store.revoke(lease)
     if answer is None:
         return [bad(f"host {me.host}: its half", f"its agent gave no answer in "
                     f"{ANSWER_WAIT:.0f}s", f"run `overnet doctor` on {me.host}")]
-    return [Finding(**f) for f in answer]
+    found = [Finding(**f) for f in answer]
+    if ns and not isinstance(heard, str):
+        found.append(probe_finding(body["probe"]["port"], me.host_address, agent.cfg.advertise,
+                                   heard))
+    return found
+
+
+async def _probing(agent: Any, key: str, me: Any, probe: dict, to_them: bytes, to_us: bytes,
+                   ns: str, probes: Probes) -> tuple[list[dict] | None, bool | str]:
+    """Wait for the answer while sending our probe frames and listening for theirs."""
+    sending = asyncio.create_task(probes.vxlan_send(me.host_address, probe["port"],
+                                                    probe["vni"], to_them, ANSWER_WAIT))
+    hearing = asyncio.create_task(probes.vxlan_heard(ns, to_us, PROBE_LISTEN))
+    try:
+        answer = await _wait_for(agent, key + "/answer")
+        return answer, await hearing
+    finally:
+        for task in (sending, hearing):
+            task.cancel()
+        await asyncio.gather(sending, hearing, return_exceptions=True)
+
+
+def probe_finding(port: int, src: str, dst: str, heard: bool) -> Finding:
+    hop = f"VXLAN (UDP {port}) {src} → {dst}"
+    if heard:
+        return good(hop, "probe frames arrived on the network's vxlan0")
+    return bad(hop, f"blocked: no probe frame from {src} arrived in {PROBE_LISTEN:.0f}s",
+               f"allow UDP {port} from {src} to {dst} (firewall, nftables, security group)")
 
 
 async def _wait_for(agent: Any, key: str) -> list[dict] | None:
@@ -229,8 +273,9 @@ async def _wait_for(agent: Any, key: str) -> list[dict] | None:
     return None
 
 
-async def answer(agent: Any, key: str, value: bytes) -> None:
-    """Run this host's half of a request and put the findings under the same lease."""
+async def answer(agent: Any, key: str, value: bytes, probes: Probes | None = None) -> None:
+    """Run this host's half of a request (and its probe exchange); put the findings under
+    the request's lease."""
     try:
         kv = await agent.store.get(key)
         if kv is None:
@@ -239,7 +284,7 @@ async def answer(agent: Any, key: str, value: bytes) -> None:
         net = agent.networks.get(req["net"])
         eps = {e.ip: e for e in agent.view.endpoints(net.id)} if net else {}
         me, other = eps[req["ip"]], eps[req["other"]]
-        found = await local_half(agent, net, me, other, str(req["ref"]))
+        found = await _answer_half(agent, net, me, other, req, probes or Probes())
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         found = [bad(f"host {agent.name}", f"cannot check: {e!r}")]
     try:
@@ -247,3 +292,20 @@ async def answer(agent: Any, key: str, value: bytes) -> None:
                               .encode(), lease=kv.lease)
     except StoreError:
         pass                # the asker gave up (its lease is gone) or the store is down
+
+
+async def _answer_half(agent: Any, net: Any, me: Any, other: Any, req: dict,
+                       probes: Probes) -> list[Finding]:
+    probe = req.get("probe")
+    found = await local_half(agent, net, me, other, str(req["ref"]))
+    ns = agent.networks.driver(net).namespace(net)
+    if not probe or not ns:
+        return found
+    nonce, port = bytes.fromhex(probe["from"]), int(probe["port"])
+    sending = asyncio.create_task(probes.vxlan_send(probe["vtep"], port, int(probe["vni"]),
+                                                    nonce, PROBE_LISTEN))
+    agent.observer.keep(sending)       # it goes on after we answer, for the asker to hear
+    heard = await probes.vxlan_heard(ns, bytes.fromhex(probe["to"]), PROBE_LISTEN)
+    if not isinstance(heard, str):
+        found.append(probe_finding(port, probe["vtep"], agent.cfg.advertise, heard))
+    return found
