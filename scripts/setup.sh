@@ -5,11 +5,12 @@ set -euo pipefail
 source "$(dirname "$0")/root.sh"
 cd "$(dirname "$0")/.."
 
-DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump graphviz
+DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump
       containernetworking-plugins util-linux procps python3-venv)
 # The benchmarks also need Docker 20.10 (the overlay reference) and busybox (its image).
 [ "${1:-}" = "--bench" ] && DEBS+=(docker.io busybox-static)
 missing=()
+DEBS+=(graphviz)     # `overnet graph` draws with Graphviz's dot
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

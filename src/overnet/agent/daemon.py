@@ -58,13 +58,13 @@ class Agent:
         self.dp = dataplane
         self.host_networks = host_networks or _host_routes
         self.supervisor = Supervisor()
+        self.observer = Observer(cfg.name)     # events, and what metrics need
+        self.events = self.observer.events
         self.hostsubnet: hs.HostSubnet | None = None
         self.default_net = _parse_default(cfg.default_network)
         self.mirror: Mirror | None = None
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
-        self.observer = Observer(cfg.name)     # events, and what metrics need
-        self.events = self.observer.events
 
     # --- start and stop ------------------------------------------------------------------
 

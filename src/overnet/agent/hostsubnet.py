@@ -75,6 +75,7 @@ class HostSubnet:
         self.subnet_file = cfg.subnet_file
         self.ip_masq = cfg.ip_masq
         self.bridge_id = bridge_network_id(self.prefix)
+        self.cluster_events = EventLog()    # the agent's, once it is wired
         self.cfg: fconfig.NetConfig | None = None
         self.backend: Backend | None = None
         self.manager: LeaseManager | None = None
@@ -82,7 +83,6 @@ class HostSubnet:
         self.masq: Masquerade | None = None
         self.acquire_seconds = 0.0
         self.ready_at = 0.0
-        self.cluster_events = EventLog()    # the agent's, once it is wired
 
     # --- what the agent uses ------------------------------------------------------------------
 

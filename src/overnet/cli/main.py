@@ -86,6 +86,8 @@ def cli(host: str | None) -> None:
               help="Range the default /16 pools of new networks come from.")
 @click.option("--bridge-subnet", default="172.17.0.0/16", show_default=True)
 @click.option("--vxlan-port", default=4789, show_default=True, type=int)
+@click.option("--metrics-addr", metavar="IP:PORT",
+              help="Serve Prometheus /metrics, /healthz and /readyz there (off by default).")
 @click.option("--flannel", is_flag=True,
               help="Lease this host's bridge subnet in flannel's etcd layout (host subnets).")
 @click.option("--flannel-network", metavar="CIDR",
@@ -110,8 +112,6 @@ def cli(host: str | None) -> None:
                    "removed.")
 @click.option("--dns/--no-dns", default=True, show_default=True,
               help="Serve each network's names on its gateway address (port 53).")
-@click.option("--metrics-addr", metavar="IP:PORT",
-              help="Serve Prometheus /metrics, /healthz and /readyz there (off by default).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:
