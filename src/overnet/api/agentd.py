@@ -15,20 +15,18 @@ from ..store.base import StoreError
 from .server import serve
 
 
-async def _main(cfg: AgentConfig, metrics_addr: str | None = None) -> int:
+async def _main(cfg: AgentConfig) -> int:
     agent = Agent(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = metrics = None
+    server = None
     try:
         await agent.start()
+        if cfg.metrics_addr:          # the agent's supervisor closes it when it stops
+            await _serve_metrics(agent, cfg.metrics_addr)
         server = await serve(agent, cfg.socket)
-        if metrics_addr:
-            from ..observe.serve import serve_metrics
-            metrics = await serve_metrics(agent, metrics_addr)
-            logging.getLogger("overnet").info("metrics on http://%s/metrics", metrics_addr)
         logging.getLogger("overnet").info("serving on unix://%s", cfg.socket)
         await stop.wait()
         return 0
@@ -36,10 +34,15 @@ async def _main(cfg: AgentConfig, metrics_addr: str | None = None) -> int:
         print(f"Error: {getattr(e, 'message', e)}", file=sys.stderr)
         return 1
     finally:
-        for s in (metrics, server):
-            if s is not None:
-                await s.close()
+        if server is not None:
+            await server.close()
         await agent.stop()
+
+
+async def _serve_metrics(agent: Agent, addr: str) -> None:
+    from ..observe.serve import serve_metrics
+    await serve_metrics(agent, addr)
+    logging.getLogger("overnet").info("metrics on http://%s/metrics", addr)
 
 
 def run_agent(opts: dict[str, Any]) -> int:
@@ -52,6 +55,7 @@ def run_agent(opts: dict[str, Any]) -> int:
                       vxlan_port=opts["vxlan_port"], gc_grace=opts["gc_grace"],
                       resync_every=opts["resync_every"], start_expiry=opts["start_expiry"],
                       dns=opts["dns"],
+                      metrics_addr=opts.get("metrics_addr"),
                       flannel=bool(opts.get("flannel")),
                       subnet_prefix=opts.get("subnet_prefix") or "/coreos.com/network",
                       subnet_file=opts.get("subnet_file") or "/run/flannel/subnet.env",
@@ -59,7 +63,7 @@ def run_agent(opts: dict[str, Any]) -> int:
                       flannel_network=opts.get("flannel_network"),
                       flannel_backend=opts.get("flannel_backend") or "vxlan")
     try:
-        return asyncio.run(_main(cfg, opts.get("metrics_addr")))
+        return asyncio.run(_main(cfg))
     except OvernetError as e:
         print(f"Error: {e.message}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 
@@ -53,10 +54,20 @@ def _error(request: web.Request, e: Exception) -> web.Response:
 
 
 async def serve_metrics(agent: Any, addr: str) -> web.Server:
+    """Listen on `addr` (Invalid, one line, if it cannot), then leave the server to the
+    agent's supervisor: stopping the agent closes it."""
     host, port = parse_addr(addr)
     server = web.Server(metrics_app(agent), _error)
     try:
         await server.start_tcp(host, port)
     except OSError as e:
         raise Invalid(f"--metrics-addr {addr}: cannot listen there ({e.strerror})") from None
+    agent.supervisor.start("metrics", lambda: _hold(server))
     return server
+
+
+async def _hold(server: web.Server) -> None:
+    try:
+        await asyncio.Event().wait()        # until the supervisor cancels it
+    finally:
+        await server.close()
