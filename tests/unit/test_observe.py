@@ -379,3 +379,29 @@ def test_streamed_response_reaches_the_cli_line_by_line(tmp_path):
         assert list(stream_lines(sock, "/count")) == [{"n": 0}, {"n": 1}, {"n": 2}]
         with pytest.raises(ApiError, match="no such thing: ghost"):
             list(stream_lines(sock, "/things/ghost"))
+
+
+async def test_metrics_address_serves_over_tcp_until_the_agent_stops(cluster):
+    import socket as sk
+
+    from overnet.observe.serve import serve_metrics
+    (h1,) = await cluster.hosts(1)
+    with sk.socket() as s:                       # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    await serve_metrics(h1, f"127.0.0.1:{port}")
+
+    async def get(path: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        return data
+    assert b"200 OK" in await get("/readyz") and b"overnet_resync_state 3.0" in \
+        await get("/metrics")
+    with pytest.raises(Invalid, match="cannot listen"):
+        await serve_metrics(h1, f"127.0.0.1:{port}")       # taken: one clear line
+    await cluster.stop()
+    cluster.agents.clear()
+    with pytest.raises(OSError):
+        await get("/healthz")
