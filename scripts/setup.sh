@@ -11,6 +11,7 @@ DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcp
 # Podman, Docker 20.10 and busybox (their image): real runtimes on overnet (tests, `sandbox up
 # --runtimes`) and the benchmarks' overlay reference.
 missing=()
+DEBS+=(graphviz)     # `overnet graph` draws with Graphviz's dot
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

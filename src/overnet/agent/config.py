@@ -37,6 +37,7 @@ class AgentConfig:
     flannel_network: str | None = None         # write this config if the store has none
     flannel_backend: str = "vxlan"
     dns: bool = True
+    metrics_addr: str | None = None            # IP:PORT of /metrics, /healthz, /readyz
 
     @property
     def host_subnets(self) -> bool:

@@ -20,6 +20,7 @@ from ..crashpoints import crashpoint
 from ..drivers import HostInfo
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..fsutil import write_atomic
+from ..observe.events import EventLog
 from ..runtime import names, process
 from ..store.base import StoreError
 from ..store.records import NetworkRecord
@@ -54,6 +55,7 @@ class ContainerService:
         # the containers' /etc/resolv.conf per network (None: the host's); set by the agent
         self.resolv_conf: Callable[[NetworkRecord], str | None] = lambda net: None
         self._locks: dict[str, asyncio.Lock] = {}
+        self.events = EventLog(host.name)    # the agent's, once it is wired
 
     # --- lookups -------------------------------------------------------------------------
 
@@ -240,6 +242,7 @@ class ContainerService:
     def _mark_running(self, c: Container, pid: int) -> None:
         c.pid, c.start_time = pid, process.proc_start_time(pid) or 0
         c.status, c.started = "running", time.time()
+        self.events.emit("container", "start", c.name, id=c.id, pid=pid, runtime="overnet")
         self.state.save(c)
         self.procs.watch(c.id, pid, c.start_time)
 
@@ -247,6 +250,7 @@ class ContainerService:
         c = self.containers.get(cid)
         if c is not None:
             c.status, c.exit_code, c.finished = "exited", code, time.time()
+            self.events.emit("container", "die", c.name, id=c.id, exit_code=code)
             asyncio.create_task(self._after_exit(c))
 
     async def _after_exit(self, c: Container) -> None:

@@ -24,6 +24,8 @@ from ..dataplane.api import Dataplane
 from ..drivers import DRIVERS, Driver, DriverOptions, HostInfo
 from ..errors import Conflict, Invalid
 from ..ipam.allocator import HostAllocator
+from ..observe.metrics import counting
+from ..observe.observer import Observer
 from ..store import keys, open_store
 from ..store.base import Store, StoreError, StoreUnavailable
 from ..store.keepalive import KeepAlive
@@ -57,6 +59,8 @@ class Agent:
         self.dp = dataplane
         self.host_networks = host_networks or _host_routes
         self.supervisor = Supervisor()
+        self.observer = Observer(cfg.name)     # events, and what metrics need
+        self.events = self.observer.events
         self.hostsubnet: hs.HostSubnet | None = None
         self.default_net = _parse_default(cfg.default_network)
         self.mirror: Mirror | None = None
@@ -84,10 +88,12 @@ class Agent:
                 self.store = open_store(self.cfg.store)
             except ValueError as e:
                 raise Invalid(str(e)) from None
+        self.store = counting(self.store)
         await self._connect_store()
         await self._check_host_name()
         if self.cfg.host_subnets:   # first: the bridge's subnet and MTU come from the lease
             self.hostsubnet = hs.HostSubnet(self.store, self.dp, self.cfg, self.host)
+            self.hostsubnet.cluster_events = self.events
             await self.hostsubnet.start()
         self.keepalive = KeepAlive(self.store, self.cfg.host_ttl, self._register_host)
         await self.keepalive.start()
@@ -95,6 +101,8 @@ class Agent:
         await self.mirror.start()
         self.view = ClusterView(self.mirror)
         self._events = self.mirror.subscribe()
+        self._observed = self.mirror.subscribe()
+        self.observer.seed(self.mirror.items)
         self._build_services()
         if self.hostsubnet is not None:
             bridge = self.networks.find("bridge")
@@ -142,6 +150,7 @@ class Agent:
         self.gc = GarbageCollector(self.store, self.view, self.name, self.cfg.gc_grace,
                                    self.cfg.block_grace)
         self.dns = NetworkDns(self.view, self.networks) if self.cfg.dns else None
+        self.endpoints.events = self.containers.events = self.events
         if self.dns is not None:
             self.containers.resolv_conf = self.dns.resolv_conf
 
@@ -154,9 +163,11 @@ class Agent:
     def _start_loops(self) -> None:
         rec = self.reconciler = Reconciler(self.cfg.resync_every)
         rec.source(self._events, self._classify)
+        rec.on_run = self.observer.reconciled
         rec.route(NET, self.reconcile_network, self._active_networks)
         loops = {"gc": self._gc_loop, "owed-deletions": self._owed_loop,
-                 "start-expiry": self.containers.expire_loop}
+                 "start-expiry": self.containers.expire_loop,
+                 "observe": lambda: self.observer.watch(self._observed)}
         if self.hostsubnet is not None:
             rec.source(self.hostsubnet.events, lambda e: hs.TARGET)
             rec.route(hs.TARGET, self.hostsubnet.reconcile, self.hostsubnet.active)
@@ -214,6 +225,7 @@ class Agent:
                          mtu=self.mtu).to_json()
         await self.store.put(keys.host(self.name), rec)
         await self.store.put(keys.alive(self.name), rec, lease=lease.id)
+        self.observer.lease("liveness", self.name, lease.id, self.keepalive)
 
     # --- recovery ------------------------------------------------------------------------
 
@@ -267,8 +279,10 @@ class Agent:
         if self.dns is not None and not active:
             await self.dns.update(net, False)    # its sockets would hold the namespace
         if driver.publishes:
-            await driver.sync(net, set() if gone else self.endpoints.peers(net),
-                              active=bool(self.endpoints.on_network(net_id)), verify=verify)
+            peers = set() if gone else self.endpoints.peers(net)
+            on = bool(self.endpoints.on_network(net_id))
+            await driver.sync(net, peers, active=on, verify=verify)
+            self.observer.peers(net, peers if on else set())
         if self.dns is not None and active:
             await self.dns.update(net, True)
         await self.containers.refresh_network(net_id)

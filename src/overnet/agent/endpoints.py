@@ -26,6 +26,7 @@ from ..drivers import Driver, HostInfo, RemotePeer
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..ipam import pools
 from ..ipam.allocator import HostAllocator
+from ..observe.events import EventLog, endpoint_attrs
 from ..store import keys
 from ..store.base import Absent, Delete, Put, Store, StoreError, ValueIs
 from ..store.records import EndpointRecord, NetworkRecord, ServiceRecord
@@ -95,6 +96,7 @@ class EndpointService(Recovery):
         self.ranges: dict[str, ipaddress.IPv4Network] = {}
         self.held: dict[str, set[str]] = {}   # net id -> addresses set aside (Docker's IPAM)
         self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.events = EventLog(host.name)    # the agent's, once it is wired
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -164,6 +166,7 @@ class EndpointService(Recovery):
                 await asyncio.shield(self._changed_quietly(net.id))   # e.g. its namespace
                 raise _user_error(e, f"attaching {req.ifname} of {req.container_id} to "
                                      f"{net.name}") from None
+        self.events.emit("network", "attach", net.name, **endpoint_attrs(ep))
         await self.changed(net.id)
         return ep
 
@@ -319,6 +322,7 @@ class EndpointService(Recovery):
             net = self.networks.get(ep.network) or placeholder(ep)
             await self._teardown(net, ep)
         self._ref_locks.pop(ref, None)
+        self.events.emit("network", "detach", ep.network_name, **endpoint_attrs(ep))
         await self.changed(ep.network)
         return True
 

@@ -29,6 +29,7 @@ from ..flannel import config as fconfig
 from ..fsutil import write_atomic
 from ..flannel.backend import Backend, make_backend
 from ..flannel.lease import LeaseError, LeaseManager, SubnetLease, decode, read_previous
+from ..observe.events import EventLog
 from ..store import keys
 from ..store.base import Store, StoreError
 from ..store.mirror import Mirror
@@ -90,6 +91,7 @@ class HostSubnet:
         self.subnet_file = cfg.subnet_file
         self.ip_masq = cfg.ip_masq
         self.bridge_id = bridge_network_id(self.prefix)
+        self.cluster_events = EventLog()    # the agent's, once it is wired
         self.cfg: fconfig.NetConfig | None = None
         self.backend: Backend | None = None
         self.manager: LeaseManager | None = None
@@ -128,6 +130,7 @@ class HostSubnet:
         except LeaseError as e:
             raise Conflict(str(e)) from None
         self.acquire_seconds = time.monotonic() - t0
+        self.cluster_events.emit("lease", "acquired", str(lease.subnet), kind="subnet")
         log.info("subnet lease %s (network %s, backend %s) in %.3fs", lease.subnet,
                  cfg.network, cfg.backend, self.acquire_seconds)
         self.mirror = Mirror(self.store, keys.flannel_subnets(self.prefix))
@@ -227,6 +230,7 @@ class HostSubnet:
         if self.manager.key not in self.mirror.items:
             log.warning("the lease of this host's subnet %s is gone: re-creating it",
                         self.subnet)
+            self.cluster_events.emit("lease", "lost", str(self.subnet), kind="subnet")
             await self.manager.reclaim()
         await self.backend.sync(self.lease, self.leases())
 
@@ -240,6 +244,7 @@ class HostSubnet:
             try:
                 await self.manager.renew()
                 log.info("renewed the lease of %s", self.subnet)
+                self.cluster_events.emit("lease", "renewed", str(self.subnet), kind="subnet")
             except StoreError as e:
                 log.warning("renewing the lease of %s failed: %s; retrying", self.subnet, e)
                 await asyncio.sleep(RETRY)

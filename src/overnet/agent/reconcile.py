@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Awaitable, Callable
 
 from ..store.base import Event
@@ -27,6 +28,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         self.runs = 0
         self.failures = 0
+        self.on_run: Callable[[str, float, bool], None] = lambda t, s, ok: None
 
     def source(self, queue: asyncio.Queue, classify: Callable[[Event], str | None]) -> None:
         """Events from `queue` (a Mirror subscription) mark `classify(event)` dirty."""
@@ -46,11 +48,14 @@ class Reconciler:
         for prefix, handler in self._routes:
             if target.startswith(prefix):
                 self.runs += 1
+                started, ok = time.monotonic(), False
                 try:
                     await handler(target, verify)
+                    ok = True
                 except Exception as e:   # noqa: BLE001 - the next event or resync retries
                     self.failures += 1
                     log.warning("reconciling %s failed: %s", target, e, exc_info=e)
+                self.on_run(target, time.monotonic() - started, ok)    # metrics, readiness
                 return
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:

@@ -24,6 +24,8 @@ async def _main(cfg: AgentConfig, plugin_opts: dict[str, Any]) -> int:
     server = plugin = None
     try:
         await agent.start()
+        if cfg.metrics_addr:          # the agent's supervisor closes it when it stops
+            await _serve_metrics(agent, cfg.metrics_addr)
         server = await serve(agent, cfg.socket)
         logging.getLogger("overnet").info("serving on unix://%s", cfg.socket)
         if plugin_opts.get("docker_plugin"):
@@ -43,6 +45,12 @@ async def _main(cfg: AgentConfig, plugin_opts: dict[str, Any]) -> int:
         await agent.stop()
 
 
+async def _serve_metrics(agent: Agent, addr: str) -> None:
+    from ..observe.serve import serve_metrics
+    await serve_metrics(agent, addr)
+    logging.getLogger("overnet").info("metrics on http://%s/metrics", addr)
+
+
 def run_agent(opts: dict[str, Any]) -> int:
     logging.basicConfig(level=opts.pop("log_level").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -54,6 +62,7 @@ def run_agent(opts: dict[str, Any]) -> int:
                       block_grace=opts["block_grace"],
                       resync_every=opts["resync_every"], start_expiry=opts["start_expiry"],
                       dns=opts["dns"],
+                      metrics_addr=opts.get("metrics_addr"),
                       flannel=bool(opts.get("flannel")),
                       subnet_prefix=opts.get("subnet_prefix") or "/coreos.com/network",
                       subnet_file=opts.get("subnet_file") or "/run/flannel/subnet.env",

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, unquote
@@ -58,6 +59,8 @@ class Response:
     body: bytes = b""
     status: int = 200
     content_type: str = "application/json"
+    # A body sent as it is made (e.g. newline-delimited JSON); the connection closes after it.
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, data: Any, status: int = 200) -> "Response":
@@ -114,6 +117,9 @@ class Server:
         # `limit` bounds every line read: a longer one raises instead of filling memory.
         self._server = await asyncio.start_unix_server(self._connection, path, limit=MAX_LINE)
 
+    async def start_tcp(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._connection, host, port, limit=MAX_LINE)
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -146,6 +152,8 @@ class Server:
             if request is None:
                 return
             response, keep_alive = await self._dispatch(request), request.keep_alive
+            if response.stream is not None:
+                return await _send_stream(writer, response)
             writer.write(_encode(response, keep_alive))
             await writer.drain()
             if not keep_alive:
@@ -265,6 +273,22 @@ def _show(value: bytes | str) -> str:
     text = value.decode("latin-1") if isinstance(value, bytes) else value
     text = text.rstrip("\r\n")
     return repr(text[:80] + ("..." if len(text) > 80 else ""))
+
+
+async def _send_stream(writer: asyncio.StreamWriter, response: Response) -> None:
+    """A body of unknown length: its end is the end of the connection (HTTP/1.1 allows it)."""
+    assert response.stream is not None
+    writer.write((f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Unknown')}\r\n"
+                  f"Content-Type: {response.content_type}\r\nConnection: close\r\n\r\n")
+                 .encode("latin-1"))
+    try:
+        async for chunk in response.stream:
+            writer.write(chunk)
+            await writer.drain()
+    finally:
+        aclose = getattr(response.stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _encode(response: Response, keep_alive: bool) -> bytes:

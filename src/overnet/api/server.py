@@ -115,6 +115,7 @@ def make_app(agent: Agent) -> web.RouteTableDef:
     _container_routes(routes, agent)
     _endpoint_routes(routes, agent)
     _subnet_routes(routes, agent)
+    _observe_routes(routes, agent)
 
     @routes.get("/info")
     async def info(request: web.Request) -> web.Response:
@@ -281,6 +282,12 @@ def _subnet_routes(routes: web.RouteTableDef, agent: Agent) -> None:
     @routes.get("/subnet/leases")
     async def subnet_leases(request: web.Request) -> web.Response:
         return _json(await hostsubnet.list_leases(agent.store, prefix()))
+
+
+def _observe_routes(routes: web.RouteTableDef, agent: Agent) -> None:
+    """Health, events, doctor and topology: src/overnet/observe/routes.py."""
+    from ..observe.routes import add_routes
+    add_routes(routes, agent)
 
 
 def error_response(request: web.Request, e: Exception) -> web.Response:

@@ -59,6 +59,11 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, name)
 
 
+LazyGroup.lazy["events"] = "overnet.cli.observe"     # seeing inside: cli/observe.py
+LazyGroup.lazy["doctor"] = "overnet.cli.observe"
+LazyGroup.lazy["graph"] = "overnet.cli.observe"
+
+
 @click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.option("-H", "--host", metavar="unix:///PATH",
               help="Agent socket (default: $OVERNET_HOST, else /run/overnet/overnet.sock).")
@@ -82,6 +87,8 @@ def cli(host: str | None) -> None:
               help="Range the default /16 pools of new networks come from.")
 @click.option("--bridge-subnet", default="172.17.0.0/16", show_default=True)
 @click.option("--vxlan-port", default=4789, show_default=True, type=int)
+@click.option("--metrics-addr", metavar="IP:PORT",
+              help="Serve Prometheus /metrics, /healthz and /readyz there (off by default).")
 @click.option("--flannel", is_flag=True,
               help="Lease this host's bridge subnet in flannel's etcd layout (host subnets).")
 @click.option("--flannel-network", metavar="CIDR",

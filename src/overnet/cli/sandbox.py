@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..observe import SANDBOX_ADDR
 from ..sandbox.lab import DEFAULT_UNDERLAY, Lab, LabError
 from ..sandbox.runtimes import parse as parse_runtimes
 from .main import CONTEXT, Failure
@@ -53,9 +54,11 @@ def print_status(lab: Lab) -> None:
 @click.option("--runtimes", default="", metavar="podman[,docker]",
               help="Real runtimes on every host, on overnet's networks: Podman through "
                    "overnet-cni, Docker through overnet's network plugin.")
+@click.option("--metrics", is_flag=True,
+              help="Each agent serves /metrics, /healthz, /readyz on port 9091 of its host.")
 @name_option
 def up(hosts: int, underlay: str, store_members: int, flannel: bool, backend: str,
-       runtimes: str, lab_name: str) -> None:
+       runtimes: str, metrics: bool, lab_name: str) -> None:
     """Build the lab (does nothing if it is already up)."""
     lab = _lab(lab_name)
     try:
@@ -67,7 +70,8 @@ def up(hosts: int, underlay: str, store_members: int, flannel: bool, backend: st
             "default-network": "bridge:bridge"} if flannel else None
     try:
         made = lab.up(hosts=hosts, underlay=underlay, flannel=opts,
-                      store_members=store_members, runtimes=chosen)
+                      store_members=store_members, runtimes=chosen,
+                      agent_args=["--metrics-addr", SANDBOX_ADDR] if metrics else None)
     except LabError as e:
         raise Failure(str(e)) from None
     if not made:
@@ -126,3 +130,26 @@ def demo(lab_name: str, underlay: str) -> None:
     except LabError as e:
         raise Failure(str(e)) from None
     sys.exit(0 if ok else 1)
+
+
+@sandbox.command(context_settings=CONTEXT)
+@name_option
+@click.option("--format", "fmt", type=click.Choice(["svg", "png", "dot"]), default="svg",
+              show_default=True)
+@click.option("-o", "--output", metavar="FILE", help="Write there (default: standard output).")
+def graph(lab_name: str, fmt: str, output: str | None) -> None:
+    """Draw the lab's cluster (as `overnet graph` on its first host that answers)."""
+    from ..api.client import ApiError
+    from .observe import write_picture
+    lab = _lab(lab_name)
+    if lab.state is None:
+        raise Failure(f"sandbox {lab_name} is not up: run `overnet sandbox up`")
+    errors = []
+    for h in lab.state.hosts:
+        try:
+            topo = lab.client(h.name).get("/topology")
+        except ApiError as e:
+            errors.append(f"{h.name}: {e.message}")
+            continue
+        return write_picture(topo, fmt, output)
+    raise Failure("no agent of the sandbox answers: " + "; ".join(errors))

@@ -32,6 +32,7 @@ class KeepAlive:
         self.on_new_lease = on_new_lease
         self.retry_interval = retry_interval
         self.renewals = 0  # leases granted after the first one
+        self.refreshes = 0  # keep-alives the store accepted (for metrics)
         self._lease: Lease | None = None
         self._task: asyncio.Task[None] | None = None
         self._need_new = False  # the current lease is gone
@@ -114,6 +115,7 @@ class KeepAlive:
         else:
             await self._bounded(self.store.refresh(self.lease))
             self._last_ok = time.monotonic()
+            self.refreshes += 1
             if self._owner_pending:
                 await self._call_owner()
 

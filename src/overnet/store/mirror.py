@@ -53,6 +53,7 @@ class Mirror:
         self.items: dict[str, Item] = {}
         self.revision = 0  # the store revision this copy is known to be current at
         self.relists = 0  # re-lists after a failure (not counting the first list)
+        self.state = "waiting"  # then "in-sync", "resyncing" while a watch is down
         self._subscribers: list[asyncio.Queue[list[Event]]] = []
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -64,6 +65,7 @@ class Mirror:
         """
         kvs, rev = await self.store.list(self.prefix)
         self._replace({kv.key: Item(kv.value, kv.mod_revision) for kv in kvs}, rev)
+        self.state = "in-sync"
         self._task = asyncio.create_task(self._run(), name=f"mirror {self.prefix}")
 
     async def stop(self) -> None:
@@ -140,6 +142,7 @@ class Mirror:
                     log.info("mirror %s: reconnected, re-listed at revision %d (%d changes)",
                              self.prefix, self.revision, changes)
                     failing = False
+                    self.state = "in-sync"
                 async for batch in self.store.watch(self.prefix, self.revision + 1):
                     self._apply(batch)
                     backoff = self.min_backoff
@@ -156,6 +159,6 @@ class Mirror:
             except Exception:
                 log.exception("mirror %s: unexpected error; retrying in %.1fs",
                               self.prefix, backoff)
-            failing = True
+            failing, self.state = True, "resyncing"
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
