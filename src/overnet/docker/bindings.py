@@ -48,8 +48,8 @@ class Bindings:
 
     async def ensure(self, name: str) -> NetworkRecord:
         """The cluster-wide overlay network `name`, created if no host has made it yet."""
-        net = await self.agent.networks.ensure(name, "overlay")
-        if net.driver != "overlay":
+        net = await self.agent.networks.ensure(name)
+        if self.agent.networks.driver(net).scope != "global":
             raise Invalid(f"invalid overnet network {name!r}: it is the host's {net.driver} "
                           "network; Docker networks map onto overlay networks only")
         return net

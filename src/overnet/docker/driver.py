@@ -71,8 +71,8 @@ class NetworkDriver:
         data = body.get("IPv4Data") or []
         pool = data[0].get("Pool", "") if len(data) == 1 and isinstance(data[0], dict) else ""
         if not is_placeholder(pool):
-            known = {n.subnet: n.name for n in self.agent.networks.all()
-                     if n.driver == "overlay"}
+            nets = self.agent.networks
+            known = {n.subnet: n.name for n in nets.all() if nets.driver(n).scope == "global"}
             if pool not in known:
                 raise Invalid(f"invalid pool {pool or data!r}: use --ipam-driver overnet with "
                               "-d overnet (addresses come from the overnet network)")

@@ -42,8 +42,9 @@ class Ipam:
                               f"{net.subnet}")
             return {"PoolID": NAMED + name, "Pool": net.subnet, "Data": {OPTION: name}}
         if pool and not is_placeholder(pool):
-            net = next((n for n in self.agent.networks.all()
-                        if n.subnet == pool and n.driver == "overlay"), None)
+            nets = self.agent.networks
+            net = next((n for n in nets.all()
+                        if n.subnet == pool and nets.driver(n).scope == "global"), None)
             if net is None:
                 raise Invalid(f"invalid Pool {pool!r}: no overnet network has that subnet "
                               f"(overnet picks subnets: name the network with --ipam-opt "
