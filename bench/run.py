@@ -62,6 +62,19 @@ def _versions() -> dict:
     return out
 
 
+def _commit() -> str:
+    """The commit the run measured, `+dirty` when the work tree had changes."""
+    git = ["git", "-C", os.path.dirname(HERE)]
+    try:
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+dirty" if head and dirty else "")
+
+
 def _loadavg() -> str:
     try:
         with open("/proc/loadavg") as f:
@@ -159,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     res = Results(command="sudo .venv/bin/python -m bench " + shlex.join(argv or ["all"]))
     started = time.monotonic()
     res.meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": _machine(),
-                "versions": _versions(), "config": vars(cfg)}
+                "versions": _versions(), "config": vars(cfg),
+                "commit": _commit()}
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

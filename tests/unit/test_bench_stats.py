@@ -198,3 +198,66 @@ def test_no_constants_sneak_in():
     r.add_figure("f", "b", "f", "ms", [1.23456789, 2])
     assert r.figures["f"]["samples"] == [1.23456789, 2.0]
     assert math.isclose(r.figures["f"]["summary"]["median"], 1.617283945)
+
+
+# --- confidence intervals --------------------------------------------------------------------
+
+def test_t_quantile_table_and_expansion():
+    assert stats.t975(1) == 12.706
+    assert stats.t975(9) == 2.262
+    assert stats.t975(30) == 2.042
+    assert stats.t975(60) == pytest.approx(2.000, abs=1e-3)     # tables: 2.000
+    assert stats.t975(120) == pytest.approx(1.980, abs=1e-3)    # tables: 1.980
+    with pytest.raises(ValueError):
+        stats.t975(0)
+
+
+def test_t_interval_of_known_samples():
+    mean, lo, hi = stats.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sd = 1.5811, se = 0.7071, t(4) = 2.776
+    assert mean == 3.0
+    assert hi - mean == pytest.approx(2.776 * 0.70711, rel=1e-4)
+    assert mean - lo == pytest.approx(hi - mean)
+    assert stats.t_interval([1.0]) is None
+    assert stats.t_interval([1.0, None]) is None
+
+
+def test_ratio_ci_is_geometric_and_symmetric_in_log():
+    ci = stats.ratio_ci([0.5, 2.0, 0.5, 2.0])
+    assert ci["geomean"] == pytest.approx(1.0)
+    assert ci["low"] * ci["high"] == pytest.approx(1.0)     # symmetric around 1 in log
+    assert ci["n"] == 4
+    tight = stats.ratio_ci([0.95, 0.96, 0.95, 0.96, 0.955, 0.955])
+    assert tight["low"] < 0.955 < tight["high"]
+    assert tight["half_width"] < 0.01
+    assert stats.resolves(tight, 0.05) and not stats.resolves(ci, 0.05)
+    assert stats.ratio_ci([1.0]) is None and not stats.resolves(None)
+
+
+def test_ratio_ci_narrows_with_more_rounds():
+    few = stats.ratio_ci([0.9, 1.0, 0.95])
+    many = stats.ratio_ci([0.9, 1.0, 0.95] * 6)
+    assert many["high"] - many["low"] < few["high"] - few["low"]
+    assert many["geomean"] == pytest.approx(few["geomean"])
+
+
+def test_paired_ratio_summary_carries_a_ci_and_unpaired_does_not():
+    s = stats.ratio_summary([9, 9.6, 8.8], [10, 12, 11])
+    assert s["ci"]["low"] < s["ci"]["geomean"] < s["ci"]["high"]
+    assert stats.ratio_summary([1, 2], [1, 2, 3])["ci"] is None
+
+
+def test_bootstrap_is_deterministic_and_brackets_the_median():
+    xs = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    a = stats.bootstrap_ci(xs)
+    assert a == stats.bootstrap_ci(xs)
+    assert a[0] <= stats.median(xs) <= a[1]
+    assert 1.0 <= a[0] and a[1] <= 9.0
+    assert stats.bootstrap_ci([None]) is None
+    assert stats.bootstrap_ci([2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_ratio_table_shows_the_interval():
+    md = markdown(_results())
+    row = next(ln for ln in md.splitlines() if ln.startswith("| throughput | overlay / underlay"))
+    assert "[0." in row and "±" in row
