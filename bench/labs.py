@@ -39,7 +39,7 @@ class Skip(Exception):
 @dataclass
 class Config:
     quick: bool = False
-    reps: int = 5                 # throughput rounds
+    reps: int = 8                 # throughput rounds (a 95 % CI needs several)
     duration: int = 2             # iperf3 seconds per test (after the omitted first one)
     omit: int = 1
     conv_trials: int = 30
@@ -55,7 +55,7 @@ class Config:
     def make(cls, quick: bool, **over) -> "Config":
         c = cls(quick=quick)
         if quick:
-            c.reps, c.duration, c.omit = 2, 1, 0
+            c.reps, c.duration, c.omit = 3, 1, 0
             c.conv_trials, c.setup_n, c.docker_runs = 8, 20, 5
             c.scale_hosts, c.scale_per_host, c.scale_rounds = 4, 4, 1
         for k, v in over.items():
