@@ -23,7 +23,7 @@ if __package__ in (None, ""):        # `python bench/run.py`: make `bench` impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "bench"
 
-from bench import convergence, scale, setup_time, throughput  # noqa: E402
+from bench import control, convergence, scale, setup_time, throughput, tuning  # noqa: E402
 from bench.labs import Config, Context, Progress, Skip  # noqa: E402
 from bench.report import Results, readme_section, summary_text  # noqa: E402
 
@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 BENCHES = {"throughput": throughput.run, "convergence": convergence.run,
            "setup": setup_time.run, "scale": scale.run}
+EXTRA = {"tuning": tuning.run, "control": control.run}      # experiments, run by name only (not part of `all`)
 
 
 def _machine() -> str:
@@ -113,7 +114,7 @@ def preflight() -> list[str]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("bench", choices=["all", *BENCHES], nargs="?", default="all")
+    ap.add_argument("bench", choices=["all", *BENCHES, *EXTRA], nargs="?", default="all")
     ap.add_argument("--quick", action="store_true",
                     help="reduced sizes: fewer rounds and trials, a 4-host scale lab")
     ap.add_argument("--out", default=RESULTS, help="results directory (default bench/results)")
@@ -130,6 +131,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--per-host", type=int, dest="scale_per_host",
                     help="scale containers per host (default 10, quick 4)")
     ap.add_argument("--scale-rounds", type=int, help="scale rounds (default 2, quick 1)")
+    ap.add_argument("--ctl-hosts", type=lambda v: tuple(int(x) for x in v.split(",")),
+                    help="simulated control plane: host counts, e.g. 100,1000,5000")
+    ap.add_argument("--ctl-per-host", type=int, help="background endpoints per host (2)")
+    ap.add_argument("--ctl-starts", type=int, help="measured starts per step (40)")
+    ap.add_argument("--ctl-workers", type=int, help="worker processes (2)")
     ap.add_argument("--budget", type=float, default=14.0, metavar="MINUTES",
                     help="time budget of the whole run; later scale rounds are left out "
                          "(and said so) when they would not fit (default 14, 0: none)")
@@ -165,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config.make(args.quick, reps=args.reps, duration=args.duration,
                       conv_trials=args.conv_trials, setup_n=args.setup_n,
                       docker_runs=args.docker_runs, scale_hosts=args.scale_hosts,
-                      scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds)
+                      scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds,
+                      ctl_hosts=args.ctl_hosts, ctl_per_host=args.ctl_per_host,
+                      ctl_starts=args.ctl_starts, ctl_workers=args.ctl_workers)
     cfg.docker = not args.no_docker
     cfg.budget_s = args.budget * 60 if args.budget else None
     progress = Progress()
@@ -195,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             progress(name, "starting")
             t = time.monotonic()
             try:
-                BENCHES[name](ctx, res)
+                {**BENCHES, **EXTRA}[name](ctx, res)
                 res.ran.append(name)
             except Skip as e:
                 res.skip(name, "whole benchmark", str(e))

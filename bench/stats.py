@@ -39,13 +39,14 @@ def median(xs: Sequence[float]) -> float:
 
 
 def summarize(xs: Sequence[float | None]) -> dict:
-    """{n, failed, median, min, p95, max, mean}; the numbers are None without samples."""
+    """{n, failed, median, min, p95, p99, max, mean}; the numbers are None without samples."""
     data = clean(xs)
     out = {"n": len(data), "failed": len(xs) - len(data)}
     if not data:
-        return {**out, "median": None, "min": None, "p95": None, "max": None, "mean": None}
+        return {**out, "median": None, "min": None, "p95": None, "p99": None, "max": None,
+                "mean": None}
     return {**out, "median": median(data), "min": min(data), "p95": percentile(data, 95),
-            "max": max(data), "mean": sum(data) / len(data)}
+            "p99": percentile(data, 99), "max": max(data), "mean": sum(data) / len(data)}
 
 
 def ratio_samples(num: Sequence[float | None], den: Sequence[float | None],

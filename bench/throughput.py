@@ -218,9 +218,12 @@ def measure(ctx: Context, paths: list[Path], reps: int, duration: int, omit: int
     warm-up test per path; round r starts at path r (mod the number of paths), so no path
     always runs right after the same one. `between(path)`, if given, runs before each test
     (the tuning benchmark switches a lever there)."""
+    servers: dict[tuple[str, str], Path] = {}
     try:
-        for p in paths:
-            _start_server(p)
+        for p in paths:            # paths to the same server share it
+            owner = servers.setdefault((p.server_ns, p.server_ip), p)
+            if owner is p:
+                _start_server(p)
         time.sleep(0.3)
         for p in paths:            # warm-up: caches, ARP/FDB, TCP metrics, CPU frequency
             if between:
@@ -238,7 +241,7 @@ def measure(ctx: Context, paths: list[Path], reps: int, duration: int, omit: int
                         _one(ctx, p, n, duration, omit, f"round {rep + 1}/{reps} "
                              f"[{done}/{total}]"))
     finally:
-        for p in paths:
+        for p in servers.values():
             _stop_server(p)
 
 

@@ -1,0 +1,173 @@
+"""A worker of the simulated control plane: many overnet agents in one process.
+
+Each agent is the real `overnet.agent.daemon.Agent` with its own etcd connection, liveness
+lease and mirror of the store, over a FakeDataplane (no kernel state). The coordinator
+(bench/control.py) drives the workers with one JSON command per line on stdin; each answer
+is one line `ok {json}` or `error "message"` on stdout.
+
+Every mirror is instrumented (Mirror._apply wrapped): it counts the watch events it receives
+and notes, for each endpoint key, when it first saw it, in CLOCK_MONOTONIC, which every process
+of the machine shares, so the coordinator can compare with the moment an attach started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+
+from overnet.store import keys
+from overnet.store.mirror import Mirror
+
+EVENTS: dict[int, int] = {}                  # id(mirror) -> events received
+SEEN: dict[str, list[float]] = {}            # endpoint key -> when each mirror first had it
+
+
+def _instrument() -> None:
+    apply = Mirror._apply
+
+    def counted(self: Mirror, batch: list) -> None:
+        now = time.monotonic()
+        EVENTS[id(self)] = EVENTS.get(id(self), 0) + len(batch)
+        for e in batch:
+            if e.type == "put" and e.key.startswith(keys.ENDPOINTS) and e.key not in self.items:
+                SEEN.setdefault(e.key, []).append(now)
+        apply(self, batch)
+    Mirror._apply = counted
+
+
+def address(index: int) -> str:
+    """Host `index`'s underlay address, 100.64.0.0/10 (enough for 4 million hosts)."""
+    n = (100 << 24) + (64 << 16) + index + 1
+    return ".".join(str((n >> s) & 255) for s in (24, 16, 8, 0))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Worker:
+    def __init__(self, store_url: str, workdir: str) -> None:
+        self.store_url = store_url
+        self.workdir = workdir
+        self.agents: dict[str, object] = {}
+        self.dps: dict[str, object] = {}
+        self.seq = 0
+
+    async def _start_one(self, name: str, index: int) -> None:
+        from overnet.agent.config import AgentConfig
+        from overnet.agent.daemon import Agent
+        from overnet.dataplane.fake import FakeDataplane
+        from overnet.store import open_store
+        state = os.path.join(self.workdir, name)
+        os.makedirs(state, exist_ok=True)
+        cfg = AgentConfig(store=self.store_url, name=name, advertise=address(index),
+                          socket=os.path.join(state, "overnet.sock"), state_dir=state,
+                          default_network=None)
+        dp = FakeDataplane()
+        agent = Agent(cfg, store=open_store(self.store_url), dataplane=dp,
+                      host_networks=lambda: [])
+        await agent.start()
+        self.agents[name], self.dps[name] = agent, dp
+
+    async def op_start(self, names: list[str], first: int, parallel: int = 50) -> dict:
+        t = time.monotonic()
+        sem = asyncio.Semaphore(parallel)
+
+        async def one(i: int, name: str) -> None:
+            async with sem:
+                await self._start_one(name, first + i)
+        await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
+        return {"seconds": time.monotonic() - t, "agents": len(self.agents), "rss_mb": rss_mb()}
+
+    async def op_network(self, host: str, name: str) -> dict:
+        agent = self.agents[host]
+        net = await agent.networks.ensure(name, "overlay")
+        return {"id": getattr(net, "id", None)}
+
+    async def _attach(self, host: str, network: str) -> dict:
+        from overnet.agent.endpoints import AttachRequest
+        self.seq += 1
+        cid = f"c{os.getpid()}x{self.seq}"
+        netns = f"/run/bench-ctl/{cid}"
+        dp = self.dps[host]
+        await dp.create_netns(netns)
+        t0 = time.monotonic()
+        ep = await self.agents[host].endpoints.attach(
+            AttachRequest(network=network, container_id=cid, netns=netns, runtime="cni"))
+        t1 = time.monotonic()
+        return {"cid": cid, "t0": t0, "t1": t1, "key": keys.endpoints(ep.network) + ep.ip}
+
+    async def op_attach(self, host: str, network: str) -> dict:
+        return await self._attach(host, network)
+
+    async def op_fill_new(self, hosts: list[str], per_host: int, network: str,
+                          parallel: int = 20) -> dict:
+        """`per_host` endpoints on each of `hosts` (background population)."""
+        t = time.monotonic()
+        sem = asyncio.Semaphore(parallel)
+
+        async def one(host: str) -> None:
+            async with sem:
+                await self._attach(host, network)
+        await asyncio.gather(*(one(h) for h in hosts for _ in range(per_host)))
+        return {"seconds": time.monotonic() - t, "rss_mb": rss_mb()}
+
+    async def op_phase(self) -> dict:
+        EVENTS.clear()
+        SEEN.clear()
+        gc.collect()
+        return {"rss_mb": rss_mb()}
+
+    async def op_report(self, wanted: list[str]) -> dict:
+        return {"seen": {k: SEEN.get(k, []) for k in wanted},
+                "events": sum(EVENTS.values()), "mirrors": len(self.agents),
+                "rss_mb": rss_mb()}
+
+    async def op_stop(self) -> dict:
+        failed = 0
+        for agent in self.agents.values():
+            try:
+                await agent.stop()
+            except Exception:   # noqa: BLE001 - stopping many: count, go on
+                failed += 1
+        self.agents.clear()
+        return {"failed": failed}
+
+
+async def serve(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print("ready {}", flush=True)
+    while line := await reader.readline():
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "quit":
+            break
+        try:
+            out = await getattr(worker, f"op_{op}")(**cmd)
+            print("ok " + json.dumps(out), flush=True)
+        except Exception as e:   # noqa: BLE001 - reported to the coordinator, which decides
+            print("error " + json.dumps(f"{type(e).__name__}: {e}"), flush=True)
+
+
+def main() -> None:
+    import logging
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    _instrument()
+    store_url = sys.argv[1]
+    workdir = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(prefix="bn-ctl-")
+    asyncio.run(serve(Worker(store_url, workdir)))
+
+
+if __name__ == "__main__":
+    main()
