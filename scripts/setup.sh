@@ -2,6 +2,7 @@
 # Installs what overnet needs on a fresh Debian 12 machine: Debian packages and a virtual
 # environment (.venv) with the Python dependencies. Safe to run again: it skips what is there.
 set -euo pipefail
+source "$(dirname "$0")/root.sh"
 cd "$(dirname "$0")/.."
 
 DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump

@@ -87,6 +87,19 @@ def links(ns: str) -> list[str]:
     return sorted(in_ns(ns, "ip", "-o", "link", "show").stdout.splitlines())
 
 
+def settled(net: str) -> bool:
+    """Wait until br0 of `net` reports operstate UP, True if it does (within 5 s).
+
+    The kernel updates a bridge's operstate asynchronously (linkwatch, up to a second after a
+    port comes up), so link lines taken right after an attach can still change by themselves.
+    """
+    for _ in range(50):
+        if " state UP " in in_ns(net, "ip", "-o", "link", "show", "br0").stdout:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def fdb_lines(net: str) -> list[str]:
     out = in_ns(net, "bridge", "fdb", "show", "dev", "vxlan0").stdout
     return sorted(line for line in out.splitlines() if " dst " in line)
@@ -175,6 +188,7 @@ def test_idempotent(lab: Lab, kernels: list[Kernel]) -> None:
     (c1, net1, ip1, mac1), (c2, net2, ip2, mac2) = setup_overlay(lab, kernels)
     k = kernels[0]
     host_a = lab.hosts[0]
+    assert settled(net1)
     snapshot = (links(net1), links(c1), fdb_lines(net1), neigh_lines(net1),
                 in_ns(net1, "ip", "-o", "addr").stdout, in_ns(c1, "ip", "-o", "addr").stdout,
                 links(host_a.ns))
@@ -271,6 +285,7 @@ def test_remove_overlay(lab: Lab, kernels: list[Kernel]) -> None:
 def test_restart_adopts_state(lab: Lab, kernels: list[Kernel]) -> None:
     (c1, net1, ip1, mac1), (c2, net2, ip2, mac2) = setup_overlay(lab, kernels)
     host = lab.hosts[0]
+    assert settled(net1)
     before = links(net1), links(c1), links(host.ns)
     kernels[0].close()
     kernels[0] = k = Kernel(host_ns=host.ns)  # a restarted agent: nothing cached
@@ -278,6 +293,22 @@ def test_restart_adopts_state(lab: Lab, kernels: list[Kernel]) -> None:
     k.ensure_overlay(net1, VNI, GW, MTU, host.underlay_ip)
     k.attach(net1, c1, "veth1000002", f"{ip1}/16", mac1, MTU)
     assert (links(net1), links(c1), links(host.ns)) == before  # same devices, same ifindexes
+    assert ping(c1, ip2)
+
+
+def test_reattach_repairs_drift(lab: Lab, kernels: list[Kernel]) -> None:
+    (c1, net1, ip1, mac1), (_c2, _net2, ip2, _mac2) = setup_overlay(lab, kernels)
+    k = kernels[0]
+    # Someone unplugs the host end, downs both ends and strips the container's address.
+    in_ns(net1, "ip", "link", "set", "veth1000002", "nomaster", "down")
+    in_ns(c1, "ip", "link", "set", "eth0", "down", "mtu", "1300")
+    in_ns(c1, "ip", "addr", "flush", "dev", "eth0")
+    k.attach(net1, c1, "veth1000002", f"{ip1}/16", mac1, MTU)
+    host_end = in_ns(net1, "ip", "-o", "link", "show", "veth1000002").stdout
+    assert "master br0" in host_end and ",UP" in host_end and f"mtu {MTU} " in host_end
+    eth0 = in_ns(c1, "ip", "-o", "link", "show", "eth0").stdout
+    assert ",UP" in eth0 and f"mtu {MTU} " in eth0
+    assert f"inet {ip1}/16" in in_ns(c1, "ip", "-o", "-4", "addr", "show", "eth0").stdout
     assert ping(c1, ip2)
 
 
@@ -389,7 +420,7 @@ def test_attach_timing(lab: Lab, kernels: list[Kernel], capsys: pytest.CaptureFi
 def test_single_entry_lookup_falls_back_to_dump() -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
-    from overnet.dataplane.kernel import _single
+    from overnet.dataplane.plumbing import single as _single
 
     class Entry(dict):  # pyroute2 messages answer .get() for fields and attributes alike
         pass

@@ -5,27 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
-
 import pytest
 
 from overnet.agent import hostsubnet
+from overnet.agent.config import AgentConfig
 from overnet.errors import Invalid, NotFound
 from overnet.store.memory import MemoryState, MemoryStore
 
 KEY = "/coreos.com/network/config"
 
 
-def agent(store, **cfg):
+def subnets(store, **cfg) -> hostsubnet.HostSubnet:
     base = dict(flannel=True, subnet_prefix="/coreos.com/network", subnet_file="/nonexistent",
                 ip_masq=False, flannel_network=None, flannel_backend="vxlan")
-    return SimpleNamespace(store=store, cfg=SimpleNamespace(**{**base, **cfg}), name="h1")
+    config = AgentConfig(store="memory://", name="h1", advertise="192.168.1.1",
+                         **{**base, **cfg})
+    return hostsubnet.HostSubnet(store, None, config, None)
 
 
 def test_waits_for_a_config_written_later():
     async def go():
         store = MemoryStore(MemoryState())
-        hs = hostsubnet.HostSubnet(agent(store))
+        hs = subnets(store)
         task = asyncio.create_task(hs._config())
         await asyncio.sleep(1.2)
         assert not task.done()                    # no config yet: it waits, like flanneld
@@ -38,14 +39,14 @@ def test_waits_for_a_config_written_later():
 def test_flannel_network_writes_the_config_only_if_absent():
     async def go():
         store = MemoryStore(MemoryState())
-        a = agent(store, flannel_network="10.1.0.0/16", flannel_backend="host-gw")
-        cfg = await hostsubnet.HostSubnet(a)._config()
+        cfg = await subnets(store, flannel_network="10.1.0.0/16",
+                            flannel_backend="host-gw")._config()
         assert cfg.backend == "host-gw"
         stored = json.loads((await store.get(KEY)).value)
         assert stored["Network"] == "10.1.0.0/16" and stored["Backend"]["Type"] == "host-gw"
         # a second host asking for something else gets the cluster's config
-        b = agent(store, flannel_network="10.9.0.0/16")
-        assert str((await hostsubnet.HostSubnet(b)._config()).network) == "10.1.0.0/16"
+        b = subnets(store, flannel_network="10.9.0.0/16")
+        assert str((await b._config()).network) == "10.1.0.0/16"
     asyncio.run(go())
 
 
@@ -56,31 +57,28 @@ def test_a_bad_config_in_the_store_is_a_clear_error():
                              b'"Backend": {"Type": "vxlan"}}')
         with pytest.raises(Invalid, match=r"network config at /coreos.com/network/config: "
                                           r"SubnetLen 40 must be less than /31"):
-            await hostsubnet.HostSubnet(agent(store))._config()
+            await subnets(store)._config()
         with pytest.raises(Invalid, match="--flannel-network"):
-            await hostsubnet.HostSubnet(agent(MemoryStore(MemoryState()),
-                                              flannel_network="10.1.0.0/33"))._config()
+            await subnets(MemoryStore(MemoryState()), flannel_network="10.1.0.0/33")._config()
     asyncio.run(go())
 
 
 def test_api_helpers():
     async def go():
         store = MemoryStore(MemoryState())
-        a = agent(store, flannel=False, subnet_prefix="/my/net/")
+        a = "/my/net"
         with pytest.raises(NotFound, match="no network config at /my/net/config"):
-            await hostsubnet.get_config(a)
+            await hostsubnet.get_config(store, a)
         with pytest.raises(Invalid, match="SubnetMax is not in the range"):
-            await hostsubnet.put_config(a, {"network": "10.1.0.0/16", "subnet_max": "10.2.0.0"})
+            await hostsubnet.put_config(store, a, {"network": "10.1.0.0/16", "subnet_max": "10.2.0.0"})
         with pytest.raises(Invalid, match="subnet_len"):
-            await hostsubnet.put_config(a, {"network": "10.1.0.0/16", "subnet_len": "24"})
-        put = await hostsubnet.put_config(a, {"network": "10.1.0.0/16", "subnet_len": 26})
-        got = await hostsubnet.get_config(a)
+            await hostsubnet.put_config(store, a, {"network": "10.1.0.0/16", "subnet_len": "24"})
+        put = await hostsubnet.put_config(store, a, {"network": "10.1.0.0/16", "subnet_len": 26})
+        got = await hostsubnet.get_config(store, a)
         assert got["config"] == put["config"] and got["config"]["SubnetLen"] == 26
         await store.put("/my/net/subnets/10.1.0.64-26",
                         b'{"PublicIP":"192.168.1.2","BackendType":"host-gw"}')
-        assert [x["subnet"] for x in await hostsubnet.list_leases(a)] == ["10.1.0.64/26"]
-        with pytest.raises(NotFound, match="host subnets are off on h1"):
-            hostsubnet.get_lease(SimpleNamespace(name="h1", hostsubnet=None))
+        assert [x["subnet"] for x in await hostsubnet.list_leases(store, a)] == ["10.1.0.64/26"]
     asyncio.run(go())
 
 

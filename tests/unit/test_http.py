@@ -1,49 +1,24 @@
 """The agent's small HTTP server and the CLI's client, over a real unix socket."""
 
-import asyncio
-import threading
+import json
 
 import pytest
 
-from overnet.api import http
 from overnet.api.client import AgentUnreachable, ApiError, Client
-from overnet.errors import NotFound
+
+from tests.unit.http_helper import exchange, message, serving
 
 
 @pytest.fixture
-def server(tmp_path):
-    routes = http.RouteTableDef()
+def path(tmp_path):
+    sock = str(tmp_path / "api.sock")
+    with serving(sock):
+        yield sock
 
-    @routes.get("/things/{name}")
-    async def get(request):
-        if request.match_info["name"] == "ghost":
-            raise NotFound("no such thing: ghost")
-        return http.Response.json({"name": request.match_info["name"],
-                                   "q": request.query.get("q")})
 
-    @routes.post("/things")
-    async def post(request):
-        return http.Response.json(await request.json(), 201)
-
-    @routes.get("/boom")
-    async def boom(request):
-        raise RuntimeError("kaput")
-
-    def on_error(request, e):
-        status = getattr(e, "status", 500)
-        return http.Response.json({"message": getattr(e, "message", str(e))}, status)
-
-    path = str(tmp_path / "api.sock")
-    loop = asyncio.new_event_loop()
-    srv = http.Server(routes, on_error)
-    loop.run_until_complete(srv.start_unix(path))
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield Client("unix://" + path, timeout=5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join()
-    loop.run_until_complete(srv.close())
-    loop.close()
+@pytest.fixture
+def server(path):
+    return Client("unix://" + path, timeout=5)
 
 
 def test_round_trips(server):
@@ -74,3 +49,66 @@ def test_big_body(server):
 def test_no_agent(tmp_path):
     with pytest.raises(AgentUnreachable, match="overnet agent --store"):
         Client(f"unix://{tmp_path}/none.sock").get("/info")
+
+
+GOOD = b"GET /things/ok HTTP/1.1\r\nConnection: close\r\n\r\n"
+
+
+def post(body: bytes, *headers: str) -> bytes:
+    head = "".join(h + "\r\n" for h in headers)
+    return f"POST /things HTTP/1.1\r\n{head}\r\n".encode() + body
+
+
+@pytest.mark.parametrize("data, status, text", [
+    (post(b"", "Content-Length: -1"), 400, "invalid Content-Length '-1'"),
+    (post(b"", "Content-Length: abc"), 400, "invalid Content-Length 'abc'"),
+    (post(b"", "Content-Length: 1e3"), 400, "invalid Content-Length"),
+    (post(b"{}", "Content-Length: 2", "Content-Length: 2"), 400, "more than one content-length"),
+    (post(b"", "Transfer-Encoding: chunked"), 411, "send a Content-Length"),
+    (b"GARBAGE\r\n\r\n", 400, "malformed request line 'GARBAGE'"),
+    (b"GET things HTTP/1.1\r\n\r\n", 400, "malformed request line"),
+    (b"GET /things/a HTTP/2.0\r\n\r\n", 400, "malformed request line"),
+    (b"GET /things/a HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed header line"),
+    (b"GET /things/a HTTP/1.1\r\n: empty name\r\n\r\n", 400, "malformed header line"),
+    (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n", 414, "request line longer than"),
+    (b"GET /things/a HTTP/1.1\r\nX: " + b"a" * 10_000 + b"\r\n\r\n", 431, "header line"),
+    (b"GET /things/a HTTP/1.1\r\n" + b"X: y\r\n" * 100 + b"\r\n", 431, "over the limit"),
+    (b"GET /things/a?" + b"a=1&" * 100 + b" HTTP/1.1\r\n\r\n", 400, "malformed query"),
+])
+def test_bad_requests_get_a_4xx_message(path, data, status, text):
+    got, headers, body = exchange(path, data)
+    assert got == status and text in message(body)
+    assert headers["connection"] == "close"
+    assert exchange(path, GOOD)[0] == 200     # and the server answers the next one
+
+
+def test_bodies_over_1_mib_are_refused_with_413(path):
+    big = json.dumps({"k": "x" * (1 << 20)}).encode()
+    status, _, body = exchange(path, post(big, f"Content-Length: {len(big)}"))
+    assert status == 413 and message(body) == (
+        f"request body of {len(big)} bytes is over the limit of 1048576 bytes")
+    huge = post(b"", "Content-Length: 999999999999")
+    assert exchange(path, huge)[0] == 413
+
+
+def test_clean_close_when_the_client_stops_midway(path):
+    for partial in [b"", b"GET /things/a HT", b"GET /things/a HTTP/1.1\r\nX: y\r\n",
+                    post(b"{", "Content-Length: 10")]:
+        assert exchange(path, partial) == (None, {}, b"")
+    assert exchange(path, GOOD)[0] == 200
+
+
+def test_expect_100_continue(path):
+    status, _, body = exchange(path, post(b"{}", "Content-Length: 2", "Expect: 100-continue"))
+    assert status == 100   # the interim answer comes first ...
+    assert b"HTTP/1.1 201 Created" in body   # ... then the real one
+
+
+def test_double_slash_does_not_move_the_route(path):
+    assert exchange(path, b"GET //evil/things/a HTTP/1.1\r\n\r\n")[0] == 404
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(path):
+    one = b"GET /things/a HTTP/1.1\r\n\r\n"
+    status, _, body = exchange(path, one + one + GOOD)
+    assert status == 200 and body.count(b"HTTP/1.1 200 OK") == 2

@@ -95,6 +95,7 @@ class Agent:
         self._build_services()
         if self.hostsubnet is not None:
             bridge = self.networks.find("bridge")
+            self.view.local_networks[bridge.id] = self.hostsubnet.cluster_network(bridge)
             await self.hostsubnet.ready(self.networks.driver(bridge), bridge)
         await self._recover()
         if DRIVERS[self.default_net[0]].creatable:
@@ -143,9 +144,8 @@ class Agent:
 
     def _start_loops(self) -> None:
         rec = self.reconciler = Reconciler(self.cfg.resync_every)
-        rec.source(self._events, _classify)
-        rec.route(NET, self.reconcile_network,
-                  lambda: {NET + ep.network for ep in self.endpoints.local.values()})
+        rec.source(self._events, self._classify)
+        rec.route(NET, self.reconcile_network, self._active_networks)
         loops = {"gc": self._gc_loop, "owed-deletions": self._owed_loop,
                  "start-expiry": self.containers.expire_loop}
         if self.hostsubnet is not None:
@@ -248,6 +248,20 @@ class Agent:
                               active=bool(self.endpoints.on_network(net_id)), verify=verify)
         await self.containers.refresh_network(net_id)
 
+    def _classify(self, ev) -> str | None:
+        """The reconcile target of a store event (and a first look at its record)."""
+        if ev.type == "put":
+            self.view.inspect(ev.key)
+        parts = keys.split(ev.key)
+        if parts[0] in ("endpoints", "services", "networks", "blocks") and len(parts) > 1:
+            return NET + parts[1]
+        if parts[0] == "hosts":      # a host's address: what its endpoints are checked against
+            self.reconciler.mark(*self._active_networks())
+        return None
+
+    def _active_networks(self) -> set[str]:
+        return {NET + ep.network for ep in self.endpoints.local.values()}
+
     async def _gc_loop(self) -> None:
         every = min(5.0, max(0.2, self.cfg.gc_grace / 4))
         while True:
@@ -266,11 +280,6 @@ class Agent:
                 pass    # still unreachable: next time
 
 
-def _classify(ev) -> str | None:
-    parts = keys.split(ev.key)
-    if parts[0] in ("endpoints", "services", "networks", "blocks") and len(parts) > 1:
-        return NET + parts[1]
-    return None
 
 
 def _parse_default(value: str | None) -> tuple[str, str]:

@@ -14,6 +14,7 @@ lease renewed, its masquerade rules in place, and the kernel in step with the le
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import ipaddress
 import logging
@@ -25,6 +26,7 @@ from ..dataplane.api import Dataplane
 from ..dataplane.masq import Masquerade, MasqError
 from ..errors import Conflict, Invalid, NotFound, Unavailable
 from ..flannel import config as fconfig
+from ..fsutil import write_atomic
 from ..flannel.backend import Backend, make_backend
 from ..flannel.lease import LeaseError, LeaseManager, SubnetLease, decode, read_previous
 from ..store import keys
@@ -56,14 +58,10 @@ def write_subnet_env(path: str, network: ipaddress.IPv4Network, subnet: ipaddres
                      mtu: int, ipmasq: bool) -> None:
     """flanneld's WriteSubnetFile: FLANNEL_SUBNET is the bridge address (.1), not the .0."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    content = (f"FLANNEL_NETWORK={network}\n"
-               f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
-               f"FLANNEL_MTU={mtu}\n"
-               f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(content)
-    os.replace(tmp, path)    # readers never see half a file
+    write_atomic(path, f"FLANNEL_NETWORK={network}\n"
+                       f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
+                       f"FLANNEL_MTU={mtu}\n"
+                       f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n")
 
 
 class HostSubnet:
@@ -138,6 +136,12 @@ class HostSubnet:
         write_subnet_env(self.subnet_file, self.cfg.network, self.subnet, self.bridge_mtu,
                          self.ip_masq)
         self.ready_at = time.time()
+
+    def cluster_network(self, bridge: NetworkRecord) -> NetworkRecord:
+        """The bridge as one network across hosts: what other hosts' bridge endpoints are
+        checked against (their addresses are in the cluster network, not in our subnet)."""
+        assert self.cfg is not None
+        return dataclasses.replace(bridge, subnet=str(self.cfg.network))
 
     def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
         """Background work, for the agent's supervisor (the lease watch and resync go

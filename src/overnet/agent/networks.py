@@ -9,7 +9,7 @@ import secrets
 import time
 from typing import Callable
 
-from ..drivers import Driver
+from ..drivers import DRIVERS, Driver
 from ..errors import Conflict, Invalid, NotFound
 from ..ipam import pools
 from ..store import keys
@@ -19,6 +19,7 @@ from .view import ClusterView
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
 BUILTIN = {"none": "null", "host": "host", "bridge": "bridge"}
+DEFAULT_DRIVER = "overlay"    # `network create` without -d
 FIRST_VNI = 256
 MAX_VNI = (1 << 24) - 1
 
@@ -89,7 +90,7 @@ class NetworkService:
     def is_builtin(self, net: NetworkRecord) -> bool:
         return any(n.id == net.id for n in self.builtin)
 
-    async def ensure(self, name: str, driver: str = "overlay") -> NetworkRecord:
+    async def ensure(self, name: str, driver: str = DEFAULT_DRIVER) -> NetworkRecord:
         """The network `name`, created if no host has made it yet."""
         try:
             return self.find(name)
@@ -100,7 +101,7 @@ class NetworkService:
         except Conflict:
             return self.find(name)   # another host made it at the same moment
 
-    async def create(self, name: str, driver: str = "overlay", subnet: str | None = None,
+    async def create(self, name: str, driver: str = DEFAULT_DRIVER, subnet: str | None = None,
                      gateway: str | None = None) -> NetworkRecord:
         cls = self.drivers.get(driver) if isinstance(driver, str) else None
         if cls is None or not cls.creatable:
@@ -192,5 +193,8 @@ def parse_publish(value: str) -> tuple[str, str | None, str]:
     if not NAME_RE.match(svc):
         raise Invalid(f"invalid service name {svc!r}")
     net = parts[1] if len(parts) > 1 else None
-    driver = parts[2] if len(parts) > 2 else "overlay"
+    driver = parts[2] if len(parts) > 2 else DEFAULT_DRIVER
+    if driver not in DRIVERS or not DRIVERS[driver].creatable:
+        raise Invalid(f"invalid --publish-service {value!r}: driver {driver!r} is not "
+                      "cluster-wide")
     return svc, net, driver

@@ -13,9 +13,9 @@ import logging
 from typing import Any, TypeVar
 
 from ..store import keys
-from ..store.records import (EndpointRecord, HostRecord, NetworkRecord, Record, ServiceRecord,
-                             decode)
-from ..store.validate import admit_endpoints
+from ..store.records import (BlockRecord, EndpointRecord, HostRecord, NetworkRecord, Record,
+                             ServiceRecord, decode)
+from ..store.validate import admit_endpoints, admit_hosts
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Record)
@@ -26,7 +26,10 @@ class ClusterView:
         self.mirror = mirror     # its `items` (key -> Item(value, mod_revision)) stay current
         self._decoded: dict[str, tuple[int, object]] = {}
         self._admitted: dict[str, tuple[int, list[EndpointRecord]]] = {}
-        self._rejected_logged: set[tuple[str, str]] = set()
+        self._hosts: tuple[int, dict[str, HostRecord]] = (-1, {})
+        # Networks not in the store whose endpoints are (host subnets: every host's bridge
+        # is part of one routed network), with the record to check them against.
+        self.local_networks: dict[str, NetworkRecord] = {}
 
     @property
     def items(self) -> dict:
@@ -57,6 +60,14 @@ class ClusterView:
                     out.append((key, item.mod_revision, rec))
         out.sort(key=lambda t: t[1])
         return out
+
+    def inspect(self, key: str) -> None:
+        """Parse a record as it arrives, so a bad one is logged (once) even if nothing on
+        this host ever reads it."""
+        cls = _KINDS.get(keys.split(key)[0])
+        item = self.items.get(key)
+        if cls is not None and item is not None:
+            self._decode(cls, key, item)
 
     # --- networks ------------------------------------------------------------------------
 
@@ -92,8 +103,9 @@ class ClusterView:
     def hosts(self) -> dict[str, HostRecord]:
         """Every known host and its tunnel address, alive or not (an agent that is down
         does not take its host's containers off the network)."""
-        return {r.name: r for key, _, r in self._records(keys.HOSTS, HostRecord)
-                if key == keys.host(r.name)}
+        if self._hosts[0] != self.revision:
+            self._hosts = (self.revision, admit_hosts(self._records(keys.HOSTS, HostRecord))[0])
+        return self._hosts[1]
 
     def alive_hosts(self) -> set[str]:
         """Hosts whose agent renews its liveness lease now."""
@@ -106,18 +118,11 @@ class ClusterView:
         cached = self._admitted.get(net_id)
         if cached is not None and cached[0] == self.revision:
             return cached[1]
-        net = self.network(net_id)
+        net = self.network(net_id) or self.local_networks.get(net_id)
         candidates = [(k, rev, r) for k, rev, r in self._records(keys.endpoints(net_id),
                                                                   EndpointRecord)
                       if k == keys.endpoint(net_id, r.ip)]
-        if net is None:
-            admitted: list[EndpointRecord] = [r for _, _, r in candidates]  # local networks
-        else:
-            admitted, rejected = admit_endpoints(net, candidates, self.hosts())
-            for key, reason in rejected:
-                if (key, reason) not in self._rejected_logged:
-                    self._rejected_logged.add((key, reason))
-                    log.warning("ignoring endpoint record %s: %s", key, reason)
+        admitted = admit_endpoints(net, candidates, self.hosts())[0] if net else []
         self._admitted[net_id] = (self.revision, admitted)
         if len(self._admitted) > 1024:
             self._admitted.clear()
@@ -139,3 +144,8 @@ class ClusterView:
     def service(self, net_id: str, name: str) -> ServiceRecord | None:
         item = self.items.get(keys.service(net_id, name))
         return self._decode(ServiceRecord, keys.service(net_id, name), item) if item else None
+
+
+_KINDS: dict[str, type[Record]] = {
+    "networks": NetworkRecord, "endpoints": EndpointRecord, "services": ServiceRecord,
+    "hosts": HostRecord, "alive": HostRecord, "blocks": BlockRecord}

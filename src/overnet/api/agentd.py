@@ -45,6 +45,7 @@ def run_agent(opts: dict[str, Any]) -> int:
                       default_network=opts["default_network"],
                       default_range=opts["default_range"], bridge_subnet=opts["bridge_subnet"],
                       vxlan_port=opts["vxlan_port"], gc_grace=opts["gc_grace"],
+                      resync_every=opts["resync_every"], start_expiry=opts["start_expiry"],
                       flannel=bool(opts.get("flannel")),
                       subnet_prefix=opts.get("subnet_prefix") or "/coreos.com/network",
                       subnet_file=opts.get("subnet_file") or "/run/flannel/subnet.env",

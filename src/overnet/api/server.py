@@ -16,6 +16,7 @@ from ..agent import hostsubnet
 from ..agent.config import DOMAIN
 from ..agent.daemon import Agent
 from ..agent.endpoints import AttachRequest
+from ..agent.networks import DEFAULT_DRIVER
 from ..agent.state import Container, LocalEndpoint
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..store.base import StoreError
@@ -144,7 +145,7 @@ def _network_routes(routes: web.RouteTableDef, agent: Agent) -> None:
     @routes.post("/networks")
     async def create_network(request: web.Request) -> web.Response:
         b = await body(request)
-        net = await agent.networks.create(_str(b, "name"), _str(b, "driver") or "overlay",
+        net = await agent.networks.create(_str(b, "name"), _str(b, "driver") or DEFAULT_DRIVER,
                                           _str(b, "subnet") or None,
                                           _str(b, "gateway") or None)
         return _json(network_json(agent, net), 201)

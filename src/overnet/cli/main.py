@@ -102,8 +102,16 @@ def cli(host: str | None) -> None:
               help="Where to write FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU, ...")
 @click.option("--ip-masq", is_flag=True,
               help="Masquerade container traffic leaving the flannel network (nftables).")
-@click.option("--gc-grace", default=60.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds a host must be gone before its records are removed.")
+@click.option("--gc-grace", default=3600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a host's agent must be gone before its records are removed "
+                   "(an agent that is down is not a dead host).")
+@click.option("--resync-every", default=10.0, show_default=True,
+              type=click.FloatRange(min=0.1),
+              help="Seconds between re-checks of the kernel against the store.")
+@click.option("--start-expiry", default=120.0, show_default=True,
+              type=click.FloatRange(min=1),
+              help="Seconds a created container may wait for its process before it is "
+                   "removed.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:
@@ -121,7 +129,7 @@ def network() -> None:
 
 @network.command("create", context_settings=CONTEXT)
 @click.option("-d", "--driver", default="overlay", show_default=True,
-              type=click.Choice(["overlay", "bridge"]))
+              type=click.Choice(["overlay"]))
 @click.option("--subnet", metavar="CIDR", help="Address pool (default: next free /16).")
 @click.option("--gateway", metavar="IP", help="Gateway address (default: first of the subnet).")
 @click.argument("name")

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from dataclasses import dataclass
 from socket import AF_INET
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_NOARP, NUD_PERMANENT
 
-from .kernel import DataplaneError, Kernel, _failing
+from .model import DataplaneError, GwRoute, VxlanPeer
+from .plumbing import Netlink, failing, get_link, ignore_missing
+
+__all__ = ["GwRoute", "VxlanPeer", "enable_forwarding", "ensure_vxlan", "gw_routes",
+           "remove_link", "sync_gw", "sync_vxlan", "underlay", "vxlan_peers"]
 
 RTNH_F_ONLINK = 4
 RTPROT_OVERNET = 111        # "proto 111" in `ip route`: host-gw routes this agent made
@@ -31,21 +33,8 @@ MAIN_TABLE = 254
 IPv4Network = ipaddress.IPv4Network
 
 
-@dataclass(frozen=True)
-class VxlanPeer:
-    subnet: str         # "10.1.6.0/24"
-    public_ip: str      # the remote host's underlay address (VTEP)
-    vtep_mac: str       # its flannel.N device's MAC
-
-
-@dataclass(frozen=True)
-class GwRoute:
-    subnet: str
-    gateway: str
-
-
-def _host(k: Kernel) -> IPRoute:
-    return k._ipr(None)   # the Kernel's cached socket of the host namespace
+def _host(k: Netlink) -> IPRoute:
+    return k.socket(None)   # the Kernel's cached socket of the host namespace
 
 
 def _vxlan_conf(link: Any) -> dict[str, Any]:
@@ -56,11 +45,11 @@ def _vxlan_conf(link: Any) -> dict[str, Any]:
 
 # --- underlay ------------------------------------------------------------------------------
 
-def underlay(k: Kernel, address: str) -> tuple[int, list[str]]:
+def underlay(k: Netlink, address: str) -> tuple[int, list[str]]:
     """ifindex of the device holding `address`, and the networks on that device (its L2
     segment, as far as addresses tell)."""
     ipr = _host(k)
-    with _failing(f"cannot read the underlay device of {address}"):
+    with failing(f"cannot read the underlay device of {address}"):
         index = next((m["index"] for m in ipr.addr("dump", family=AF_INET)
                       if m.get("address") == address), None)
         if index is None:
@@ -86,14 +75,14 @@ def enable_forwarding() -> bool:
 
 # --- vxlan ---------------------------------------------------------------------------------
 
-def ensure_vxlan(k: Kernel, name: str, vni: int, local: str, port: int, mtu: int, mac: str,
+def ensure_vxlan(k: Netlink, name: str, vni: int, local: str, port: int, mtu: int, mac: str,
                  address: str) -> str:
     """The flannel.N device (created, or fixed, or kept as it is) with MAC `mac`, holding
     `address`/32, up. Returns its MAC."""
     ipr = _host(k)
     want = {"vni": vni, "port": port, "local": local, "learning": False}
-    with _failing(f"cannot set up {name} (vni {vni}, port {port}, local {local}, mtu {mtu})"):
-        link = Kernel._get(ipr, name)
+    with failing(f"cannot set up {name} (vni {vni}, port {port}, local {local}, mtu {mtu})"):
+        link = get_link(ipr, name)
         if link is not None and (link.get(("linkinfo", "kind")) != "vxlan"
                                  or _vxlan_conf(link) != want):
             ipr.link("del", index=link["index"])
@@ -115,19 +104,19 @@ def ensure_vxlan(k: Kernel, name: str, vni: int, local: str, port: int, mtu: int
         return str(ipr.link("get", index=index)[0].get("address"))
 
 
-def remove_link(k: Kernel, name: str) -> None:
+def remove_link(k: Netlink, name: str) -> None:
     ipr = _host(k)
-    with _failing(f"cannot delete {name}"):
-        link = Kernel._get(ipr, name)
+    with failing(f"cannot delete {name}"):
+        link = get_link(ipr, name)
         if link is not None:
             ipr.link("del", index=link["index"])
 
 
-def vxlan_peers(k: Kernel, name: str) -> tuple[set[str], dict[str, str], dict[str, str]]:
+def vxlan_peers(k: Netlink, name: str) -> tuple[set[str], dict[str, str], dict[str, str]]:
     """What the device holds: route subnets, neighbours (ip -> mac), FDB (mac -> dst)."""
     ipr = _host(k)
-    with _failing(f"cannot read the peers of {name}"):
-        link = Kernel._get(ipr, name)
+    with failing(f"cannot read the peers of {name}"):
+        link = get_link(ipr, name)
         if link is None:
             return set(), {}, {}
         index = link["index"]
@@ -141,7 +130,7 @@ def vxlan_peers(k: Kernel, name: str) -> tuple[set[str], dict[str, str], dict[st
         return routes, neigh, fdb
 
 
-def sync_vxlan(k: Kernel, name: str, peers: set[VxlanPeer]) -> tuple[int, int]:
+def sync_vxlan(k: Netlink, name: str, peers: set[VxlanPeer]) -> tuple[int, int]:
     """Make the device hold exactly `peers`. Returns (added, removed) counts of entries."""
     ipr = _host(k)
     routes, neigh, fdb = vxlan_peers(k, name)
@@ -149,22 +138,22 @@ def sync_vxlan(k: Kernel, name: str, peers: set[VxlanPeer]) -> tuple[int, int]:
     want_neigh = {str(IPv4Network(p.subnet).network_address): p.vtep_mac for p in peers}
     want_fdb = {p.vtep_mac: p.public_ip for p in peers}
     added = removed = 0
-    with _failing(f"cannot program the peers of {name}"):
-        link = Kernel._get(ipr, name)
+    with failing(f"cannot program the peers of {name}"):
+        link = get_link(ipr, name)
         if link is None:
             raise DataplaneError(f"no device {name}", errno.ENODEV)
         index = link["index"]
         # Removals first: a subnet moving to another host reuses its .0 address.
         for subnet in routes - want_routes:
-            _quiet(ipr.route, "del", dst=subnet, oif=index, table=MAIN_TABLE)
+            ignore_missing(ipr.route, "del", dst=subnet, oif=index, table=MAIN_TABLE)
             removed += 1
         for ip, mac in neigh.items():
             if want_neigh.get(ip) != mac:
-                _quiet(ipr.neigh, "del", ifindex=index, dst=ip, lladdr=mac)
+                ignore_missing(ipr.neigh, "del", ifindex=index, dst=ip, lladdr=mac)
                 removed += 1
         for mac, dst in fdb.items():
             if want_fdb.get(mac) != dst:
-                _quiet(ipr.fdb, "del", ifindex=index, lladdr=mac, dst=dst)
+                ignore_missing(ipr.fdb, "del", ifindex=index, lladdr=mac, dst=dst)
                 removed += 1
         # flanneld's order: neighbour, FDB, then the route that makes them used.
         for ip, mac in want_neigh.items():
@@ -186,22 +175,22 @@ def sync_vxlan(k: Kernel, name: str, peers: set[VxlanPeer]) -> tuple[int, int]:
 
 # --- host-gw -------------------------------------------------------------------------------
 
-def gw_routes(k: Kernel) -> set[GwRoute]:
+def gw_routes(k: Netlink) -> set[GwRoute]:
     ipr = _host(k)
-    with _failing("cannot read host-gw routes"):
+    with failing("cannot read host-gw routes"):
         return {GwRoute(f"{m.get('dst')}/{m['dst_len']}", m.get("gateway"))
                 for m in ipr.route("dump", family=AF_INET, table=MAIN_TABLE)
                 if m["proto"] == RTPROT_OVERNET and m.get("dst") and m.get("gateway")}
 
 
-def sync_gw(k: Kernel, oif: int, want: set[GwRoute]) -> tuple[int, int]:
+def sync_gw(k: Netlink, oif: int, want: set[GwRoute]) -> tuple[int, int]:
     """Make our host-gw routes exactly `want` (all via the underlay device `oif`)."""
     ipr = _host(k)
     have = gw_routes(k)
     added = removed = 0
-    with _failing("cannot program host-gw routes"):
+    with failing("cannot program host-gw routes"):
         for r in have - want:
-            _quiet(ipr.route, "del", dst=r.subnet, gateway=r.gateway, table=MAIN_TABLE,
+            ignore_missing(ipr.route, "del", dst=r.subnet, gateway=r.gateway, table=MAIN_TABLE,
                    proto=RTPROT_OVERNET)
             removed += 1
         for r in want - have:
@@ -210,10 +199,3 @@ def sync_gw(k: Kernel, oif: int, want: set[GwRoute]) -> tuple[int, int]:
             added += 1
     return added, removed
 
-
-def _quiet(method: Any, *args: Any, **kwargs: Any) -> None:
-    try:
-        method(*args, **kwargs)
-    except NetlinkError as exc:
-        if exc.code not in (errno.ENOENT, errno.ESRCH, errno.ENODEV):
-            raise

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .kernel import Kernel
 
@@ -18,13 +19,16 @@ T = TypeVar("T")
 
 
 class KernelThread:
-    def __init__(self) -> None:
+    """One thread owning one Kernel; `host_ns` is the Kernel's home (default: the agent's)."""
+
+    def __init__(self, host_ns: str | None = None) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kernel")
+        self._host_ns = host_ns
         self._kernel: Kernel | None = None
 
     def _call(self, fn: Callable[..., T], args: tuple) -> T:
         if self._kernel is None:
-            self._kernel = Kernel()
+            self._kernel = Kernel(self._host_ns)
         return fn(self._kernel, *args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 
-from ..dataplane.kernel import VXLAN_OVERHEAD
+from ..dataplane.model import VXLAN_OVERHEAD
 from ..store.records import NetworkRecord
 from .base import Attachment, Driver, RemotePeer, check_interface
 

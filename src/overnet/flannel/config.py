@@ -14,12 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..dataplane.model import VXLAN_OVERHEAD
+
 VXLAN = "vxlan"
 HOST_GW = "host-gw"
 BACKENDS = (VXLAN, HOST_GW)
 DEFAULT_VNI = 1
 DEFAULT_PORT = 8472      # flannel's (the kernel's) vxlan port on Linux
-VXLAN_OVERHEAD = 50      # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address

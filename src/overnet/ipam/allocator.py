@@ -104,12 +104,10 @@ class HostAllocator:
         """After a restart: claim again the block holding an address this host still uses
         (it may have been collected while the agent was away). False if another host
         owns it now (the address itself is still guarded by its endpoint key)."""
-        for block in blocks_of(net.network):
-            if ip in block:
-                break
-        else:
+        if ip not in net.network:
             return False
-        mine = await self._my_blocks(net.id)
+        block = block_of(net.network, ip)
+        mine = await self._my_blocks(net)
         if block in mine:
             return True
         if await self.store.create(keys.block(net.id, block),

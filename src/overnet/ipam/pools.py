@@ -46,8 +46,8 @@ def parse_subnet(value: str) -> IPv4Network:
         raise IpamError(f"invalid subnet {value!r}: /{net.prefixlen} is too small, "
                         "use /29 or larger")
     if net.prefixlen < MIN_POOL_PREFIX:
-        raise IpamError(f"invalid subnet {value!r}: /{net.prefixlen} is too large, use "
-                        f"/{MIN_POOL_PREFIX} or smaller (a longer prefix)")
+        raise IpamError(f"invalid subnet {value!r}: /{net.prefixlen} is too large, the "
+                        f"largest pool is a /{MIN_POOL_PREFIX}")
     if str(net.network_address) != value.split("/")[0]:
         raise IpamError(f"invalid subnet {value!r}: host bits set (did you mean {net}?)")
     for special, what in SPECIAL.items():

@@ -110,17 +110,17 @@ def _cidr(value: str, what: str) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(value)
     except ValueError:
-        raise BadRecord(f"{what}: bad CIDR {value!r}") from None
+        raise BadRecord(f"{what}: bad CIDR {shown(value)!r}") from None
 
 
 def _ip(value: str, what: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(value)
     except ValueError:
-        raise BadRecord(f"{what}: bad IPv4 address {value!r}") from None
+        raise BadRecord(f"{what}: bad IPv4 address {shown(value)!r}") from None
 
 
-def _unicast(value: str, what: str) -> ipaddress.IPv4Address:
+def unicast(value: str, what: str) -> ipaddress.IPv4Address:
     """An address a packet may be sent to and come from: not 0.0.0.0/8, loopback,
     multicast, link-local, broadcast or reserved (240/4)."""
     ip = _ip(value, what)
@@ -133,7 +133,7 @@ def _unicast(value: str, what: str) -> ipaddress.IPv4Address:
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 
 
-def _mac(value: str) -> None:
+def check_mac(value: str) -> None:
     if not MAC.fullmatch(value):
         raise BadRecord(f"bad MAC {shown(value)!r}")
     if int(value[:2], 16) & 1 or value == "00:00:00:00:00:00":
@@ -209,7 +209,7 @@ class HostRecord(Record):
 
     def validate(self) -> None:
         _match(HOSTNAME, self.name, "host name")
-        _unicast(self.address, "host address")
+        unicast(self.address, "host address")
         if not 68 <= self.mtu <= 65535:
             raise BadRecord(f"host MTU {self.mtu}: not from 68 to 65535")
 
@@ -246,9 +246,9 @@ class EndpointRecord(Record):
         for alias in self.aliases:
             _label(alias, "alias")
         _match(HOSTNAME, self.host, "host name")
-        _unicast(self.host_address, "endpoint host address")
-        _unicast(self.ip, "endpoint ip")
-        _mac(self.mac)
+        unicast(self.host_address, "endpoint host address")
+        unicast(self.ip, "endpoint ip")
+        check_mac(self.mac)
         if self.runtime not in RUNTIMES + ("",):
             raise BadRecord(f"unknown runtime {shown(self.runtime)!r}")
         if self.ifname:

@@ -1,0 +1,445 @@
+"""The agent's logic without root: several agents in one process over one MemoryStore, each
+with its own FakeDataplane (its host's kernel)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+
+import pytest
+
+from overnet.agent.config import AgentConfig
+from overnet.agent.daemon import Agent
+from overnet.agent.endpoints import AttachRequest, attachment
+from overnet.agent.state import ATTACHING, CONFLICT, LocalEndpoint
+from overnet.dataplane.fake import FakeDataplane
+from overnet.errors import Conflict, Invalid, NotFound
+from overnet.ipam import pools
+from overnet.store import keys
+from overnet.store.base import Put
+from overnet.store.memory import MemoryState, MemoryStore
+from overnet.store.records import EndpointRecord
+
+
+class Cluster:
+    def __init__(self, tmp_path, **cfg) -> None:
+        self.tmp = tmp_path
+        self.state = MemoryState()
+        self.cfg = cfg
+        self.agents: dict[str, Agent] = {}
+        self.kernels: dict[str, FakeDataplane] = {}
+
+    def address(self, name: str) -> str:
+        return f"192.168.9.{int(name[1:])}"
+
+    async def start(self, name: str, **cfg) -> Agent:
+        dp = self.kernels.get(name) or FakeDataplane(underlay=f"{self.address(name)}/24")
+        self.kernels[name] = dp
+        config = AgentConfig(store="memory://", name=name, advertise=self.address(name),
+                             state_dir=str(self.tmp / name), resync_every=3600,
+                             **{**self.cfg, **cfg})
+        agent = Agent(config, store=MemoryStore(self.state), dataplane=dp,
+                      host_networks=lambda: [ipaddress.IPv4Network("192.168.9.0/24")])
+        dp.closed = False
+        await agent.start()
+        self.agents[name] = agent
+        return agent
+
+    async def hosts(self, n: int, **cfg) -> list[Agent]:
+        return [await self.start(f"h{i + 1}", **cfg) for i in range(n)]
+
+    async def crash(self, name: str) -> None:
+        """The agent dies: its loops stop, nothing is cleaned up, its lease lapses."""
+        agent = self.agents.pop(name)
+        await agent.supervisor.stop()
+        await agent.mirror.stop()
+        agent.keepalive._task.cancel()       # no revoke: the lease simply is not renewed
+        await self.expire(name)
+
+    async def expire(self, name: str) -> None:
+        store = MemoryStore(self.state)
+        await store.delete(keys.alive(name))
+
+    async def synced(self) -> None:
+        rev = self.state.revision
+        for a in self.agents.values():
+            await a.mirror.wait_revision(rev, timeout=2)
+
+    async def stop(self) -> None:
+        for a in list(self.agents.values()):
+            await a.stop()
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    yield c
+    await c.stop()
+
+
+async def netns(agent: Agent, name: str) -> str:
+    path = f"/run/test-containers/{agent.name}-{name}"
+    await agent.dp.create_netns(path)
+    return path
+
+
+async def attach(agent: Agent, net: str, cid: str, **kw) -> LocalEndpoint:
+    return await agent.endpoints.attach(AttachRequest(
+        network=net, container_id=cid, netns=await netns(agent, cid), runtime="cni", **kw))
+
+
+def vxlan_peers(agent: Agent, net_name: str) -> dict[str, str]:
+    net = agent.networks.find(net_name)
+    path = agent.networks.driver(net).namespace(net)
+    return dict(agent.dp.link(path, "vxlan0").neigh)
+
+
+# --- networks ------------------------------------------------------------------------------
+
+async def test_concurrent_network_create_one_wins(cluster):
+    h1, h2 = await cluster.hosts(2)
+    results = await asyncio.gather(h1.networks.create("web"), h2.networks.create("web"),
+                                   return_exceptions=True)
+    won = [r for r in results if not isinstance(r, Exception)]
+    lost = [r for r in results if isinstance(r, Exception)]
+    assert len(won) == 1 and len(lost) == 1
+    assert isinstance(lost[0], Conflict) and "'web' already exists" in lost[0].message
+    await cluster.synced()
+    assert h1.networks.find("web").id == h2.networks.find("web").id == won[0].id
+
+
+async def test_vnis_and_pools_are_unique_under_races(cluster):
+    agents = await cluster.hosts(3)
+    made = await asyncio.gather(*(a.networks.create(f"n{i}-{a.name}") for a in agents
+                                  for i in range(5)))
+    assert len({n.vni for n in made}) == 15
+    subnets = [n.network for n in made]
+    assert not any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
+
+
+async def test_default_network_is_made_once(cluster):
+    a, b = await asyncio.gather(cluster.start("h1", default_network="overlay:multihost"),
+                                cluster.start("h2", default_network="overlay:multihost"))
+    await cluster.synced()
+    assert a.networks.find("multihost").id == b.networks.find("multihost").id
+
+
+async def test_bad_subnets_are_refused(cluster):
+    (h1,) = await cluster.hosts(1)
+    for bad, needle in (("0.0.0.0/0", "0.0.0.0/0"), ("10.0.0.0/7", "10.0.0.0/7"),
+                        ("192.168.9.0/25", "192.168.9.0/24")):
+        with pytest.raises(Invalid, match=needle.replace(".", r"\.")):
+            await h1.networks.create("bad", subnet=bad)
+    assert not any(k.startswith(keys.NETWORKS) for k in h1.view.items)
+
+
+# --- endpoints -----------------------------------------------------------------------------
+
+async def test_block_claims_under_races_give_distinct_addresses(cluster):
+    agents = await cluster.hosts(3)
+    await agents[0].networks.create("web", subnet="10.44.0.0/22")
+    await cluster.synced()
+    eps = await asyncio.gather(*(attach(a, "web", f"c{a.name}x{i}") for a in agents
+                                 for i in range(30)))
+    ips = [ep.ip for ep in eps]
+    assert len(set(ips)) == 90
+    store = MemoryStore(cluster.state)
+    net = agents[0].networks.find("web")
+    blocks, _ = await store.list(keys.blocks(net.id))
+    owner = {keys.parse_cidr_key(kv.key.rsplit("/", 1)[1]): json.loads(kv.value)["host"]
+             for kv in blocks}
+    for ep, agent in zip(eps, [a for a in agents for _ in range(30)]):
+        block = pools.block_of(net.network, ipaddress.IPv4Address(ep.ip))
+        assert owner[block] == agent.name
+
+
+async def test_attach_programs_peers_both_ways_and_detach_withdraws(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    a = await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert vxlan_peers(h1, "web") == {b.ip: b.mac}
+    assert vxlan_peers(h2, "web") == {a.ip: a.mac}
+    info = await h1.dp.link_info(a.netns, "eth0")   # the container side
+    assert f"{a.ip}/{a.prefixlen}" in info.addresses and info.mtu == 1450
+    assert await h1.endpoints.check("a", "eth0") == []
+    assert await h2.endpoints.detach("b", "eth0") is True
+    assert await h2.endpoints.detach("b", "eth0") is False        # idempotent
+    assert await h2.endpoints.detach("never", "eth0") is False
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert vxlan_peers(h1, "web") == {}
+
+
+async def test_attach_twice_is_a_conflict_not_a_second_address(cluster):
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    await attach(h1, "web", "a")
+    with pytest.raises(Conflict, match="already has eth0 attached"):
+        await h1.endpoints.attach(AttachRequest(network="web", container_id="a",
+                                                netns="/run/test-containers/h1-a"))
+    assert len(h1.endpoints.local) == 1
+
+
+async def test_service_names_are_unique_per_network(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    results = await asyncio.gather(attach(h1, "web", "a", service="db"),
+                                   attach(h2, "web", "b", service="db"),
+                                   return_exceptions=True)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(errors) == 1 and "service 'db' is already published" in errors[0].message
+    loser = h1 if isinstance(results[0], Exception) else h2
+    assert loser.endpoints.local == {}            # nothing half-made stays
+    ns = [n for n in loser.dp.namespaces if n and n.startswith("/run/test-containers")]
+    assert all("eth0" not in loser.dp.namespaces[n].links for n in ns)
+
+
+async def test_a_failed_kernel_attach_leaves_nothing(cluster):
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    h1.dp.fail_next("attach")
+    with pytest.raises(Exception, match="injected failure"):
+        await attach(h1, "web", "a")
+    await cluster.synced()
+    net = h1.networks.find("web")
+    assert h1.endpoints.local == {} and h1.state.load_endpoints() == []
+    assert not any(k.startswith(keys.endpoints(net.id)) for k in h1.view.items)
+    assert h1.endpoints.used_ips(net.id) == set()     # the address was given back
+    assert (await attach(h1, "web", "b")).ip
+
+
+async def test_teardown_during_store_outage_is_finished_later(cluster):
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    ep = await attach(h1, "web", "a", service="a")
+    net = h1.networks.find("web")
+    h1.store.set_available(False)
+    assert await h1.endpoints.detach("a", "eth0") is True
+    assert await h1.dp.link_info(ep.netns, "eth0") is None        # the kernel: at once
+    assert len(h1.state.owed_deletions()) == 2
+    store = MemoryStore(cluster.state)
+    assert await store.get(keys.endpoint(net.id, ep.ip)) is not None
+    h1.store.set_available(True)
+    await h1.endpoints.settle_owed()
+    assert await store.get(keys.endpoint(net.id, ep.ip)) is None
+    assert await store.get(keys.service(net.id, "a")) is None
+    assert h1.state.owed_deletions() == []
+
+
+# --- restarts, crashes and garbage ----------------------------------------------------------
+
+async def test_restart_adopts_without_touching_the_kernel(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    await attach(h1, "web", "a")
+    await attach(h2, "web", "b")
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    before = repr(sorted((str(k), repr(v)) for k, v in h1.dp.namespaces.items()))
+    calls = len(h1.dp.calls)
+    await h1.stop()
+    cluster.agents.pop("h1")
+    h1 = await cluster.start("h1")
+    assert repr(sorted((str(k), repr(v)) for k, v in h1.dp.namespaces.items())) == before
+    changing = [c.method for c in h1.dp.calls[calls:] if c.method in
+                ("attach", "detach", "add_peer", "remove_peer", "remove_overlay",
+                 "delete_netns")]
+    assert changing == []
+    assert set(h1.endpoints.local) == {("a", "eth0")}
+
+
+async def test_half_made_attach_is_rolled_back_at_start(cluster):
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    ok = await attach(h1, "web", "ok")
+    # a crash between the journal, the store write and the kernel: simulate by journalling
+    # an endpoint and writing its records, then dying before it is marked attached
+    net = h1.networks.find("web")
+    path = await netns(h1, "half")
+    req = AttachRequest(network="web", container_id="half", netns=path, runtime="cni")
+    ep = await h1.endpoints._reserve(net, h1.networks.driver(net), req)
+    await h1.endpoints._publish(net, ep)
+    await h1.networks.driver(net).attach(net, attachment(ep))
+    assert ep.phase == ATTACHING
+    await cluster.crash("h1")
+    h1 = await cluster.start("h1")
+    await cluster.synced()
+    assert set(h1.endpoints.local) == {("ok", "eth0")}
+    assert await h1.dp.link_info(path, "eth0") is None
+    assert keys.endpoint(net.id, ep.ip) not in h1.view.items
+    assert keys.endpoint(net.id, ok.ip) in h1.view.items
+    assert await h1.dp.link_info(ok.netns, "eth0") is not None   # the other is untouched
+
+
+async def test_endpoint_of_a_gone_netns_is_removed_at_start(cluster):
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    a = await attach(h1, "web", "a")
+    await attach(h1, "web", "b")
+    await cluster.crash("h1")
+    cluster.kernels["h1"].drop_netns(a.netns)
+    h1 = await cluster.start("h1")
+    assert set(h1.endpoints.local) == {("b", "eth0")}
+    net = h1.networks.find("web")
+    assert await h1.dp.is_netns(h1.networks.driver(net).namespace(net))   # b keeps it
+
+
+async def test_gc_after_grace_and_not_before(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    b = await attach(h2, "web", "b")
+    await cluster.crash("h2")
+    await cluster.synced()
+    now = [100.0]
+    h1.gc.clock = lambda: now[0]
+    h1.gc.grace = 60
+    assert await h1.gc.collect() == 0
+    now[0] += 59
+    assert await h1.gc.collect() == 0
+    net = h1.networks.find("web")
+    assert keys.endpoint(net.id, b.ip) in h1.view.items
+    now[0] += 1
+    assert await h1.gc.collect() >= 2            # endpoint and block
+    await cluster.synced()
+    assert keys.endpoint(net.id, b.ip) not in h1.view.items
+
+
+async def test_an_agent_that_is_down_keeps_its_peers_programmed(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    await cluster.crash("h2")
+    await cluster.synced()
+    await h1.reconcile_network("net:" + h1.networks.find("web").id, True)
+    assert vxlan_peers(h1, "web") == {b.ip: b.mac}
+
+
+async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web", subnet="10.50.0.0/29")   # one block: one owner
+    await cluster.synced()
+    b = await attach(h2, "web", "b")
+    c = await attach(h2, "web", "c")
+    await cluster.crash("h2")
+    await cluster.synced()
+    h1.gc.grace = 0
+    assert await h1.gc.collect() == 3             # h2's two endpoints and its block
+    await cluster.synced()
+    taken = await attach(h1, "web", "a")         # h1 takes the block and b's address
+    assert taken.ip == b.ip
+    h2 = await cluster.start("h2")
+    await cluster.synced()
+    assert h2.endpoints.find("b").phase == CONFLICT
+    assert await h2.dp.link_info(b.netns, "eth0") is None      # never two live holders
+    assert h2.endpoints.find("c").phase != CONFLICT                 # c's address was free
+    net = h1.networks.find("web")
+    assert json.loads(h1.view.items[keys.endpoint(net.id, c.ip)].value)["host"] == "h2"
+    assert json.loads(h1.view.items[keys.endpoint(net.id, b.ip)].value)["host"] == "h1"
+
+
+async def test_store_garbage_never_reaches_the_kernel(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    a = await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    net = h1.networks.find("web")
+    store = MemoryStore(cluster.state)
+
+    def rec(ip: str, **kw) -> bytes:
+        base = dict(id="e" * 64, network=net.id, container="f" * 64, name="x", host="h2",
+                    host_address="192.168.9.2", ip=ip, mac="02:42:0a:80:00:63")
+        return EndpointRecord(**{**base, **kw}).to_json()
+
+    bad = {
+        "10.128.0.50": rec("10.128.0.50", host_address="0.0.0.0"),
+        "10.128.0.51": rec("10.128.0.51", host_address="192.168.9.1", mac="02:42:0a:80:00:64"),
+        "10.99.0.1": rec("10.99.0.1", mac="02:42:0a:80:00:65"),
+        "10.128.0.52": rec("10.128.0.53", mac="02:42:0a:80:00:66"),      # key != address
+        "10.128.0.54": rec("10.128.0.54", mac=b.mac),                     # b's MAC
+        "10.128.0.55": b'{"id": 1}',
+        "10.128.0.56": rec("10.128.0.56", name="x" * 1000, mac="02:42:0a:80:00:67"),
+    }
+    await store.txn([], [Put(keys.endpoint(net.id, k), v) for k, v in bad.items()])
+    await store.put(keys.VNIS + "not-a-number", b"{}")
+    await cluster.synced()
+    await h1.reconcile_network("net:" + net.id, True)
+    assert vxlan_peers(h1, "web") == {b.ip: b.mac}
+    other = await h1.networks.create("other")                 # still works
+    assert other.vni != net.vni
+    assert a.ip not in vxlan_peers(h1, "web")
+
+
+async def test_resync_restores_what_the_kernel_lost(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    await cluster.synced()
+    net = h1.networks.find("web")
+    path = h1.networks.driver(net).namespace(net)
+    await h1.reconcile_network("net:" + net.id, False)
+    h1.dp.remove_neigh(path, b.ip)
+    h1.dp.remove_fdb(path, b.mac)
+    assert vxlan_peers(h1, "web") == {}
+    await h1.reconciler.run_now("net:" + net.id, verify=True)
+    assert vxlan_peers(h1, "web") == {b.ip: b.mac}
+    assert await h1.endpoints.check("a", "eth0") == []
+
+
+async def test_check_names_what_differs(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    a = await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    await cluster.synced()
+    await h1.reconcile_network("net:" + h1.networks.find("web").id, False)
+    h1.dp.link(a.netns, "eth0").mtu = 1400
+    net = h1.networks.find("web")
+    h1.dp.remove_fdb(h1.networks.driver(net).namespace(net), b.mac)
+    h1.dp.remove_neigh(h1.networks.driver(net).namespace(net), b.ip)
+    problems = await h1.endpoints.check("a", "eth0")
+    assert any("MTU 1400, not 1450" in p for p in problems)
+    assert any(f"peer {b.ip}" in p and "not programmed" in p for p in problems)
+    with pytest.raises(NotFound):
+        await h1.endpoints.check("zzz", "eth0")
+
+
+# --- the built-in runner --------------------------------------------------------------------
+
+async def test_links_resolve_across_hosts(cluster):
+    h1, h2 = await cluster.hosts(2, default_network="overlay:multihost")
+    await cluster.synced()
+    web = await h1.containers.create({"name": "web", "cmd": ["true"]})
+    await cluster.synced()
+    app = await h2.containers.create({"name": "app", "cmd": ["true"], "links": ["web:db"]})
+    ip = h1.containers.endpoint(web).ip
+    with open(app.hosts_file) as f:
+        hosts = f.read()
+    assert f"{ip}\tdb web\n" in hosts and f"{ip}\tweb.multihost\n" in hosts
+    assert h2.containers.spec(app).env["DB_IP"] == ip
+    with pytest.raises(NotFound, match="--link nope"):
+        await h2.containers.create({"name": "bad", "cmd": ["true"], "links": ["nope"]})
+    assert [c.name for c in h2.containers.containers.values()] == ["app"]
+
+
+async def test_a_created_container_that_never_starts_expires(cluster):
+    (h1,) = await cluster.hosts(1, default_network="overlay:multihost", start_expiry=0.2)
+    c = await h1.containers.create({"name": "fg", "cmd": ["true"]})
+    assert h1.containers.endpoint(c) is not None
+    await asyncio.sleep(1.5)
+    assert h1.containers.containers == {} and h1.endpoints.local == {}
+    assert not os.path.exists(h1.state.container_dir(c.id))
