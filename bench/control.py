@@ -272,7 +272,9 @@ def run(ctx: Context, res: Results) -> None:
         ctx.progress(BENCH, _line(step))
     record(res, steps, stopped)
     if steps:
-        err = draw_curves(steps, os.path.join(HERE, "results", "control-scale.png"), stopped)
+        out = getattr(ctx, "out", None) or os.path.join(HERE, "results")
+        os.makedirs(out, exist_ok=True)
+        err = draw_curves(steps, os.path.join(out, "control-scale.png"), stopped)
         if err:
             res.note(BENCH, f"no curves: {err}")
 

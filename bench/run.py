@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     res.meta["loadavg_start"] = _loadavg()
     Context.clean_leftovers(lambda m: progress("cleanup", m))
     ctx = Context(cfg, progress)
+    ctx.out = args.out
     code = 0
     try:
         for name in todo:
