@@ -3,8 +3,10 @@
 Many real agents (overnet.agent.daemon.Agent: own etcd connection, liveness lease, mirror of
 the whole store, reconciler) over FakeDataplane, a few worker processes holding hundreds or
 thousands of them each (bench/control_worker.py), against one real etcd this benchmark starts
-on loopback. The host count grows in steps (default 100, 1,000, 5,000); at each step every new
-host gets a few background endpoints, then S containers are started one after another on random
+on loopback. The host count grows in steps (default 100, 1,000, 5,000), every 100 hosts on
+their own overlay network (each host reconciles only the networks it has endpoints on, but
+every mirror receives every change: the store's fan-out is what is measured); at each step
+every new host gets a few background endpoints, then S containers are started one after another on random
 hosts and measured:
 
   - etcd keys written per start (mvcc puts + deletes) and write requests per start;
@@ -35,7 +37,11 @@ from .labs import HERE, Context, LineProcess
 from .report import Results
 
 BENCH = "control"
-NETWORK = "ctl"
+GROUP = 100       # hosts per overlay network: a host reconciles only the networks it is on
+
+
+def network_of(i: int) -> str:
+    return f"ctl{i // GROUP}"
 
 
 def _free_port() -> int:
@@ -164,7 +170,7 @@ class Sim:
         self.workers = Workers(workers, self.etcd.url)
         ctx.closers.append(self.workers.close)
         self.hosts = 0
-        self.network = ""
+        self.networks: set[str] = set()
 
     def grow(self, target: int, per_host: int) -> dict:
         """Start hosts up to `target`, then give each new one `per_host` endpoints."""
@@ -184,14 +190,18 @@ class Sim:
             self.ctx.progress(BENCH, f"  {part[-1] + 1} hosts up ({time.monotonic() - t:.0f} s, "
                               f"workers {rss:.0f} MB)")
         join_s = time.monotonic() - t
-        if not self.network:
-            self.network = self.workers.ask(0, 120, op="network", host=host_name(0),
-                                            name=NETWORK)["id"]
+        for i in new:      # each network made once, by its first host, before any attach
+            if network_of(i) not in self.networks:
+                self.workers.ask(i % w, 120, op="network", host=host_name(i),
+                                 name=network_of(i))
+                self.networks.add(network_of(i))
+        self.workers.ask_all(600, [{"op": "sync", "networks": sorted(self.networks)}] * w)
         t = time.monotonic()
         fills = []
         for k in range(w):
             fills.append({"op": "fill_new", "hosts": [host_name(i) for i in new if i % w == k],
-                          "per_host": per_host, "network": NETWORK}
+                          "per_host": per_host, "networks": [network_of(i) for i in new
+                                                             if i % w == k]}
                          if per_host and any(i % w == k for i in new) else None)
         self.workers.ask_all(1800, fills)
         self.hosts = target
@@ -207,7 +217,7 @@ class Sim:
         for _ in range(starts):
             i = rng.randrange(self.hosts)
             done.append(self.workers.ask(i % w, 120, op="attach", host=host_name(i),
-                                         network=NETWORK))
+                                         network=network_of(i)))
         m1, cpu1 = self.etcd.metrics(), self.etcd.cpu_seconds()
         wanted = [d["key"] for d in done]
         deadline = time.monotonic() + settle

@@ -26,6 +26,7 @@ from overnet.store.mirror import Mirror
 
 UNDERLAY = ipaddress.IPv4Network("100.64.0.0/10")
 RESYNC = 60.0
+CALL_TIMEOUT = 30.0
 EVENTS: dict[int, int] = {}                  # id(mirror) -> events received
 SEEN: dict[str, list[float]] = {}            # endpoint key -> when each mirror first had it
 
@@ -69,7 +70,7 @@ class Worker:
         from overnet.agent.config import AgentConfig
         from overnet.agent.daemon import Agent
         from overnet.dataplane.fake import FakeDataplane
-        from overnet.store import open_store
+        from overnet.store.etcd import EtcdStore
         state = os.path.join(self.workdir, name)
         os.makedirs(state, exist_ok=True)
         # resync_every: a level-triggered re-check per agent every minute instead of 10 s,
@@ -78,7 +79,11 @@ class Worker:
                           socket=os.path.join(state, "overnet.sock"), state_dir=state,
                           default_network=None, resync_every=RESYNC, dns=False)
         dp = FakeDataplane(underlay=f"{address(index)}/10")
-        agent = Agent(cfg, store=open_store(self.store_url), dataplane=dp,
+        # Generous timeouts: hundreds of agents share this process's one CPU, so a reply can
+        # wait on the event loop; that is the simulation's limit, not the store's.
+        store = EtcdStore(self.store_url.partition("://")[2], call_timeout=CALL_TIMEOUT,
+                          connect_timeout=CALL_TIMEOUT)
+        agent = Agent(cfg, store=store, dataplane=dp,
                       host_networks=lambda: [UNDERLAY])
         await agent.start()
         self.agents[name], self.dps[name] = agent, dp
@@ -98,6 +103,21 @@ class Worker:
         net = await agent.networks.ensure(name, "overlay")
         return {"id": getattr(net, "id", None)}
 
+    async def op_sync(self, networks: list[str], timeout: float = 120) -> dict:
+        """Wait until every agent here knows `networks` (its mirror has them)."""
+        t = time.monotonic()
+        for agent in self.agents.values():
+            for name in networks:
+                while True:
+                    try:
+                        agent.networks.find(name)
+                        break
+                    except Exception:     # noqa: BLE001 - NotFound until the watch delivers
+                        if time.monotonic() - t > timeout:
+                            raise
+                        await asyncio.sleep(0.05)
+        return {"seconds": time.monotonic() - t}
+
     async def _attach(self, host: str, network: str) -> dict:
         from overnet.agent.endpoints import AttachRequest
         self.seq += 1
@@ -114,16 +134,17 @@ class Worker:
     async def op_attach(self, host: str, network: str) -> dict:
         return await self._attach(host, network)
 
-    async def op_fill_new(self, hosts: list[str], per_host: int, network: str,
-                          parallel: int = 20) -> dict:
-        """`per_host` endpoints on each of `hosts` (background population)."""
+    async def op_fill_new(self, hosts: list[str], per_host: int, networks: list[str],
+                          parallel: int = 4) -> dict:
+        """`per_host` endpoints on each of `hosts`, on that host's network (`networks[i]`)."""
         t = time.monotonic()
         sem = asyncio.Semaphore(parallel)
 
-        async def one(host: str) -> None:
+        async def one(host: str, network: str) -> None:
             async with sem:
                 await self._attach(host, network)
-        await asyncio.gather(*(one(h) for h in hosts for _ in range(per_host)))
+        await asyncio.gather(*(one(h, n) for h, n in zip(hosts, networks)
+                               for _ in range(per_host)))
         return {"seconds": time.monotonic() - t, "rss_mb": rss_mb()}
 
     async def op_phase(self) -> dict:

@@ -160,6 +160,21 @@ def rerender(out: str) -> int:
     return 0
 
 
+def _lock() -> object | None:
+    """One bench run at a time on this machine: a second one would tear down the first one's
+    labs (the leftover clean-up) and both would measure each other. None if one is running."""
+    import fcntl
+    from bench.labs import ROOT
+    os.makedirs(ROOT, exist_ok=True)
+    f = open(os.path.join(ROOT, "run.lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
@@ -167,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("Error: the benchmarks need root (namespaces, netlink, dockerd)", file=sys.stderr)
+        return 1
+    lock = _lock()
+    if lock is None:
+        print("Error: another bench run is in progress on this machine "
+              "(/var/lib/overnet/bench/run.lock); wait for it to finish", file=sys.stderr)
         return 1
     cfg = Config.make(args.quick, reps=args.reps, duration=args.duration,
                       conv_trials=args.conv_trials, setup_n=args.setup_n,

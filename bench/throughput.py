@@ -34,6 +34,10 @@ class Path:
     server_ip: str
     server: subprocess.Popen | None = None
     samples: dict = field(default_factory=dict)     # streams -> Gbit/s per round
+    # streams -> Gbit per CPU-second of iperf3's client and server (process time, which
+    # includes the softirq work done in their context): the cost of the path per byte,
+    # far less sensitive than Gbit/s to how much CPU other workloads leave us.
+    per_cpu: dict = field(default_factory=dict)
 
 
 def pinning() -> tuple[str, str] | None:
@@ -75,8 +79,8 @@ def _stop_server(p: Path) -> None:
             p.server.wait()
 
 
-def iperf(p: Path, streams: int, duration: int, omit: int) -> float:
-    """Gbit/s received, one test."""
+def iperf(p: Path, streams: int, duration: int, omit: int) -> tuple[float, float | None]:
+    """Gbit/s received, one test, and Gbit per CPU-second of client + server."""
     pin = pinning()
     argv = _nsenter(p.client_ns, "iperf3", "-c", p.server_ip, "-p", str(PORT), "-t",
                     str(duration), "-P", str(streams), "-J", "--connect-timeout", "3000",
@@ -92,7 +96,10 @@ def iperf(p: Path, streams: int, duration: int, omit: int) -> float:
         except ValueError:
             data = {"error": proc.stderr.strip() or proc.stdout.strip()[:200]}
         if "error" not in data:
-            return data["end"]["sum_received"]["bits_per_second"] / 1e9
+            gbps = data["end"]["sum_received"]["bits_per_second"] / 1e9
+            cpu = data["end"].get("cpu_utilization_percent", {})
+            busy = (cpu.get("host_total", 0) + cpu.get("remote_total", 0)) / 100
+            return gbps, (gbps / busy if busy > 0 else None)
         last = data["error"]
         time.sleep(0.3)
     raise LabError(f"iperf3 {p.key}: {last}")
@@ -202,14 +209,16 @@ def ready_paths(ctx: Context, res: Results, paths: list[Path]) -> list[Path]:
     return ready
 
 
-def _one(ctx: Context, p: Path, n: int, duration: int, omit: int, tag: str) -> float | None:
+def _one(ctx: Context, p: Path, n: int, duration: int, omit: int, tag: str
+         ) -> tuple[float | None, float | None]:
     try:
-        g = iperf(p, n, duration, omit)
+        g, eff = iperf(p, n, duration, omit)
     except (LabError, subprocess.TimeoutExpired) as e:
         ctx.progress(BENCH, f"{p.key} P{n}: failed: {e}")
-        return None
-    ctx.progress(BENCH, f"{tag} {p.key:<15} {n} stream(s): {g:6.2f} Gbit/s")
-    return g
+        return None, None
+    ctx.progress(BENCH, f"{tag} {p.key:<15} {n} stream(s): {g:6.2f} Gbit/s"
+                 + (f", {eff:5.2f} Gbit/CPU-s" if eff else ""))
+    return g, eff
 
 
 def measure(ctx: Context, paths: list[Path], reps: int, duration: int, omit: int,
@@ -237,9 +246,10 @@ def measure(ctx: Context, paths: list[Path], reps: int, duration: int, omit: int
                     done += 1
                     if between:
                         between(p)
-                    p.samples.setdefault(n, []).append(
-                        _one(ctx, p, n, duration, omit, f"round {rep + 1}/{reps} "
-                             f"[{done}/{total}]"))
+                    g, eff = _one(ctx, p, n, duration, omit,
+                                  f"round {rep + 1}/{reps} [{done}/{total}]")
+                    p.samples.setdefault(n, []).append(g)
+                    p.per_cpu.setdefault(n, []).append(eff)
     finally:
         for p in servers.values():
             _stop_server(p)
@@ -279,10 +289,15 @@ def run(ctx: Context, res: Results) -> None:
         for n in STREAMS:
             res.add_figure(f"tput.{p.key}.p{n}", BENCH, f"{p.label}, {n} stream(s)", "Gbit/s",
                            p.samples.get(n, []))
+            res.add_figure(f"tput.{p.key}.p{n}.cpu", BENCH, f"{p.label}, {n} stream(s), per "
+                           "CPU-second of iperf3", "Gbit/CPU-s", p.per_cpu.get(n, []))
     for n in STREAMS:
         for rid, label, num, den, op, target in TARGETS:
             res.add_ratio(f"tput.{rid}.p{n}", BENCH, f"{label}, {n} stream(s)",
                           f"tput.{num}.p{n}", f"tput.{den}.p{n}", op, target)
+        for rid, label, num, den, _, _ in TARGETS[:3]:
+            res.add_ratio(f"tput.{rid}.p{n}.cpu", BENCH, f"{label}, {n} stream(s), Gbit per "
+                          "CPU-second", f"tput.{num}.p{n}.cpu", f"tput.{den}.p{n}.cpu")
     pin = pinning()
     res.note(BENCH, f"iperf3 TCP, {cfg.duration} s per test"
              + (f" after {cfg.omit} s omitted" if cfg.omit else "")
