@@ -233,7 +233,36 @@ def summary_text(res: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_section(res: Results, chart_path: str | None) -> str:
+def control_part(ctl: Results, curves: str | None) -> list[str]:
+    """The simulated control plane's figures, from its own run (bench/results/control.json),
+    with that run's date and commit."""
+    steps = ctl.meta.get("control", {}).get("steps", [])
+    if not steps:
+        return []
+    m = ctl.meta
+    commit = f" at commit {m['commit']}" if m.get("commit") else ""
+    rows = []
+    for s in steps:
+        last = stats.summarize(s["last_host_ms"])
+        rows.append([f"{s['hosts']:,}", f"{s['endpoints']:,}", fmt(s["writes_per_start"],
+                     "count"), fmt(s["events_per_host_per_start"], "count"),
+                     fmt(last["median"], "ms"), fmt(last["p99"], "ms"),
+                     fmt(s["etcd_cpu_ms_per_start"], "ms"), fmt(s["db_mb"], "MB"),
+                     fmt(s["worker_rss_mb"] / s["hosts"], "MB")])
+    out = ["### Control plane, simulated", "",
+           f"`{ctl.command}`{commit}: {m.get('date', '')}, {m.get('machine', '')}, "
+           f"{m.get('duration_s', 0):.0f} s. Real agents over FakeDataplane, one etcd.", ""]
+    if curves:
+        out += [f"![control plane]({curves})", ""]
+    out += [table(["hosts", "endpoints", "etcd keys written / start", "watch events / host / "
+                   "start", "start → all mirrors p50 ms", "p99 ms", "etcd CPU ms / start",
+                   "etcd DB MB", "MB / agent"], rows), ""]
+    out += [f"- {n['text']}" for n in ctl.notes if n["bench"] == "control"]
+    return out + [""]
+
+
+def readme_section(res: Results, chart_path: str | None, control: Results | None = None,
+                   control_chart: str | None = None) -> str:
     parts = ["## Performance", "",
              "Measured on one machine with the sandbox's namespace hosts, every figure against a "
              "reference run in the same invocation (the underlay, Docker 20.10's overlay on the "
@@ -259,6 +288,8 @@ def readme_section(res: Results, chart_path: str | None) -> str:
         parts.append(f"- {s['bench']}: {s['what']}: skipped: {s['reason']}")
     if res.skipped:
         parts.append("")
+    if control is not None:
+        parts += control_part(control, control_chart)
     parts.append("Every figure with its spread: `bench/results/latest.md`; raw samples: "
                  "`bench/results/latest.json`.")
     return "\n".join(parts) + "\n"

@@ -142,6 +142,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _control(out: str) -> tuple[Results | None, str | None]:
+    """The last simulated control plane run (control.json), for the README section."""
+    import json
+    try:
+        with open(os.path.join(out, "control.json")) as f:
+            ctl = Results.from_dict(json.load(f))
+    except (OSError, ValueError):
+        return None, None
+    png = os.path.join(out, "control-scale.png")
+    return ctl, ("bench/results/control-scale.png" if os.path.exists(png) else None)
+
+
 def rerender(out: str) -> int:
     """`report`: draw latest.md, latest.png and README-section.md again from latest.json
     (no measurement; the numbers are the ones that run recorded)."""
@@ -155,7 +167,8 @@ def rerender(out: str) -> int:
         return 1
     paths = res.write(out, "latest")
     with open(os.path.join(out, "README-section.md"), "w") as f:
-        f.write(readme_section(res, "bench/results/latest.png" if "png" in paths else None))
+        f.write(readme_section(res, "bench/results/latest.png" if "png" in paths else None,
+                               *_control(out)))
     print(summary_text(res))
     return 0
 
@@ -250,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bench == "all" and code == 0:
         chart = "bench/results/latest.png" if "png" in paths else None
         with open(os.path.join(args.out, "README-section.md"), "w") as f:
-            f.write(readme_section(res, chart))
+            f.write(readme_section(res, chart, *_control(args.out)))
         paths["readme"] = os.path.join(args.out, "README-section.md")
     print(summary_text(res))
     for kind, path in paths.items():

@@ -291,3 +291,17 @@ def test_control_host_addresses_are_unique_and_in_the_underlay():
     addrs = {address(i) for i in range(5000)}
     assert len(addrs) == 5000
     assert all(ipaddress.IPv4Address(a) in UNDERLAY for a in addrs)
+
+
+def test_readme_section_carries_the_control_plane_run_with_its_commit():
+    step = {"hosts": 1000, "endpoints": 2040, "writes_per_start": 1.0,
+            "events_per_host_per_start": 1.02, "last_host_ms": [10.0, 20.0, 30.0],
+            "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 800.0}
+    ctl = Results(command="python -m bench control", meta={"commit": "abc1234",
+                                                           "control": {"steps": [step]}})
+    ctl.note("control", "stopped before 5000 hosts: memory")
+    sec = readme_section(_results(), None, ctl, "bench/results/control-scale.png")
+    assert "### Control plane, simulated" in sec and "at commit abc1234" in sec
+    assert "| 1,000 | 2,040 | 1 | 1.02 | 20.0 | 29.8 | 12.5 | 3.2 | 0.8 |" in sec
+    assert "stopped before 5000 hosts" in sec
+    assert readme_section(_results(), None) == readme_section(_results(), None, None)
