@@ -6,8 +6,8 @@ thousands of them each (bench/control_worker.py), against one real etcd this ben
 on loopback. The host count grows in steps (default 100, 1,000, 5,000), every 100 hosts on
 their own overlay network (each host reconciles only the networks it has endpoints on, but
 every mirror receives every change: the store's fan-out is what is measured); at each step
-every new host gets a few background endpoints, then S containers are started one after another on random
-hosts and measured:
+every new host gets a few background endpoints, then S containers are started one after
+another on random hosts and measured:
 
   - etcd keys written per start (mvcc puts + deletes) and write requests per start;
   - watch events received per host per start (every mirror counts what it receives);
@@ -314,7 +314,7 @@ def draw_curves(steps: list[dict], path: str, stopped: str = "") -> str | None:
             ("DB size MB", [s["db_mb"] for s in steps])]),
         (ax[1][1], "agents (simulated, FakeDataplane)", [
             ("MB per agent", [s["worker_rss_mb"] / s["hosts"] for s in steps]),
-            ("join time s per 100 hosts", [100 * s["join_s"] / max(1, s["hosts"]) for s in steps])]),
+            ("join s per 100 hosts", [100 * s["join_s"] / max(1, s["hosts"]) for s in steps])]),
     ]
     for a, title, series in panels:
         for label, ys in series:

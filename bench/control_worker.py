@@ -112,7 +112,7 @@ class Worker:
                     try:
                         agent.networks.find(name)
                         break
-                    except Exception:     # noqa: BLE001 - NotFound until the watch delivers
+                    except Exception:     # NotFound until the watch delivers
                         if time.monotonic() - t > timeout:
                             raise
                         await asyncio.sleep(0.05)

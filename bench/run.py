@@ -31,7 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 BENCHES = {"throughput": throughput.run, "convergence": convergence.run,
            "setup": setup_time.run, "scale": scale.run}
-EXTRA = {"tuning": tuning.run, "control": control.run}      # experiments, run by name only (not part of `all`)
+# Experiments, run by name only (not part of `all`).
+EXTRA = {"tuning": tuning.run, "control": control.run}
 
 
 def _machine() -> str:
