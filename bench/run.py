@@ -137,6 +137,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--ctl-per-host", type=int, help="background endpoints per host (2)")
     ap.add_argument("--ctl-starts", type=int, help="measured starts per step (40)")
     ap.add_argument("--ctl-workers", type=int, help="worker processes (2)")
+    ap.add_argument("--ctl-budget", type=float, metavar="MINUTES",
+                    help="simulated control plane: stop growing past this (40)")
     ap.add_argument("--budget", type=float, default=14.0, metavar="MINUTES",
                     help="time budget of the whole run; later scale rounds are left out "
                          "(and said so) when they would not fit (default 14, 0: none)")
@@ -207,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                       docker_runs=args.docker_runs, scale_hosts=args.scale_hosts,
                       scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds,
                       ctl_hosts=args.ctl_hosts, ctl_per_host=args.ctl_per_host,
-                      ctl_starts=args.ctl_starts, ctl_workers=args.ctl_workers)
+                      ctl_starts=args.ctl_starts, ctl_workers=args.ctl_workers,
+                      ctl_budget_s=args.ctl_budget * 60 if args.ctl_budget else None)
     cfg.docker = not args.no_docker
     cfg.budget_s = args.budget * 60 if args.budget else None
     progress = Progress()
