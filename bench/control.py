@@ -177,7 +177,7 @@ class Sim:
         w = len(self.workers.procs)
         new = list(range(self.hosts, target))
         t = time.monotonic()
-        chunk = 500
+        chunk = 100
         for lo in range(0, len(new), chunk):
             part = new[lo:lo + chunk]
             cmds = []
@@ -281,6 +281,9 @@ def run(ctx: Context, res: Results) -> None:
         steps.append(step)
         ctx.progress(BENCH, _line(step))
     record(res, steps, stopped)
+    res.note(BENCH, "the workers cache typing.get_type_hints per record class "
+             "(store/records.py calls it on every decode, ~0.4 ms, most of an agent's CPU per "
+             "watch event; BENCH_CTL_UNCACHED=1 measures without)")
     if steps:
         out = getattr(ctx, "out", None) or os.path.join(HERE, "results")
         os.makedirs(out, exist_ok=True)
