@@ -33,6 +33,9 @@ import time
 import urllib.request
 
 from . import stats
+from overnet.store import keys
+
+from .control_worker import FANOUT
 from .labs import HERE, Context, LineProcess
 from .report import Results
 
@@ -260,39 +263,124 @@ def run(ctx: Context, res: Results) -> None:
     sim = Sim(ctx, cfg.ctl_workers)
     ctx.progress(BENCH, f"etcd on 127.0.0.1:{sim.etcd.port}, {cfg.ctl_workers} worker "
                  "process(es)")
-    steps, stopped = [], ""
+    steps: list[dict] = []
+    fan: list[dict] = []
+    stopped = ""
     t_start = time.monotonic()
-    for target in cfg.ctl_hosts:
-        why = _cannot_grow(ctx, steps, sim.hosts, target, t_start)
-        if why:
-            stopped = f"stopped before {target} hosts: {why}"
+    try:
+        for target in cfg.ctl_hosts:
+            why = _cannot_grow(ctx, steps, sim.hosts, target, t_start)
+            if why:
+                stopped = f"stopped before {target} hosts: {why}"
+                ctx.progress(BENCH, stopped)
+                break
+            ctx.progress(BENCH, f"growing to {target} hosts ({cfg.ctl_per_host} endpoint(s) "
+                         "each)")
+            t = time.monotonic()
+            try:
+                grown = sim.grow(target, cfg.ctl_per_host)
+                ctx.progress(BENCH, f"{target} hosts: joined in {grown['join_s']:.0f} s, "
+                             f"endpoints in {grown['fill_s']:.0f} s; {cfg.ctl_starts} starts")
+                step = {**sim.sample(cfg.ctl_starts), **grown, "step_s": 0.0,
+                        "endpoints": target * cfg.ctl_per_host
+                        + cfg.ctl_starts * (len(steps) + 1)}
+            except Exception as e:  # noqa: BLE001 - the limit of this machine: say it, keep data
+                stopped = f"failed at {target} hosts: {type(e).__name__}: {e}"
+                ctx.progress(BENCH, stopped)
+                break
+            step["step_s"] = time.monotonic() - t
+            steps.append(step)
+            ctx.progress(BENCH, _line(step))
+        if cfg.ctl_watchers:
+            fan = fanout(ctx, sim, cfg.ctl_watchers, cfg.ctl_starts, fan)
+    except KeyboardInterrupt:
+        stopped = stopped or f"interrupted after {sim.hosts} hosts"
+        raise
+    finally:
+        _finish(ctx, res, steps, stopped, fan)
+
+
+def fanout(ctx: Context, sim: Sim, targets: tuple, writes: int, out: list[dict],
+           bulk: int = 100_000, size: int = 350) -> list[dict]:
+    """etcd alone: the agents stop, `bulk` endpoint-sized records are loaded (the database
+    of a 100,000-endpoint cluster), then plain watchers of the whole store (one connection
+    each, what every agent's mirror holds) grow in steps and `writes` single-key writes are
+    timed to the last watcher. Appends one dict per step to `out`."""
+    w = len(sim.workers.procs)
+    sim.workers.ask_all(600, [{"op": "stop"}] * w)
+    before = etcd_counts(sim.etcd.metrics())["db_bytes"]
+    t = time.monotonic()
+    sim.workers.ask(0, 1800, op="bulk", prefix=keys.ENDPOINTS + "bulk/", count=bulk,
+                    size=size)
+    load_s = time.monotonic() - t
+    have = 0
+    for target in targets:
+        if time.monotonic() - ctx.t0 > ctx.cfg.ctl_budget_s * 1.5:
+            out.append({"watchers": target, "stopped": "time budget"})
             break
-        ctx.progress(BENCH, f"growing to {target} hosts ({cfg.ctl_per_host} endpoint(s) each)")
-        try:
-            grown = sim.grow(target, cfg.ctl_per_host)
-            ctx.progress(BENCH, f"{target} hosts: joined in {grown['join_s']:.0f} s, "
-                         f"endpoints in {grown['fill_s']:.0f} s; {cfg.ctl_starts} starts")
-            step = {**sim.sample(cfg.ctl_starts), **grown,
-                    "endpoints": target * cfg.ctl_per_host + cfg.ctl_starts * (len(steps) + 1)}
-        except Exception as e:    # noqa: BLE001 - the limit of this machine: say it, keep data
-            stopped = f"failed at {target} hosts: {type(e).__name__}: {e}"
-            ctx.progress(BENCH, stopped)
-            break
-        steps.append(step)
-        ctx.progress(BENCH, _line(step))
+        ctx.progress(BENCH, f"etcd fan-out: {target} watchers of the whole store")
+        per = [(target - have) // w + (1 if k < (target - have) % w else 0) for k in range(w)]
+        sim.workers.ask_all(1200, [{"op": "watchers", "count": n} if n else None for n in per])
+        have = target
+        sim.workers.ask_all(120, [{"op": "phase"}] * w)
+        m0, cpu0 = sim.etcd.metrics(), sim.etcd.cpu_seconds()
+        done = [sim.workers.ask(0, 120, op="put", key=f"{FANOUT}{target}-{i}", size=size)
+                for i in range(writes)]
+        cpu1 = sim.etcd.cpu_seconds()
+        deadline = time.monotonic() + 60
+        while True:
+            reps = sim.workers.ask_all(300, [{"op": "report", "wanted": [d["key"] for d in done]}]
+                                       * w)
+            seen = {d["key"]: [x for r in reps for x in r["seen"][d["key"]]] for d in done}
+            if all(len(v) >= target for v in seen.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        m1 = sim.etcd.metrics()
+        s = summarize_sample(done, seen, reps, target, etcd_counts(m0), etcd_counts(m1),
+                             cpu1 - cpu0)
+        s.update({"watchers": target, "bulk": bulk, "bulk_load_s": load_s,
+                  "db_mb_before_bulk": before / 2**20})
+        out.append(s)
+        last = stats.summarize(s["last_host_ms"])
+        ctx.progress(BENCH, f"{target} watchers: write to last watcher p50 "
+                     f"{last['median'] or 0:.0f} ms p99 {last['p99'] or 0:.0f} ms, etcd "
+                     f"{s['etcd_cpu_ms_per_start']:.1f} ms CPU/write, DB {s['db_mb']:.0f} MB, "
+                     f"{s['missing']} missed")
+    return out
+
+
+def _finish(ctx: Context, res: Results, steps: list[dict], stopped: str,
+            fan: list[dict] | None = None) -> None:
+    """Record the steps done so far (also when interrupted) and draw the curves."""
     record(res, steps, stopped)
+    for s in fan or []:
+        if "last_host_ms" not in s:
+            res.note(BENCH, f"etcd fan-out stopped before {s['watchers']} watchers: "
+                     f"{s['stopped']}")
+            continue
+        n = s["watchers"]
+        res.add_figure(f"ctl.fan{n}.last", BENCH, f"etcd alone, {n} watchers: write to the "
+                       "last watcher", "ms", s["last_host_ms"])
+        res.add_figure(f"ctl.fan{n}.cpu", BENCH, f"etcd alone, {n} watchers: etcd CPU per "
+                       "write", "ms", [s["etcd_cpu_ms_per_start"]])
+        res.add_figure(f"ctl.fan{n}.db", BENCH, f"etcd alone, {n} watchers: database with "
+                       f"{s['bulk']:,} endpoint records", "MB", [s["db_mb"]])
+    if fan:
+        res.meta.setdefault("control", {})["fanout"] = fan
     res.note(BENCH, "the workers cache typing.get_type_hints per record class "
              "(store/records.py calls it on every decode, ~0.4 ms, most of an agent's CPU per "
              "watch event; BENCH_CTL_UNCACHED=1 measures without)")
     if steps:
         out = getattr(ctx, "out", None) or os.path.join(HERE, "results")
         os.makedirs(out, exist_ok=True)
-        err = draw_curves(steps, os.path.join(out, "control-scale.png"), stopped)
+        err = draw_curves(steps, os.path.join(out, "control-scale.png"), stopped,
+                          [f for f in fan or [] if "last_host_ms" in f])
         if err:
             res.note(BENCH, f"no curves: {err}")
 
 
-def draw_curves(steps: list[dict], path: str, stopped: str = "") -> str | None:
+def draw_curves(steps: list[dict], path: str, stopped: str = "",
+                fan: list[dict] | None = None) -> str | None:
     """Four panels against the number of hosts: etcd writes and watch events per start,
     propagation to every host (p50, p99), etcd CPU per start and DB size, agent memory."""
     try:
@@ -322,6 +410,17 @@ def draw_curves(steps: list[dict], path: str, stopped: str = "") -> str | None:
     for a, title, series in panels:
         for label, ys in series:
             a.plot(hosts, ys, marker="o", label=label)
+    if fan:
+        wx = [f["watchers"] for f in fan]
+        flast = [stats.summarize(f["last_host_ms"]) for f in fan]
+        ax[0][1].plot(wx, [x["median"] for x in flast], marker="s", ls="--",
+                      label="etcd alone (plain watchers) p50")
+        ax[0][1].plot(wx, [x["p99"] for x in flast], marker="s", ls="--",
+                      label="etcd alone p99")
+        ax[1][0].plot(wx, [f["etcd_cpu_ms_per_start"] for f in fan], marker="s", ls="--",
+                      label="CPU ms per write, etcd alone")
+        ax[1][0].plot(wx, [f["db_mb"] for f in fan], marker="s", ls=":",
+                      label=f"DB MB with {fan[0]['bulk']:,} endpoints")
         a.set_xscale("log")
         a.set_xlabel("hosts")
         a.set_title(title, fontsize=9)
@@ -344,12 +443,15 @@ def _cannot_grow(ctx: Context, steps: list[dict], have: int, target: int,
         if need > mem_available_mb() * 0.8:
             return (f"{target - have} more agents need ~{need:.0f} MB "
                     f"({per_host_mb:.1f} MB each), {mem_available_mb():.0f} MB available")
-        spent = time.monotonic() - t_start
-        per_host_s = spent / max(1, have)
-        left = ctx.cfg.ctl_budget_s - spent
-        if per_host_s * (target - have) > left:
-            return (f"at {per_host_s:.2f} s per host so far, {target - have} more would not "
-                    f"fit the {ctx.cfg.ctl_budget_s / 60:.0f} min budget")
+        # Every agent handles every change and scans its mirror doing so: a step's time
+        # grows with the square of the hosts; project the last step's that way.
+        prev = steps[-2]["hosts"] if len(steps) > 1 else 0
+        need = last["step_s"] * (target ** 2 - have ** 2) / max(1, have ** 2 - prev ** 2)
+        left = ctx.cfg.ctl_budget_s - (time.monotonic() - t_start)
+        if need > left:
+            return (f"the last step took {last['step_s']:.0f} s; growing to {target} hosts "
+                    f"would take ~{need / 60:.0f} min (time grows with hosts²), "
+                    f"{max(0, left) / 60:.0f} min of the budget left")
     return ""
 
 

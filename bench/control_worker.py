@@ -27,6 +27,7 @@ from overnet.store.mirror import Mirror
 UNDERLAY = ipaddress.IPv4Network("100.64.0.0/10")
 RESYNC = 60.0
 CALL_TIMEOUT = 30.0
+FANOUT = keys.ENDPOINTS + "fanout/"         # keys the plain watchers' probe writes
 EVENTS: dict[int, int] = {}                  # id(mirror) -> events received
 SEEN: dict[str, list[float]] = {}            # endpoint key -> when each mirror first had it
 
@@ -171,6 +172,61 @@ class Worker:
                                for _ in range(per_host)))
         return {"seconds": time.monotonic() - t, "rss_mb": rss_mb()}
 
+    # --- plain watchers: etcd's fan-out without the agents' own work -------------------
+
+    async def _watch(self, store, rev: int) -> None:
+        async for batch in store.watch(keys.ROOT, rev):
+            now = time.monotonic()
+            EVENTS[id(store)] = EVENTS.get(id(store), 0) + len(batch)
+            for e in batch:
+                if e.key.startswith(FANOUT):
+                    SEEN.setdefault(e.key, []).append(now)
+
+    async def op_watchers(self, count: int, parallel: int = 50) -> dict:
+        """`count` more watchers of the whole store, one connection each, as an agent's
+        mirror would hold."""
+        from overnet.store.etcd import EtcdStore
+        if not hasattr(self, "watchers"):
+            self.watchers, self.tasks = [], []
+        sem = asyncio.Semaphore(parallel)
+
+        async def one() -> None:
+            async with sem:
+                st = EtcdStore(self.store_url.partition("://")[2], call_timeout=CALL_TIMEOUT,
+                               connect_timeout=CALL_TIMEOUT)
+                await st.connect()
+                _, rev = await st.list(FANOUT)
+                self.watchers.append(st)
+                self.tasks.append(asyncio.create_task(self._watch(st, rev + 1)))
+        t = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return {"seconds": time.monotonic() - t, "watchers": len(self.watchers),
+                "rss_mb": rss_mb()}
+
+    async def op_put(self, key: str, size: int) -> dict:
+        """One endpoint-sized write; when it started and the revision it made."""
+        from overnet.store.etcd import EtcdStore
+        if not hasattr(self, "writer"):
+            self.writer = EtcdStore(self.store_url.partition("://")[2])
+            await self.writer.connect()
+        t0 = time.monotonic()
+        rev = await self.writer.put(key, b"x" * size)
+        return {"t0": t0, "t1": time.monotonic(), "revision": rev, "key": key}
+
+    async def op_bulk(self, prefix: str, count: int, size: int, batch: int = 100) -> dict:
+        """`count` endpoint-sized records under `prefix`, `batch` per transaction."""
+        from overnet.store.base import Put
+        from overnet.store.etcd import EtcdStore
+        st = EtcdStore(self.store_url.partition("://")[2], call_timeout=CALL_TIMEOUT)
+        await st.connect()
+        t = time.monotonic()
+        value = b"y" * size
+        for lo in range(0, count, batch):
+            await st.txn([], [Put(f"{prefix}{i}", value) for i in range(lo, min(count,
+                                                                              lo + batch))])
+        await st.close()
+        return {"seconds": time.monotonic() - t}
+
     async def op_phase(self) -> dict:
         EVENTS.clear()
         SEEN.clear()
@@ -190,6 +246,13 @@ class Worker:
             except Exception:   # noqa: BLE001 - stopping many: count, go on
                 failed += 1
         self.agents.clear()
+        for task in getattr(self, "tasks", []):
+            task.cancel()
+        for st in getattr(self, "watchers", []):
+            try:
+                await st.close()
+            except Exception:   # noqa: BLE001 - stopping many: count, go on
+                failed += 1
         return {"failed": failed}
 
 

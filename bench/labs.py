@@ -52,6 +52,7 @@ class Config:
     ctl_per_host: int = 2                    # background endpoints per simulated host
     ctl_starts: int = 40                     # measured starts per step
     ctl_workers: int = 2                     # worker processes holding the agents
+    ctl_watchers: tuple = (1000, 2000, 5000)  # etcd alone: plain watchers of the store
     ctl_budget_s: float = 40 * 60
     docker: bool = True
     budget_s: float | None = 14 * 60     # whole invocation; the scale rounds adapt to it
@@ -64,6 +65,7 @@ class Config:
             c.conv_trials, c.setup_n, c.docker_runs = 8, 20, 5
             c.scale_hosts, c.scale_per_host, c.scale_rounds = 4, 4, 1
             c.ctl_hosts, c.ctl_starts, c.ctl_budget_s = (20, 100), 15, 5 * 60
+            c.ctl_watchers = (200,)
         for k, v in over.items():
             if v is not None:
                 setattr(c, k, v)

@@ -137,6 +137,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--ctl-per-host", type=int, help="background endpoints per host (2)")
     ap.add_argument("--ctl-starts", type=int, help="measured starts per step (40)")
     ap.add_argument("--ctl-workers", type=int, help="worker processes (2)")
+    ap.add_argument("--ctl-watchers", type=lambda v: tuple(int(x) for x in v.split(",") if x),
+                    help="etcd alone: plain watcher steps (1000,2000,5000; '' for none)")
     ap.add_argument("--ctl-budget", type=float, metavar="MINUTES",
                     help="simulated control plane: stop growing past this (40)")
     ap.add_argument("--budget", type=float, default=14.0, metavar="MINUTES",
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                       scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds,
                       ctl_hosts=args.ctl_hosts, ctl_per_host=args.ctl_per_host,
                       ctl_starts=args.ctl_starts, ctl_workers=args.ctl_workers,
+                      ctl_watchers=args.ctl_watchers,
                       ctl_budget_s=args.ctl_budget * 60 if args.ctl_budget else None)
     cfg.docker = not args.no_docker
     cfg.budget_s = args.budget * 60 if args.budget else None
