@@ -29,6 +29,7 @@ from bench.report import Results, readme_section, summary_text  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+README = os.path.join(os.path.dirname(HERE), "README.md")
 BENCHES = {"throughput": throughput.run, "convergence": convergence.run,
            "setup": setup_time.run, "scale": scale.run}
 # Experiments, run by name only (not part of `all`).
@@ -159,6 +160,25 @@ def _control(out: str) -> tuple[Results | None, str | None]:
     return ctl, ("bench/results/control-scale.png" if os.path.exists(png) else None)
 
 
+def splice_readme(path: str, section: str) -> bool:
+    """Replace README.md's "## Performance" section (up to the next "## ") with `section`;
+    False (file unchanged) if the file or the heading is missing."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return False
+    start = text.find("\n## Performance\n")
+    if start < 0:
+        return False
+    end = text.find("\n## ", start + 1)
+    new = text[:start + 1] + section.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
+    with open(path + ".tmp", "w") as f:
+        f.write(new)
+    os.replace(path + ".tmp", path)
+    return True
+
+
 def rerender(out: str) -> int:
     """`report`: draw latest.md, latest.png and README-section.md again from latest.json
     (no measurement; the numbers are the ones that run recorded)."""
@@ -171,9 +191,12 @@ def rerender(out: str) -> int:
         print(f"Error: cannot read {path}: {e}", file=sys.stderr)
         return 1
     paths = res.write(out, "latest")
+    section = readme_section(res, "bench/results/latest.png" if "png" in paths else None,
+                             *_control(out))
     with open(os.path.join(out, "README-section.md"), "w") as f:
-        f.write(readme_section(res, "bench/results/latest.png" if "png" in paths else None,
-                               *_control(out)))
+        f.write(section)
+    if os.path.abspath(out) == RESULTS:
+        splice_readme(README, section)
     print(summary_text(res))
     return 0
 
@@ -265,13 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
     res.meta["duration_s"] = time.monotonic() - started
     res.meta["loadavg_end"] = _loadavg()
-    stem = "latest" if args.bench == "all" else args.bench
+    # A quick run is a developer's loop: it never replaces the full run's figures.
+    full = args.bench == "all" and not args.quick
+    stem = "latest" if full else "quick" if args.bench == "all" else args.bench
     paths = res.write(args.out, stem)
-    if args.bench == "all" and code == 0:
+    if full and code == 0:
         chart = "bench/results/latest.png" if "png" in paths else None
+        section = readme_section(res, chart, *_control(args.out))
         with open(os.path.join(args.out, "README-section.md"), "w") as f:
-            f.write(readme_section(res, chart, *_control(args.out)))
+            f.write(section)
         paths["readme"] = os.path.join(args.out, "README-section.md")
+        if os.path.abspath(args.out) == RESULTS and splice_readme(README, section):
+            paths["README"] = README
     print(summary_text(res))
     for kind, path in paths.items():
         progress("bench", f"wrote {os.path.relpath(path)}")

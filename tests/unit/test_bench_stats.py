@@ -305,3 +305,15 @@ def test_readme_section_carries_the_control_plane_run_with_its_commit():
     assert "| 1,000 | 2,040 | 1 | 1.02 | 20.0 | 29.8 | 12.5 | 3.2 | 0.8 |" in sec
     assert "stopped before 5000 hosts" in sec
     assert readme_section(_results(), None) == readme_section(_results(), None, None)
+
+
+def test_splice_readme_replaces_only_the_performance_section(tmp_path):
+    from bench.run import splice_readme
+    p = tmp_path / "README.md"
+    p.write_text("# x\n\nintro\n\n## Performance\n\nold 1\nold 2\n\n## Tests\n\nkeep\n")
+    assert splice_readme(str(p), "## Performance\n\nnew\n")
+    assert p.read_text() == "# x\n\nintro\n\n## Performance\n\nnew\n\n## Tests\n\nkeep\n"
+    q = tmp_path / "OTHER.md"
+    q.write_text("# y\n")
+    assert not splice_readme(str(q), "## Performance\n") and q.read_text() == "# y\n"
+    assert not splice_readme(str(tmp_path / "missing.md"), "x")
