@@ -129,6 +129,14 @@ class Workers:
         return [json.loads(p.expect("ok", timeout)) if c is not None else None
                 for p, c in zip(self.procs, cmds)]
 
+    def kill(self) -> None:
+        """Workers stuck in a step that did not finish: SIGKILL, then wait for each."""
+        for p in self.procs:
+            if p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait()
+        self.procs = []
+
     def close(self) -> None:
         for p in self.procs:
             try:
@@ -170,10 +178,18 @@ class Sim:
         self.ctx = ctx
         self.etcd = Etcd()
         ctx.closers.append(self.etcd.stop)
+        self.nworkers = workers
         self.workers = Workers(workers, self.etcd.url)
         ctx.closers.append(self.workers.close)
         self.hosts = 0
         self.networks: set[str] = set()
+        self.step_limit = ctx.cfg.ctl_step_limit_s
+
+    def fresh_workers(self) -> None:
+        """New workers (no agents) on the same etcd, after a step that did not finish."""
+        self.workers.kill()
+        self.workers = Workers(self.nworkers, self.etcd.url)
+        self.ctx.closers.append(self.workers.close)
 
     def grow(self, target: int, per_host: int) -> dict:
         """Start hosts up to `target`, then give each new one `per_host` endpoints."""
@@ -206,7 +222,7 @@ class Sim:
                           "per_host": per_host, "networks": [network_of(i) for i in new
                                                              if i % w == k]}
                          if per_host and any(i % w == k for i in new) else None)
-        self.workers.ask_all(1800, fills)
+        self.workers.ask_all(self.step_limit, fills)
         self.hosts = target
         return {"join_s": join_s, "fill_s": time.monotonic() - t}
 
@@ -292,6 +308,8 @@ def run(ctx: Context, res: Results) -> None:
             steps.append(step)
             ctx.progress(BENCH, _line(step))
         if cfg.ctl_watchers:
+            if stopped.startswith("failed"):
+                sim.fresh_workers()
             fan = fanout(ctx, sim, cfg.ctl_watchers, cfg.ctl_starts, fan)
     except KeyboardInterrupt:
         stopped = stopped or f"interrupted after {sim.hosts} hosts"

@@ -54,6 +54,7 @@ class Config:
     ctl_workers: int = 2                     # worker processes holding the agents
     ctl_watchers: tuple = (1000, 2000, 5000)  # etcd alone: plain watchers of the store
     ctl_budget_s: float = 40 * 60
+    ctl_step_limit_s: float = 300            # a step whose endpoints take longer: the limit
     docker: bool = True
     budget_s: float | None = 14 * 60     # whole invocation; the scale rounds adapt to it
 
