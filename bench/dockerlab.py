@@ -9,19 +9,16 @@ root is a directory of the lab. The lab's etcd already runs with --enable-v2.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import signal
 import subprocess
-import tarfile
 import time
 
 from overnet.sandbox.lab import Host, Lab, LabError, _alive, _kill, _tail
+from overnet.sandbox.runtimes import BUSYBOX, kill_cgroup
 
 IMAGE = "busybox:bench"
-BUSYBOX = "/bin/busybox"
 
 
 def docker_missing() -> str | None:
@@ -32,26 +29,6 @@ def docker_missing() -> str | None:
     if not os.path.exists(BUSYBOX):
         return f"{BUSYBOX} is missing (Debian package busybox-static: bash bench/setup.sh)"
     return None
-
-
-def busybox_tar() -> bytes:
-    """A root filesystem with just /bin/busybox and its applet links, as a tar stream."""
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(BUSYBOX, "bin/busybox")
-        for a in applets:
-            if a == "busybox":
-                continue
-            info = tarfile.TarInfo(f"bin/{a}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(info)
-    return buf.getvalue()
 
 
 class DockerLab(Lab):
@@ -137,29 +114,7 @@ class DockerLab(Lab):
 
     @staticmethod
     def _kill_cgroup(parent: str) -> None:
-        """Container processes Docker left (their own net and pid namespaces put them out of
-        reach of the lab's clean-up): found by cgroup, killed, cgroups removed."""
-        marker = f"/{parent}/"
-        for pid_s in os.listdir("/proc"):
-            if not pid_s.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid_s}/cgroup") as f:
-                    if marker in f.read():
-                        os.kill(int(pid_s), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                continue
-        time.sleep(0.05)
-        base = "/sys/fs/cgroup"
-        for ctl in os.listdir(base) if os.path.isdir(base) else []:
-            top = os.path.join(base, ctl, parent)
-            if not os.path.isdir(top):
-                continue
-            for dirpath, _, _ in sorted(os.walk(top), key=lambda t: -t[0].count("/")):
-                try:
-                    os.rmdir(dirpath)
-                except OSError:
-                    pass
+        kill_cgroup(parent)
 
 
 def inspect_json(lab: DockerLab, host: str, container: str) -> dict:

@@ -22,7 +22,9 @@ from typing import Callable
 from overnet.api.client import Client
 from overnet.sandbox.lab import Lab, LabError
 
-from .dockerlab import IMAGE, DockerLab, busybox_tar, docker_missing
+from overnet.sandbox.runtimes import busybox_tar
+
+from .dockerlab import IMAGE, DockerLab, docker_missing
 
 ROOT = "/var/lib/overnet/bench"
 HERE = os.path.dirname(os.path.abspath(__file__))

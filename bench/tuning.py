@@ -18,7 +18,8 @@ import os
 import subprocess
 from collections.abc import Callable
 
-from overnet.sandbox.lab import LabError, _run
+from overnet.sandbox.lab import LabError
+from overnet.sandbox.topology import run as _run
 
 from .labs import BenchLab, Context, netns_of
 from .report import Results
@@ -33,12 +34,12 @@ class JumboLab(BenchLab):
 
     MTU = 9000
 
-    def _make_host(self, name: str, address: str, index: int, prefixlen: int):
-        h = super()._make_host(name, address, index, prefixlen)
+    def _add_host(self, into: list, name: str, address: str, veth: str, net) -> None:
+        super()._add_host(into, name, address, veth, net)
+        h = into[-1]
         _run("ip", "link", "set", h.veth, "mtu", str(self.MTU))
         _run("ip", "-n", h.netns, "link", "set", "eth0", "mtu", str(self.MTU))
         _run("ip", "link", "set", self.state.bridge, "mtu", str(self.MTU))
-        return h
 
 
 def _sh(ns: str, *argv: str) -> None:

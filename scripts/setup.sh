@@ -6,9 +6,10 @@ source "$(dirname "$0")/root.sh"
 cd "$(dirname "$0")/.."
 
 DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump
-      containernetworking-plugins util-linux procps python3-venv)
-# The benchmarks also need Docker 20.10 (the overlay reference) and busybox (its image).
-[ "${1:-}" = "--bench" ] && DEBS+=(docker.io busybox-static)
+      containernetworking-plugins util-linux procps python3-venv
+      podman docker.io busybox-static)
+# Podman, Docker 20.10 and busybox (their image): real runtimes on overnet (tests, `sandbox up
+# --runtimes`) and the benchmarks' overlay reference.
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

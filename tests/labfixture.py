@@ -74,7 +74,7 @@ def wait_until(predicate, timeout: float = 5.0, every: float = 0.02):
 
 def keep_logs(lab: Lab, dest: str) -> None:
     """Agent and etcd logs outlive the lab, for a failure's post-mortem."""
-    for h in lab.state.hosts + [lab.state.store]:
+    for h in lab.state.all_hosts():
         src = os.path.join(lab.dir, h.name)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(dest, h.name), dirs_exist_ok=True,

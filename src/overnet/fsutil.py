@@ -1,20 +1,30 @@
-"""Small file helpers shared by the agent, the runner and the sandbox."""
+"""File-system chores every part of overnet needs, written once."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 
 def write_atomic(path: str, content: str | bytes, mode: int | None = None) -> None:
-    """Replace `path` with `content` so that readers see the old file or the new one, never
-    half of one (write a temporary file beside it, then rename it over)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
+    """Write `content` to `path` so that a reader sees the old file or the new one, never a
+    half-written one: write a temporary file next to it, then rename it over `path`.
+
+    `mode` (e.g. 0o644) is applied to the new file; by default an existing file's mode is kept,
+    and a new file gets 0o644 (mkstemp's 0o600 would hide it from container users).
+    """
+    if mode is None:
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o644
     data = content.encode() if isinstance(content, str) else content
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                 0o644 if mode is None else mode)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                               prefix=f".{os.path.basename(path)}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:

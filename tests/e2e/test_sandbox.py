@@ -39,7 +39,7 @@ def leftovers(lab: Lab, pids: list[int]) -> list[str]:
 
 def lab_pids(lab: Lab) -> list[int]:
     st = lab.state
-    pids = [st.etcd_pid, st.store.holder_pid]
+    pids = [p for s in st.stores for p in (s.etcd_pid, s.holder_pid)]
     for h in st.hosts:
         pids += [h.agent_pid, h.holder_pid]
         for c in lab.client(h.name).get("/containers", all="1"):

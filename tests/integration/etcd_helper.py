@@ -1,16 +1,19 @@
-"""Start and stop a throw-away single-member etcd for tests.
+"""Start and stop throw-away etcd processes for tests: one member, or a cluster of several.
 
 Each EtcdProcess gets free random ports on 127.0.0.1 and its own temp dir (data dir and
 log); `stop()` kills exactly the process it started (by PID) and removes the temp dir.
 With `netns_path` it runs inside that network namespace (through `nsenter --net=PATH`).
+EtcdCluster starts several EtcdProcess members that form one cluster (unique token).
 
 TcpProxy sits between one client and etcd so a test can drop that client's connection
-(`cut()`) and let it back (`heal()`) while etcd and every other client go on.
+(`cut()`) and let it back (`heal()`) while etcd and every other client go on, or let
+requests through while losing every answer (`mute()`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -18,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -32,11 +36,15 @@ def free_port() -> int:
 
 
 class EtcdProcess:
-    def __init__(self, netns_path: str | None = None, name: str = "overnet-test") -> None:
+    def __init__(self, netns_path: str | None = None, name: str = "overnet-test", *,
+                 peer_port: int | None = None, initial_cluster: str | None = None,
+                 token: str | None = None) -> None:
         self.netns_path = netns_path
         self.name = name
         self.client_port = free_port()
-        self.peer_port = free_port()
+        self.peer_port = peer_port or free_port()
+        self.initial_cluster = initial_cluster  # "name=http://..,..." of a cluster's members
+        self.token = token
         self.tmp = Path(tempfile.mkdtemp(prefix="overnet-etcd-"))
         self.data_dir = self.tmp / "data"
         self.log_path = self.tmp / "etcd.log"
@@ -57,14 +65,27 @@ class EtcdProcess:
         cmd = [ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
                "--listen-client-urls", client, "--advertise-client-urls", client,
                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-               "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
-               "--logger", "zap", "--log-outputs", "stderr"]
+               "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
+               "--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"]
+        if self.token:
+            cmd += ["--initial-cluster-token", self.token]
         if self.netns_path:
             cmd = ["nsenter", f"--net={self.netns_path}", *cmd]
         return cmd
 
     def start(self, timeout: float = 20.0) -> EtcdProcess:
         """Start etcd (again, on the same ports and data dir after stop(keep_data=True))."""
+        self.spawn()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def spawn(self) -> None:
+        """Start the process without waiting (a cluster member is only ready once a quorum
+        of its peers runs too)."""
         if self.proc is not None:
             raise RuntimeError("etcd already running")
         log = open(self.log_path, "ab")
@@ -74,14 +95,8 @@ class EtcdProcess:
                                          stdin=subprocess.DEVNULL)
         finally:
             log.close()
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float) -> None:
         # The log line works inside any namespace; outside one, also insist the port answers.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -156,6 +171,71 @@ class EtcdProcess:
     _owner_pid = os.getpid()
 
 
+class EtcdCluster:
+    """`size` members on 127.0.0.1 (free ports, one temp dir each) forming one cluster.
+
+    kill(i) is a crash (SIGKILL, data kept); start_member(i) brings that member back."""
+
+    def __init__(self, size: int = 3) -> None:
+        token = f"overnet-test-{uuid.uuid4().hex[:8]}"
+        peers = [free_port() for _ in range(size)]
+        initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, p in enumerate(peers))
+        self.members = [EtcdProcess(name=f"m{i}", peer_port=p, initial_cluster=initial,
+                                    token=token) for i, p in enumerate(peers)]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def url(self) -> str:
+        return "etcd://" + ",".join(self.endpoints)
+
+    def start(self, timeout: float = 30.0) -> EtcdCluster:
+        try:
+            for m in self.members:
+                m.spawn()
+            for m in self.members:
+                m.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def kill(self, index: int) -> None:
+        self.members[index].kill()
+
+    def start_member(self, index: int, timeout: float = 30.0) -> None:
+        self.members[index].start(timeout)
+
+    def member_of(self, endpoint: str) -> int:
+        return self.endpoints.index(endpoint)
+
+    def leader(self) -> int:
+        """Index of the member the running members agree is the leader."""
+        running = [m.endpoint for m in self.members if m.proc is not None]
+        out = subprocess.run(["etcdctl", "--endpoints", ",".join(running), "endpoint",
+                              "status", "-w", "json"], capture_output=True, text=True,
+                             timeout=20, check=True, env={**os.environ, "ETCDCTL_API": "3"})
+        status = json.loads(out.stdout)
+        leader = status[0]["Status"]["leader"]
+        for s in status:
+            if s["Status"]["header"]["member_id"] == leader:
+                return self.member_of(s["Endpoint"])
+        raise RuntimeError(f"no running member is the leader: {out.stdout}")
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
 class TcpProxy:
     """Forwards 127.0.0.1:port to 127.0.0.1:target_port (asyncio, in the test's loop)."""
 
@@ -164,6 +244,7 @@ class TcpProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        self.muted = False  # answers from etcd are dropped (requests still reach it)
 
     @property
     def endpoint(self) -> str:
@@ -182,6 +263,10 @@ class TcpProxy:
             w.transport.abort()
         self._conns.clear()
 
+    def mute(self) -> None:
+        """From now on etcd gets every request but the client gets no answer."""
+        self.muted = True
+
     async def heal(self) -> None:
         if self._server is None:
             await self.start()
@@ -195,13 +280,15 @@ class TcpProxy:
             down_w.transport.abort()
             return
         self._conns |= {down_w, up_w}
-        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w))
+        await asyncio.gather(self._pipe(down_r, up_w), self._pipe(up_r, down_w, answers=True))
         self._conns -= {down_w, up_w}
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    answers: bool = False) -> None:
         try:
             while data := await reader.read(65536):
+                if answers and self.muted:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

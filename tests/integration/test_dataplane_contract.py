@@ -265,6 +265,31 @@ async def test_deleting_container_namespace_removes_its_pair(env: Env) -> None:
     assert {li.name for li in await dp.links(net)} == {"lo", "br0", "vxlan0"}
 
 
+async def test_attach_handover(env: Env) -> None:
+    """Docker's flow: the container end waits in the host namespace, unconfigured; the runtime
+    moves it later. A repeat converges; detach removes the pair wherever the end is."""
+    dp = env.dp
+    net = env.path("net1")
+    await dp.ensure_overlay(net, VNI, GW, MTU, UNDERLAY)
+    await dp.attach_handover(net, "veth000000h", "ovdhandover01", mac_of(7), MTU)
+    host = await dp.link_info(net, "veth000000h")
+    peer = await dp.link_info(None, "ovdhandover01")
+    assert host is not None and peer is not None
+    assert (host.master, host.up, host.mtu) == ("br0", True, MTU)
+    assert (peer.kind, peer.mac, peer.mtu, peer.up, peer.addresses) == \
+        ("veth", mac_of(7), MTU, False, [])
+    assert host.peer_index == peer.index
+    await dp.attach_handover(net, "veth000000h", "ovdhandover01", mac_of(7), MTU)
+    assert (await dp.link_info(None, "ovdhandover01")).index == peer.index  # type: ignore
+    with pytest.raises(DataplaneError, match="already has a device named ovdhandover01"):
+        await dp.attach_handover(net, "veth000000i", "ovdhandover01", mac_of(8), MTU)
+    with pytest.raises(DataplaneError, match="02:zz"):
+        await dp.attach_handover(net, "veth000000j", "ovdhandover02", "02:zz", MTU)
+    await dp.detach(net, "veth000000h")
+    assert await dp.link_info(None, "ovdhandover01") is None
+    assert {li.name for li in await dp.links(net)} == {"lo", "br0", "vxlan0"}
+
+
 async def _gone(dp: Dataplane, ns: str, name: str) -> bool:
     return await dp.link_info(ns, name) is None
 
@@ -379,3 +404,22 @@ async def test_host_gw(env: Env) -> None:
         await dp.sync_gw(oif, {a, GwRoute("10.6.3.0/24", "10.99.0.1")})
     assert await dp.sync_gw(oif, set()) == (0, 1)
     assert await dp.gw_routes() == set()
+
+
+async def test_close(env: Env) -> None:
+    await env.dp.close()
+    await env.dp.close()  # idempotent
+    with pytest.raises(DataplaneError, match="closed"):
+        await env.dp.is_netns(env.path("n1"))
+
+
+def test_netlink_dataplane_takes_a_host_or_a_thread() -> None:
+    from overnet.dataplane.worker import KernelThread
+
+    thread = KernelThread()
+    try:
+        with pytest.raises(ValueError, match="not both"):
+            NetlinkDataplane(host_ns="/proc/self/ns/net", thread=thread)
+        assert NetlinkDataplane(thread=thread).thread is thread
+    finally:
+        thread.close()

@@ -38,7 +38,7 @@ def test_bad_and_duplicate_names(lab2):
         c = lab2.out("net-1", "run", "-d", "--net", "dupe", "--name", "twin", "sleep",
                      "infinity")
         fails(lab2, "net-1", "run", "-d", "--name", "twin", "true", needle="'twin'")
-        fails(lab2, "net-1", "run", "-d", "--name", "-x", "true", needle='"-x"')
+        fails(lab2, "net-1", "run", "-d", "--name", "-x", "true", needle="'-x'")
         # the service (container) name is unique within the network, across hosts
         fails(lab2, "net-2", "run", "-d", "--net", "dupe", "--name", "twin", "true",
               needle="'twin' is already published on network dupe")

@@ -158,8 +158,8 @@ def test_prepare_files_drops_loopback_nameservers(box: Box) -> None:
 
 
 def test_container_identity(box: Box) -> None:
-    out = box.output(["sh", "-c", "hostname; echo ---; cat /etc/hosts; echo ---; cat /etc/hostname;"
-                      " echo ---; cat /etc/resolv.conf; echo ---; readlink /proc/self/ns/net"])
+    out = box.output(["sh", "-c", ("hostname; echo ---; cat /etc/hosts; echo ---; cat /etc/hostname;"
+                      " echo ---; cat /etc/resolv.conf; echo ---; readlink /proc/self/ns/net")])
     hostname, hosts, hostname_file, resolv, netns = out.split("---\n")
     assert hostname == f"{box.short}\n"
     assert hosts == box.hosts_content
@@ -175,8 +175,8 @@ def test_container_identity(box: Box) -> None:
 def test_environment_cwd_and_session(box: Box) -> None:
     out = box.output(["sh", "-c", 'echo "$HOSTNAME|$HOME|$PATH|$FOO|$(pwd)"'],
                      env={"FOO": "bar"}, cwd="/tmp")
-    assert out.split("|") == [box.short, "/root", "/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-                              "/usr/bin:/sbin:/bin", "bar", "/tmp\n"]
+    assert out.split("|") == [box.short, "/root", ("/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+                              "/usr/bin:/sbin:/bin"), "bar", "/tmp\n"]
     proc = box.spawn(["sleep", "60"], stdout=subprocess.DEVNULL)
     assert os.getsid(proc.pid) == proc.pid  # detached from the caller's session
 
@@ -205,8 +205,8 @@ def test_start_errors_name_the_step(box: Box) -> None:
 
 def test_exec_joins_the_container(box: Box) -> None:
     proc = box.spawn(["sleep", "60"], stdout=subprocess.DEVNULL, env={"FOO": "bar"})
-    ex = exec_popen(proc.pid, ["sh", "-c", "readlink /proc/self/ns/net /proc/self/ns/uts "
-                               "/proc/self/ns/mnt; hostname; pwd; echo $FOO $X; cat /etc/hosts"],
+    ex = exec_popen(proc.pid, ["sh", "-c", ("readlink /proc/self/ns/net /proc/self/ns/uts "
+                               "/proc/self/ns/mnt; hostname; pwd; echo $FOO $X; cat /etc/hosts")],
                     subprocess.DEVNULL, subprocess.PIPE, None, env={"X": "y"})
     out, _ = ex.communicate(timeout=30)
     lines = out.decode().split("\n", 6)
@@ -248,7 +248,8 @@ print(f"RC={rc}", flush=True)
 """
 
 
-def on_pty(arg: dict, send: list[tuple[bytes, bytes]] = [], timeout: float = 30) -> str:
+def on_pty(arg: dict, send: tuple[tuple[bytes, bytes], ...] | list[tuple[bytes, bytes]] = (),
+           timeout: float = 30) -> str:
     """Run DRIVER on a new pty; for each (wait_for, data), type data once wait_for is seen."""
     pid, master = pty.fork()
     if pid == 0:  # pragma: no cover - child
@@ -275,7 +276,7 @@ def on_pty(arg: dict, send: list[tuple[bytes, bytes]] = [], timeout: float = 30)
     finally:
         os.close(master)
         if os.waitpid(pid, os.WNOHANG) == (0, 0):
-            os.kill(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)   # with the container's waiter and init
             os.waitpid(pid, 0)
     return out.decode(errors="replace").replace("\r\n", "\n")
 
@@ -298,6 +299,22 @@ def test_ctrl_c_kills_the_container_not_the_runner(box: Box) -> None:
     out = on_pty(dataclasses.asdict(box.spec(["sh", "-c", "echo ready; sleep 30"])),
                  [(b"ready", b"\x03")])
     assert "RC=130" in out
+
+
+def test_ctrl_z_on_a_terminal_does_not_hang_it(box: Box) -> None:
+    # The command is alone in the terminal's foreground group (the runner's group is not
+    # visible in its PID namespace): ^Z must not leave it stopped under a running runner,
+    # even half-way through a vfork (dash's), which no SIGCONT from its init could catch.
+    out = on_pty(dataclasses.asdict(box.spec(["sh", "-c", "echo ready; sleep 1; echo done"])),
+                 [(b"ready", b"\x1a")])
+    assert "done" in out and "RC=0" in out, out
+
+
+def test_exec_interactive_shell_on_a_terminal(box: Box) -> None:
+    proc = box.spawn(["sleep", "60"], stdout=subprocess.DEVNULL)
+    out = on_pty({"pid": proc.pid, "cmd": ["sh"]}, [(b"", b"echo pid=$$; exit 4\n")])
+    assert "pid=" in out and "RC=4" in out and "Cannot set tty process group" not in out
+    assert "pid=1\n" not in out and "pid=2\n" not in out   # not the init, not the command
 
 
 def test_exec_with_tty(box: Box) -> None:
@@ -372,10 +389,25 @@ def test_replace_hosts_is_atomic_and_does_not_pile_up(box: Box) -> None:
     assert avg < 0.1
 
 
+def umount_inside(pid: int, path: str) -> None:
+    """Unmount `path` in the mount namespace of `pid`, from a forked child of ours."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+            sc.setns(fd, sc.CLONE_NEWNS)
+            sc.umount2(path, sc.MNT_DETACH)
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+
+
 def test_replace_hosts_heals_a_lost_mount(box: Box) -> None:
     # If the host replaces /etc/hosts by rename, the kernel detaches mounts on it.
     proc = box.spawn(["sleep", "60"], stdout=subprocess.DEVNULL)
-    assert exec_in(proc.pid, ["umount", "/etc/hosts"], interactive=False) == 0
+    umount_inside(proc.pid, "/etc/hosts")   # (the container itself may not umount)
     assert hosts_mounts(proc.pid) == 0
     new = os.path.join(box.state, "hosts.new")
     with open(new, "w") as f:

@@ -38,7 +38,7 @@ class Cluster:
         dp = self.kernels.get(name) or FakeDataplane(underlay=f"{self.address(name)}/24")
         self.kernels[name] = dp
         config = AgentConfig(store="memory://", name=name, advertise=self.address(name),
-                             state_dir=str(self.tmp / name), resync_every=3600,
+                             state_dir=str(self.tmp / name), resync_every=3600, dns=False,
                              **{**self.cfg, **cfg})
         agent = Agent(config, store=MemoryStore(self.state), dataplane=dp,
                       host_networks=lambda: [ipaddress.IPv4Network("192.168.9.0/24")])
@@ -301,16 +301,21 @@ async def test_gc_after_grace_and_not_before(cluster):
     await cluster.synced()
     now = [100.0]
     h1.gc.clock = lambda: now[0]
-    h1.gc.grace = 60
+    h1.gc.grace, h1.gc.block_grace = 60, 600
     assert await h1.gc.collect() == 0
     now[0] += 59
     assert await h1.gc.collect() == 0
     net = h1.networks.find("web")
     assert keys.endpoint(net.id, b.ip) in h1.view.items
     now[0] += 1
-    assert await h1.gc.collect() >= 2            # endpoint and block
+    assert await h1.gc.collect() == 1            # the endpoint; its block stays
     await cluster.synced()
     assert keys.endpoint(net.id, b.ip) not in h1.view.items
+    assert any(k.startswith(keys.blocks(net.id)) for k in h1.view.items)
+    now[0] += 540
+    assert await h1.gc.collect() == 1            # now the block
+    await cluster.synced()
+    assert not any(k.startswith(keys.blocks(net.id)) for k in h1.view.items)
 
 
 async def test_an_agent_that_is_down_keeps_its_peers_programmed(cluster):
@@ -333,7 +338,7 @@ async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
     c = await attach(h2, "web", "c")
     await cluster.crash("h2")
     await cluster.synced()
-    h1.gc.grace = 0
+    h1.gc.grace = h1.gc.block_grace = 0
     assert await h1.gc.collect() == 3             # h2's two endpoints and its block
     await cluster.synced()
     taken = await attach(h1, "web", "a")         # h1 takes the block and b's address
@@ -346,6 +351,25 @@ async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
     net = h1.networks.find("web")
     assert json.loads(h1.view.items[keys.endpoint(net.id, c.ip)].value)["host"] == "h2"
     assert json.loads(h1.view.items[keys.endpoint(net.id, b.ip)].value)["host"] == "h1"
+
+
+async def test_collected_endpoints_come_back_and_their_addresses_stay_unused(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web", subnet="10.50.0.0/29")   # one block: one owner
+    await cluster.synced()
+    b = await attach(h2, "web", "b")
+    await cluster.crash("h2")
+    await cluster.synced()
+    h1.gc.grace = 0
+    assert await h1.gc.collect() == 1             # the endpoint, not the block
+    await cluster.synced()
+    with pytest.raises(Conflict, match="full"):   # b still holds its address: not given out
+        await attach(h1, "web", "a")
+    h2 = await cluster.start("h2")
+    await cluster.synced()
+    net = h1.networks.find("web")
+    assert h2.endpoints.find("b").phase == "attached"
+    assert json.loads(h1.view.items[keys.endpoint(net.id, b.ip)].value)["host"] == "h2"
 
 
 async def test_store_garbage_never_reaches_the_kernel(cluster):
@@ -443,3 +467,23 @@ async def test_a_created_container_that_never_starts_expires(cluster):
     await asyncio.sleep(1.5)
     assert h1.containers.containers == {} and h1.endpoints.local == {}
     assert not os.path.exists(h1.state.container_dir(c.id))
+
+
+async def test_sweep_removes_records_of_ours_that_nothing_backs(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await cluster.synced()
+    a = await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    net = h1.networks.find("web")
+    # a transaction whose answer was lost: the record of an endpoint h1 rolled back
+    lost = EndpointRecord(id="9" * 64, network=net.id, container="c" * 12, name="ghost",
+                          host="h1", host_address="192.168.9.1", ip="10.128.0.99",
+                          mac="02:42:0a:80:00:99")
+    await MemoryStore(cluster.state).put(keys.endpoint(net.id, lost.ip), lost.to_json())
+    await cluster.synced()
+    assert await h1.endpoints.sweep() == 1
+    await cluster.synced()
+    assert keys.endpoint(net.id, lost.ip) not in h1.view.items
+    assert keys.endpoint(net.id, a.ip) in h1.view.items
+    assert keys.endpoint(net.id, b.ip) in h1.view.items      # h2's: not h1's business

@@ -55,7 +55,7 @@ def test_defaults_are_copied_per_request():
     ({"links": ["web:a.b"]},
      'invalid field "links": expected NAME[:ALIAS] links, "web:a.b" is not one, '
      'got ["web:a.b"]'),
-    ({"name": "/web"}, 'invalid container name "/web": use 1-63 letters, digits, \'_\' or \'-\', '
+    ({"name": "/web"}, "invalid container name '/web': use 1-63 letters, digits, '_' or '-', "
      "starting with a letter or digit"),
     ({"nmae": "web"}, 'test: unknown field "nmae" (known: name, net, publish_service, env, cmd, '
      "detach, rm, tty, interactive, links, privileged)"),
@@ -101,7 +101,7 @@ def test_endpoint_attach():
             ("aliases", [f"a{i}" for i in range(17)], "at most 16 aliases")]:
         with pytest.raises(Invalid, match=f'invalid field "{field}": {reason}'):
             parse({**ATTACH, field: value}, schema.ENDPOINT_ATTACH, "x")
-    with pytest.raises(Invalid, match='invalid alias name "a.b"'):
+    with pytest.raises(Invalid, match="invalid alias name 'a.b'"):
         parse({**ATTACH, "aliases": ["a.b"]}, schema.ENDPOINT_ATTACH, "x")
     refused({**ATTACH, "runtime": None}, schema.ENDPOINT_ATTACH, 'test: missing field "runtime"')
 

@@ -112,6 +112,7 @@ def both(agent: FakeAgent, *args: str) -> tuple[subprocess.CompletedProcess, lis
     ["run", "-d", "--name", "web", "--net", "n1", "-e", "A=1", "-eB=2", "--link", "a:b",
      "busybox", "sleep", "-d", "--name", "x"],
     ["run", "-dit", "--rm", "--name=web", "--network=n2", "--publish-service", "s.n", "true"],
+    ["run", "--privileged", "-d", "--", "sh", "-c", "true"],
     ["run", "-d", "--env=K=V=W", "--", "echo", "-e"],
     ["run", "-d"],
 ])

@@ -270,3 +270,27 @@ def test_http_server_answers_4xx_or_closes_and_keeps_serving(api, data):
             assert json.loads(body[:int(headers["content-length"])])["message"]
     assert exchange(path, GOOD)[0] == 200
     assert errors.records == []
+
+
+# --- the CLI's arguments -------------------------------------------------------------------
+
+CLI_WORDS = ["run", "-d", "--rm", "--name", "--net", "--publish-service", "--link", "-e",
+             "network", "create", "rm", "ls", "inspect", "-f", "ps", "-a", "exec", "stop",
+             "logs", "service", "subnet", "config", "--subnet", "--gateway", "-t", "x",
+             "0.0.0.0/0", "10.0.0.0/33", "a.b.c", "/x", "-", "--", "{{ .Id }}", "é", ""]
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(CLI_WORDS) | st.text(max_size=12), max_size=6))
+def test_cli_arguments_never_give_a_traceback(tmp_path_factory, args):
+    """Whatever the arguments, with no agent listening: exit 0, 1 or 2 and no traceback
+    (click's own usage errors are 2; ours are one line and 1)."""
+    from click.testing import CliRunner
+
+    from overnet.cli.main import cli
+    sock = str(tmp_path_factory.getbasetemp() / "nobody.sock")
+    result = CliRunner().invoke(cli, ["-H", f"unix://{sock}", *args], catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"overnet {args!r} raised {result.exception!r}")
+    assert result.exit_code in (0, 1, 2), (args, result.exit_code, result.output)
+    assert "Traceback" not in result.output

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from overnet.api.client import AgentUnreachable, ApiError, Client
-
+from overnet.api.client import AgentUnreachable, ApiError, Client, unreachable
 from tests.unit.http_helper import exchange, message, serving
 
 
@@ -47,8 +46,18 @@ def test_big_body(server):
 
 
 def test_no_agent(tmp_path):
-    with pytest.raises(AgentUnreachable, match="overnet agent --store"):
+    with pytest.raises(AgentUnreachable) as e:
         Client(f"unix://{tmp_path}/none.sock").get("/info")
+    assert e.value.message == (f"cannot reach the agent at unix://{tmp_path}/none.sock: no such "
+                               "socket (is the agent running? Start it with: overnet agent "
+                               "--store etcd://HOST:2379 --name NAME --advertise ADDRESS)")
+
+
+def test_agent_socket_not_ours():
+    # What a non-root user gets from the root-only socket (for real: test_containment.py).
+    assert unreachable("/run/overnet/overnet.sock", PermissionError(13, "x")) == (
+        "cannot reach the agent at unix:///run/overnet/overnet.sock: permission denied "
+        "(run as root)")
 
 
 GOOD = b"GET /things/ok HTTP/1.1\r\nConnection: close\r\n\r\n"

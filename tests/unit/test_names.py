@@ -98,13 +98,13 @@ def test_invalid_names(name: str) -> None:
     with pytest.raises(ValueError) as err:
         validate_name(name)
     assert str(err.value) == (
-        f'invalid container name "{name}": use 1-63 letters, digits, \'_\' or \'-\', '
+        f"invalid container name {name!r}: use 1-63 letters, digits, '_' or '-', "
         "starting with a letter or digit")
 
 
 @pytest.mark.parametrize("value", [123, None, ["web"], True])
 def test_non_strings_are_refused(value: object) -> None:
-    with pytest.raises(InvalidName, match=re.escape(f'invalid alias name "{value}"')):
+    with pytest.raises(InvalidName, match=re.escape(f"invalid alias name {value!r}")):
         check_name("alias", value)
 
 
@@ -112,7 +112,7 @@ def test_error_names_the_kind_and_is_a_400() -> None:
     with pytest.raises(Invalid) as err:
         check_name("service", "a.b")
     assert err.value.status == 400
-    assert str(err.value).startswith('invalid service name "a.b"')
+    assert str(err.value).startswith("invalid service name 'a.b'")
 
 
 def test_long_values_are_cut_in_messages() -> None:

@@ -26,6 +26,7 @@ class AgentConfig:
     # Records of a host whose agent stopped renewing are collected only after this long:
     # an agent that is down (restarting, upgrading, cut off from the store) is not a dead host.
     gc_grace: float = 3600.0
+    block_grace: float = 86400.0               # a dead host's address blocks: kept a day
     resync_every: float = 10.0                 # level-triggered re-check of the kernel
     start_expiry: float = 120.0                # a created container never started is removed
     # host subnets (flannel-compatible), see agent/hostsubnet.py

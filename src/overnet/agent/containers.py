@@ -13,11 +13,13 @@ import os
 import secrets
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..discovery import hosts as hostsfile
+from ..crashpoints import crashpoint
 from ..drivers import HostInfo
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
+from ..fsutil import write_atomic
 from ..runtime import names, process
 from ..store.base import StoreError
 from ..store.records import NetworkRecord
@@ -49,6 +51,8 @@ class ContainerService:
         self.containers: dict[str, Container] = {}
         self.procs = ProcessWatcher(self._on_exit)
         self.hosts = HostsFiles(state)
+        # the containers' /etc/resolv.conf per network (None: the host's); set by the agent
+        self.resolv_conf: Callable[[NetworkRecord], str | None] = lambda net: None
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- lookups -------------------------------------------------------------------------
@@ -87,11 +91,13 @@ class ContainerService:
                       links=links)
         self.containers[cid] = c
         self.state.save(c)          # journal first: a crash from here on is found at start
+        crashpoint("create:journalled")
         try:
             await self._connect(c, net)
             self._check_links(c)
             self._write_files(c)
             self.state.save(c)
+            crashpoint("create:files")
             if c.detach:
                 self._spawn(c)
         except BaseException as e:
@@ -122,6 +128,7 @@ class ContainerService:
             c.netns = self.state.netns_path(c.id)
             self.state.save(c)
             await self.dp.create_netns(c.netns)
+            crashpoint("create:netns")
         if driver.needs_address:
             await self.endpoints.attach(AttachRequest(
                 network=net.id, container_id=c.id, netns=c.netns, ifname=IFNAME,
@@ -188,6 +195,10 @@ class ContainerService:
         c.hosts_file = spec.hosts_file
         content = self.render_hosts(c)
         process.prepare_files(spec, content)
+        net = self.networks.get(c.network)
+        resolv = self.resolv_conf(net) if net is not None else None
+        if resolv is not None:
+            write_atomic(spec.resolv_file, resolv)
         self.hosts.write_initial(c, content)
 
     async def refresh_network(self, net_id: str) -> None:
@@ -205,7 +216,8 @@ class ContainerService:
             id=c.id, hostname=c.hostname, netns=c.netns or None,
             netns_dir=self.state.netns_dir, hosts_file=c.hosts_file or os.path.join(d, "hosts"),
             hostname_file=os.path.join(d, "hostname"),
-            resolv_file=os.path.join(d, "resolv.conf"), cmd=c.cmd, env=env)
+            resolv_file=os.path.join(d, "resolv.conf"), cmd=c.cmd, env=env,
+            privileged=c.privileged, hide=list(self.hidden))
 
     def _link_env(self, c: Container) -> dict[str, str]:
         env = {}
@@ -221,7 +233,9 @@ class ContainerService:
 
     def _spawn(self, c: Container) -> None:
         log_path = os.path.join(self.state.container_dir(c.id), "log")
-        self._mark_running(c, self.procs.spawn(c.id, self.spec(c), log_path))
+        pid = self.procs.spawn(c.id, self.spec(c), log_path)
+        crashpoint("create:spawned")      # a process whose PID never reached the disk
+        self._mark_running(c, pid)
 
     def _mark_running(self, c: Container, pid: int) -> None:
         c.pid, c.start_time = pid, process.proc_start_time(pid) or 0
@@ -253,7 +267,8 @@ class ContainerService:
         c = self.find(ref)
         if c.status != "created":
             raise Conflict(f"container {c.name} is already {c.status}")
-        reason = _not_in_container(pid, c.netns)
+        reason = process.pid_in_container(pid, c.netns) if c.netns else \
+            _not_in_own_mounts(pid)
         if reason:
             raise Invalid(f"invalid pid {pid}: {reason}")
         self._mark_running(c, pid)
@@ -333,7 +348,7 @@ class ContainerService:
         while True:
             await asyncio.sleep(max(1.0, self.start_expiry / 4))
             for c in list(self.containers.values()):
-                if c.status == "created" and not self._alive(c):
+                if c.status == "created" and time.time() - c.created >= self.start_expiry:
                     log.warning("container %s was created %.0fs ago and never started: "
                                 "removing it", c.name, time.time() - c.created)
                     await self._discard(c)
@@ -356,15 +371,10 @@ def _ns_id(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _not_in_container(pid: int, netns: str) -> str | None:
-    """None if `pid` lives in the container's namespaces, else why not."""
-    proc = _ns_id(f"/proc/{pid}/ns/net")
-    if proc is None:
-        return "no such process"
-    if netns and proc != _ns_id(netns):
-        return "the process is not in the container's network namespace"
-    if _ns_id(f"/proc/{pid}/ns/mnt") == _ns_id("/proc/self/ns/mnt"):
-        return "the process is not in the container's mount namespace"
+def _not_in_own_mounts(pid: int) -> str | None:
+    """For a host-network container: the process must at least not share our mounts."""
+    if _ns_id(f"/proc/{pid}/ns/mnt") in (None, _ns_id("/proc/self/ns/mnt")):
+        return "the process is not in a container's mount namespace"
     return None
 
 

@@ -19,6 +19,7 @@ import os
 import time
 from typing import Callable
 
+from ..cni.pending import flush_pending_with
 from ..dataplane.api import Dataplane
 from ..drivers import DRIVERS, Driver, DriverOptions, HostInfo
 from ..errors import Conflict, Invalid
@@ -31,6 +32,7 @@ from ..store.records import HostRecord, decode
 from . import hostsubnet as hs
 from .config import AgentConfig
 from .containers import ContainerService
+from .dns import NetworkDns
 from .endpoints import EndpointService
 from .gc import GarbageCollector
 from .networks import BUILTIN, NAME_RE, NetworkService, builtin_networks
@@ -60,6 +62,7 @@ class Agent:
         self.mirror: Mirror | None = None
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
+        self._net_locks: dict[str, asyncio.Lock] = {}
 
     # --- start and stop ------------------------------------------------------------------
 
@@ -96,6 +99,8 @@ class Agent:
         if self.hostsubnet is not None:
             bridge = self.networks.find("bridge")
             self.view.local_networks[bridge.id] = self.hostsubnet.cluster_network(bridge)
+            # the upper half of the lease goes to flannel-type CNI containers (host-local)
+            self.endpoints.ranges[bridge.id] = hs.cni_range(self.hostsubnet.subnet)[1]
             await self.hostsubnet.ready(self.networks.driver(bridge), bridge)
         await self._recover()
         if DRIVERS[self.default_net[0]].creatable:
@@ -134,7 +139,11 @@ class Agent:
             view=self.view, dp=self.dp, host=self.host, default_network=self.default_net[1],
             hidden=[self.cfg.state_dir, os.path.dirname(self.cfg.socket)],
             start_expiry=self.cfg.start_expiry)
-        self.gc = GarbageCollector(self.store, self.view, self.name, self.cfg.gc_grace)
+        self.gc = GarbageCollector(self.store, self.view, self.name, self.cfg.gc_grace,
+                                   self.cfg.block_grace)
+        self.dns = NetworkDns(self.view, self.networks) if self.cfg.dns else None
+        if self.dns is not None:
+            self.containers.resolv_conf = self.dns.resolv_conf
 
     def _make_drivers(self) -> dict[str, Driver]:
         opts = DriverOptions(vxlan_port=self.cfg.vxlan_port)
@@ -169,6 +178,8 @@ class Agent:
                     await part.stop()
                 except Exception as e:  # noqa: BLE001 - shutting down: report, go on
                     log.warning("stopping %s: %s", type(part).__name__, e)
+        if getattr(self, "dns", None) is not None:
+            await self.dns.close()
         if self.store is not None:
             await self.store.close()
         if self.dp is not None:
@@ -228,6 +239,9 @@ class Agent:
             if name not in keep:
                 log.info("removing namespace %s left by an earlier run", name)
                 await self.dp.delete_netns(os.path.join(self.state.netns_dir, name))
+        # DELs the CNI plugin could not hand over while this agent was down
+        await flush_pending_with(self.endpoints.detach,
+                                 os.path.join(os.path.dirname(self.cfg.socket), "cni-pending"))
         for net_id in {ep.network for ep in self.endpoints.local.values()} | set(active):
             await self.reconcile_network(NET + net_id, True)
         await self.containers.refresh_all()
@@ -235,17 +249,28 @@ class Agent:
     # --- reconcile -----------------------------------------------------------------------
 
     async def reconcile_network(self, target: str, verify: bool) -> None:
-        """Make this host's kernel and hosts files match the store for one network."""
+        """Make this host's kernel, resolver and hosts files match the store for one network
+        (one pass at a time per network: an attach and the watch may both ask at once)."""
         net_id = target[len(NET):]
         net = self.networks.get(net_id) or self._last_net.get(net_id)
         if net is None:
             return
         self._last_net[net_id] = net
+        async with self._net_locks.setdefault(net_id, asyncio.Lock()):
+            await self._reconcile(net, verify)
+
+    async def _reconcile(self, net, verify: bool) -> None:
+        net_id = net.id
         driver = self.networks.driver(net)
+        gone = self.networks.get(net_id) is None
+        active = bool(self.endpoints.on_network(net_id)) and not gone
+        if self.dns is not None and not active:
+            await self.dns.update(net, False)    # its sockets would hold the namespace
         if driver.publishes:
-            gone = self.networks.get(net_id) is None
             await driver.sync(net, set() if gone else self.endpoints.peers(net),
                               active=bool(self.endpoints.on_network(net_id)), verify=verify)
+        if self.dns is not None and active:
+            await self.dns.update(net, True)
         await self.containers.refresh_network(net_id)
 
     def _classify(self, ev) -> str | None:
@@ -272,10 +297,15 @@ class Agent:
                 log.warning("garbage collection: %s", e)
 
     async def _owed_loop(self) -> None:
+        """Store deletions owed since an outage, and records of ours that nothing backs."""
+        rounds = 0
         while True:
             await asyncio.sleep(1.0)
+            rounds += 1
             try:
                 await self.endpoints.settle_owed()
+                if rounds % 5 == 0:
+                    await self.endpoints.sweep()
             except StoreError:
                 pass    # still unreachable: next time
 

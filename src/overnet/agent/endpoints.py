@@ -21,15 +21,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from ..drivers import Attachment, Driver, HostInfo, RemotePeer
+from ..crashpoints import crashpoint
+from ..drivers import Driver, HostInfo, RemotePeer
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..ipam import pools
 from ..ipam.allocator import HostAllocator
 from ..store import keys
 from ..store.base import Absent, Delete, Put, Store, StoreError, ValueIs
 from ..store.records import EndpointRecord, NetworkRecord, ServiceRecord
+from .endpoint_recovery import Recovery, attachment, placeholder
 from .networks import NAME_RE, NetworkService
-from .state import ATTACHED, ATTACHING, CONFLICT, LocalEndpoint, LocalState
+from .state import ATTACHED, CONFLICT, LocalEndpoint, LocalState
 from .view import ClusterView
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ class AttachRequest:
     mac: str | None = None
     runtime: str = "overnet"
     service: str = ""          # a service name to claim with the endpoint (unique per network)
+    handover: str = ""         # Docker: leave the container end in the host namespace under
+                               # this name, unconfigured; the runtime moves it in itself
+    held: bool = False         # `ip` was set aside with hold_address(): take it
 
     def validate(self) -> None:
         if not CONTAINER_ID_RE.match(self.container_id or ""):
@@ -66,15 +71,14 @@ class AttachRequest:
             if label and not NAME_RE.match(label):
                 raise Invalid(f"invalid {what} {label!r}: use 1-63 letters, digits, '_' or "
                               "'-', starting with a letter or digit")
+        if self.handover and not IFNAME_RE.match(self.handover):
+            raise Invalid(f"invalid handover {self.handover!r}: 1-15 letters, digits, '_', "
+                          "'.' or '-'")
         if self.runtime not in RUNTIMES:
             raise Invalid(f"invalid runtime {self.runtime!r}: one of {', '.join(RUNTIMES)}")
 
 
-def attachment(ep: LocalEndpoint) -> Attachment:
-    return Attachment(ep.netns, ep.host_ifname, ep.ip, ep.prefixlen, ep.mac, ep.ifname)
-
-
-class EndpointService:
+class EndpointService(Recovery):
     def __init__(self, *, store: Store, view: ClusterView, networks: NetworkService,
                  allocator: HostAllocator, state: LocalState, dp, host: HostInfo,
                  changed: Callable[[str], Awaitable[None]]) -> None:
@@ -87,6 +91,9 @@ class EndpointService:
         self.host = host
         self.changed = changed         # reconcile one network now (peers, names)
         self.local: dict[tuple[str, str], LocalEndpoint] = {}
+        # part of a local network's subnet that is ours to give out (the rest: other IPAMs)
+        self.ranges: dict[str, ipaddress.IPv4Network] = {}
+        self.held: dict[str, set[str]] = {}   # net id -> addresses set aside (Docker's IPAM)
         self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- reads ---------------------------------------------------------------------------
@@ -110,6 +117,7 @@ class EndpointService:
         the store holds an endpoint key for, admitted or not."""
         used = {ipaddress.IPv4Address(ep.ip) for ep in self.local.values()
                 if ep.network == net_id and ep.ip}
+        used |= {ipaddress.IPv4Address(ip) for ip in self.held.get(net_id, ())}
         prefix = keys.endpoints(net_id)
         for key in list(self.view.items):
             if key.startswith(prefix):
@@ -139,20 +147,36 @@ class EndpointService:
             if ref in self.local:
                 raise Conflict(f"container {req.container_id} already has {req.ifname} "
                                f"attached (network {self.local[ref].network_name})")
-            if not await self.dp.is_netns(req.netns):
+            # A hand-over's namespace may not exist yet: Docker makes it when the container
+            # starts, after Join, and moves the device in then.
+            if not req.handover and not await self.dp.is_netns(req.netns):
                 raise Invalid(f"invalid netns {req.netns!r}: not a network namespace")
             ep = await self._reserve(net, driver, req)
+            crashpoint("attach:reserved")
             try:
                 await asyncio.gather(self._publish(net, ep) if driver.publishes
-                                     else _nothing(), driver.attach(net, attachment(ep)))
+                                     else _nothing(), self._plug(net, driver, ep))
+                crashpoint("attach:both")
                 ep.phase = ATTACHED
                 self.state.save_endpoint(ep)
             except BaseException as e:
                 await asyncio.shield(self._teardown(net, ep))
+                await asyncio.shield(self._changed_quietly(net.id))   # e.g. its namespace
                 raise _user_error(e, f"attaching {req.ifname} of {req.container_id} to "
                                      f"{net.name}") from None
         await self.changed(net.id)
         return ep
+
+    @staticmethod
+    async def _plug(net: NetworkRecord, driver: Driver, ep: LocalEndpoint) -> None:
+        await driver.attach(net, attachment(ep))
+        crashpoint("attach:kernel")
+
+    async def _changed_quietly(self, net_id: str) -> None:
+        try:
+            await self.changed(net_id)
+        except Exception as e:   # noqa: BLE001 - the resync tries again
+            log.warning("network %s: reconcile after a failed attach: %s", net_id[:12], e)
 
     async def _reserve(self, net: NetworkRecord, driver: Driver,
                        req: AttachRequest) -> LocalEndpoint:
@@ -163,18 +187,43 @@ class EndpointService:
             container_id=req.container_id, ifname=req.ifname, netns=req.netns,
             runtime=req.runtime, name=req.name, aliases=list(req.aliases),
             service=req.service, prefixlen=net.network.prefixlen, gateway=net.gateway,
-            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time())
+            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time(),
+            handover=req.handover)
         async with self.allocator.lock(net.id):
-            ip = await self._allocate(net, driver, req.ip)
+            ip = await self._allocate(net, driver, req.ip, req.held)
+            self.unhold(net.id, str(ip))
             ep.ip = str(ip)
             ep.mac = (req.mac or pools.mac_for(ip)).lower()
             self.local[ep.ref] = ep
             self.state.save_endpoint(ep)
         return ep
 
-    async def _allocate(self, net: NetworkRecord, driver: Driver,
-                        requested: str | None) -> ipaddress.IPv4Address:
+    async def hold_address(self, network: str, ip: str | None = None
+                           ) -> tuple[NetworkRecord, str]:
+        """Set an address aside for an attach to come (AttachRequest(ip=..., held=True)):
+        Docker's IPAM hands out the address before the endpoint exists."""
+        net = self.networks.find(network)
+        driver = self.networks.driver(net)
+        async with self.allocator.lock(net.id):
+            addr = str(await self._allocate(net, driver, ip))
+            self.held.setdefault(net.id, set()).add(addr)
+        return net, addr
+
+    def unhold(self, net_id: str, ip: str) -> bool:
+        """Give back a held address; False if it was not held."""
+        held = self.held.get(net_id, set())
+        if ip not in held:
+            return False
+        held.discard(ip)
+        if not held:
+            self.held.pop(net_id, None)
+        return True
+
+    async def _allocate(self, net: NetworkRecord, driver: Driver, requested: str | None,
+                        held: bool = False) -> ipaddress.IPv4Address:
         used = self.used_ips(net.id)
+        if held and requested in self.held.get(net.id, ()):
+            used.discard(ipaddress.IPv4Address(requested))   # set aside for this very attach
         if requested:
             try:
                 ip = ipaddress.IPv4Address(requested)
@@ -191,20 +240,23 @@ class EndpointService:
             if driver.scope == "global":
                 return await self.allocator.allocate(net, used)
             ip = pools.pick_address(net.network, ipaddress.IPv4Address(net.gateway),
-                                    [net.network], used)
+                                    [self.ranges.get(net.id, net.network)], used)
         except pools.PoolExhausted as e:
             raise Conflict(str(e)) from None
         if ip is None:
             raise Conflict(f"network {net.name}: address pool {net.subnet} is full")
         return ip
 
+    def _record(self, ep: LocalEndpoint) -> EndpointRecord:
+        return EndpointRecord(id=ep.id, network=ep.network, container=ep.container_id,
+                              name=ep.name or ep.container_id[:12], host=self.host.name,
+                              host_address=self.host.address, ip=ep.ip, mac=ep.mac,
+                              aliases=[a for a in ep.aliases if a != ep.name],
+                              runtime=ep.runtime, ifname=ep.ifname)
+
     async def _publish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
         """Endpoint (keyed by its address) and service name in one transaction."""
-        rec = EndpointRecord(id=ep.id, network=net.id, container=ep.container_id,
-                             name=ep.name or ep.container_id[:12], host=self.host.name,
-                             host_address=self.host.address, ip=ep.ip, mac=ep.mac,
-                             aliases=[a for a in ep.aliases if a != ep.name],
-                             runtime=ep.runtime, ifname=ep.ifname)
+        rec = self._record(ep)
         ep.record = rec.to_json().decode()
         ekey = keys.endpoint(net.id, ep.ip)
         compares, ops = [Absent(ekey)], [Put(ekey, rec.to_json())]
@@ -216,7 +268,9 @@ class EndpointService:
             compares.append(Absent(keys.service(net.id, ep.service)))
             ops.append(Put(keys.service(net.id, ep.service), svc.to_json()))
         self.state.save_endpoint(ep)     # the values we are about to write: ours to delete
+        crashpoint("publish:before-txn")
         result = await self.store.txn(compares, ops)
+        crashpoint("publish:after-txn")
         if not result.succeeded:
             ep.record = ep.service_record = ""
             self.state.save_endpoint(ep)
@@ -225,6 +279,33 @@ class EndpointService:
                                f"{net.name}")
             raise Conflict(f"address {ep.ip} is already held on network {net.name}")
         await self.view.mirror.wait_revision(result.revision)
+
+    async def rename(self, container_id: str, ifname: str, name: str,
+                     aliases: list[str]) -> LocalEndpoint:
+        """Give an attached endpoint its DNS name and aliases once they are known (Docker
+        tells a container's name only after Join)."""
+        # The same checks as at attach (the network and namespace are not in question here).
+        AttachRequest("n", container_id, "/", ifname, name=name, aliases=aliases).validate()
+        ref = (container_id, ifname)
+        async with self._lock(ref):
+            ep = self.get(container_id, ifname)
+            before = (ep.name, list(ep.aliases), ep.record)
+            ep.name, ep.aliases = name, list(aliases)
+            if ep.phase != ATTACHED or not ep.record:
+                self.state.save_endpoint(ep)
+                return ep
+            key, old = keys.endpoint(ep.network, ep.ip), ep.record.encode()
+            ep.record = self._record(ep).to_json().decode()
+            self.state.save_endpoint(ep)     # as in _publish: what we write is ours to delete
+            result = await self.store.txn([ValueIs(key, old)], [Put(key, ep.record.encode())])
+            if not result.succeeded:
+                ep.name, ep.aliases, ep.record = before
+                self.state.save_endpoint(ep)
+                raise Conflict(f"the record of {ep.ip} on network {ep.network_name} changed "
+                               "meanwhile")
+            await self.view.mirror.wait_revision(result.revision)
+        await self.changed(ep.network)
+        return ep
 
     # --- detach --------------------------------------------------------------------------
 
@@ -235,7 +316,7 @@ class EndpointService:
             ep = self.local.get(ref)
             if ep is None:
                 return False
-            net = self.networks.get(ep.network) or _placeholder(ep)
+            net = self.networks.get(ep.network) or placeholder(ep)
             await self._teardown(net, ep)
         self._ref_locks.pop(ref, None)
         await self.changed(ep.network)
@@ -249,6 +330,7 @@ class EndpointService:
                 await driver.detach(net, attachment(ep))
             except Exception as e:   # the namespace may be gone with its devices
                 log.warning("endpoint %s: removing %s: %s", ep.id[:12], ep.host_ifname, e)
+        crashpoint("detach:kernel")
         for key, value in self._records_of(ep):
             try:
                 await self.store.txn([ValueIs(key, value)], [Delete(key)])
@@ -277,14 +359,6 @@ class EndpointService:
         except StoreError as e:
             log.info("network %s: blocks kept for now (%s)", net.name, e)
 
-    async def settle_owed(self) -> None:
-        """Delete what earlier detaches could not (raises StoreError while it cannot)."""
-        for name, key, value in self.state.owed_deletions():
-            await self.store.txn([ValueIs(key, value)], [Delete(key)])
-            self.state.settle_deletion(name)
-
-    # --- check and gc --------------------------------------------------------------------
-
     async def check(self, container_id: str, ifname: str = "eth0") -> list[str]:
         ep = self.get(container_id, ifname)
         if ep.phase != ATTACHED:
@@ -311,65 +385,8 @@ class EndpointService:
             await self.detach(*ref)
         return gone
 
-    # --- after a restart -----------------------------------------------------------------
-
-    def load(self) -> list[LocalEndpoint]:
-        for ep in self.state.load_endpoints():
-            self.local[ep.ref] = ep
-        return list(self.local.values())
-
-    async def recover(self, alive: Callable[[LocalEndpoint], Awaitable[bool]]) -> None:
-        """Roll back half-made endpoints and those whose container is gone; re-publish the
-        records of the others (a long outage may have collected them). Runs with every
-        endpoint loaded, so no teardown ever sees a network emptier than it is."""
-        for ep in list(self.local.values()):
-            if ep.phase == ATTACHING or not await alive(ep):
-                log.info("endpoint %s of %s: %s, removing it", ep.ifname, ep.container_id[:12],
-                         "half made" if ep.phase == ATTACHING else "its container is gone")
-                net = self.networks.get(ep.network) or _placeholder(ep)
-                await self._teardown(net, ep)
-        for ep in list(self.local.values()):
-            net = self.networks.get(ep.network)
-            if net is not None and ep.phase == ATTACHED and \
-                    self.networks.driver(net).publishes:
-                await self._republish(net, ep)
-
-    async def _republish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
-        key = keys.endpoint(net.id, ep.ip)
-        item = self.view.items.get(key)
-        if item is not None and item.value.decode(errors="replace") == ep.record:
-            return
-        if item is None:
-            if self.networks.driver(net).scope == "global":
-                await self.allocator.reclaim(net, ipaddress.IPv4Address(ep.ip))
-            ops = [Put(key, ep.record.encode())]
-            result = await self.store.txn([Absent(key)], ops)
-            if result.succeeded:
-                log.warning("re-published endpoint %s (%s) of %s: its record was gone",
-                            ep.ip, net.name, ep.container_id[:12])
-                await self.view.mirror.wait_revision(result.revision)
-                return
-        # Someone else holds the address now: the earlier holder keeps it; ours gives up
-        # its interface so that there are never two live holders of one address.
-        log.error("ADDRESS CONFLICT: %s on network %s is now held by another endpoint; "
-                  "container %s loses %s", ep.ip, net.name, ep.container_id[:12], ep.ifname)
-        try:
-            await self.networks.driver(net).detach(net, attachment(ep))
-        finally:
-            ep.phase = CONFLICT
-            ep.record = ep.service_record = ""
-            self.state.save_endpoint(ep)
-
-
 async def _nothing() -> None:
     return None
-
-
-def _placeholder(ep: LocalEndpoint) -> NetworkRecord:
-    """A network record for an endpoint whose network is gone from the store."""
-    subnet = str(ipaddress.IPv4Interface(f"{ep.ip}/{ep.prefixlen}").network) if ep.ip else ""
-    return NetworkRecord(id=ep.network, name=ep.network_name, driver=ep.driver,
-                         subnet=subnet, gateway=ep.gateway)
 
 
 def _user_error(e: BaseException, what: str) -> BaseException:

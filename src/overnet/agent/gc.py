@@ -3,7 +3,12 @@
 A host is dead when its liveness record (under a short lease) has been gone for the whole
 grace period, continuously, as seen by this agent. An agent that is merely down (restarting,
 cut off from the store) comes back well within the grace and re-publishes what it has, so
-its containers never lose their records."""
+its containers never lose their records.
+
+Its address blocks are kept much longer (`block_grace`, a day by default, like flannel's
+leases): its containers may still be running with those addresses, and while the blocks are
+its own no other host hands them out. An agent that comes back after its endpoints were
+collected finds its blocks and publishes its endpoints again."""
 
 from __future__ import annotations
 
@@ -23,11 +28,12 @@ _OWNED = {"endpoints": EndpointRecord, "services": ServiceRecord, "blocks": Bloc
 
 class GarbageCollector:
     def __init__(self, store: Store, view: ClusterView, me: str, grace: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 block_grace: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.view = view
         self.me = me
         self.grace = grace
+        self.block_grace = max(block_grace, grace)
         self.clock = clock
         self.dead_since: dict[str, float] = {}
         self.collected = 0
@@ -55,10 +61,12 @@ class GarbageCollector:
         deleted = 0
         for host, owned in owners.items():
             since = self.dead_since.setdefault(host, now)
-            if now - since >= self.grace:
-                log.warning("host %s dead for %.0fs: removing its %d records", host,
-                            now - since, len(owned))
-                await self.store.txn([], [Delete(k) for k in owned])
-                deleted += len(owned)
+            due = [k for k in owned if now - since >= (
+                self.block_grace if k.startswith(keys.BLOCKS) else self.grace)]
+            if due:
+                log.warning("host %s dead for %.0fs: removing %d of its records", host,
+                            now - since, len(due))
+                await self.store.txn([], [Delete(k) for k in due])
+                deleted += len(due)
         self.collected += deleted
         return deleted

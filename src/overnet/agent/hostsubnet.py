@@ -55,13 +55,25 @@ def bridge_network_id(prefix: str) -> str:
 
 
 def write_subnet_env(path: str, network: ipaddress.IPv4Network, subnet: ipaddress.IPv4Network,
-                     mtu: int, ipmasq: bool) -> None:
-    """flanneld's WriteSubnetFile: FLANNEL_SUBNET is the bridge address (.1), not the .0."""
+                     mtu: int, ipmasq: bool, bridge: str | None = None) -> None:
+    """flanneld's WriteSubnetFile: FLANNEL_SUBNET is the bridge address (.1), not the .0.
+    Two lines of overnet's own tell its `flannel` CNI plugin to share the agent's bridge and
+    to take addresses from the upper half of the subnet (see `cni_range`)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    extra = (f"OVERNET_BRIDGE={bridge}\nOVERNET_CNI_RANGE_START={cni_range(subnet)[0]}\n"
+             if bridge else "")
     write_atomic(path, f"FLANNEL_NETWORK={network}\n"
                        f"FLANNEL_SUBNET={subnet.network_address + 1}/{subnet.prefixlen}\n"
                        f"FLANNEL_MTU={mtu}\n"
-                       f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n")
+                       f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n" + extra)
+
+
+def cni_range(subnet: ipaddress.IPv4Network) -> tuple[ipaddress.IPv4Address,
+                                                       ipaddress.IPv4Network]:
+    """Where CNI containers' addresses start on a host subnet, and the part left to the
+    agent's own bridge containers (the lower half)."""
+    lower, upper = subnet.subnets(prefixlen_diff=1)
+    return upper.network_address, lower
 
 
 class HostSubnet:
@@ -80,7 +92,6 @@ class HostSubnet:
         self.mirror: Mirror | None = None
         self.masq: Masquerade | None = None
         self.acquire_seconds = 0.0
-        self.ready_at = 0.0
 
     # --- what the agent uses ------------------------------------------------------------------
 
@@ -134,8 +145,7 @@ class HostSubnet:
         await bridge.ensure(net)
         assert self.cfg is not None
         write_subnet_env(self.subnet_file, self.cfg.network, self.subnet, self.bridge_mtu,
-                         self.ip_masq)
-        self.ready_at = time.time()
+                         self.ip_masq, bridge.bridge)
 
     def cluster_network(self, bridge: NetworkRecord) -> NetworkRecord:
         """The bridge as one network across hosts: what other hosts' bridge endpoints are

@@ -44,6 +44,7 @@ class LocalEndpoint:
     gateway: str = ""
     mtu: int = 0
     host_ifname: str = ""
+    handover: str = ""         # Docker: the container end was left in the host namespace
     phase: str = ATTACHING
     created: float = 0.0
     record: str = ""           # the JSON written to the store (to delete only our own)

@@ -61,13 +61,16 @@ class ClusterView:
         out.sort(key=lambda t: t[1])
         return out
 
+    def record_at(self, key: str) -> Record | None:
+        """The record at `key`, parsed by its kind (None if absent or bad)."""
+        cls = _KINDS.get(keys.split(key)[0])
+        item = self.items.get(key)
+        return self._decode(cls, key, item) if cls is not None and item is not None else None
+
     def inspect(self, key: str) -> None:
         """Parse a record as it arrives, so a bad one is logged (once) even if nothing on
         this host ever reads it."""
-        cls = _KINDS.get(keys.split(key)[0])
-        item = self.items.get(key)
-        if cls is not None and item is not None:
-            self._decode(cls, key, item)
+        self.record_at(key)
 
     # --- networks ------------------------------------------------------------------------
 
@@ -132,10 +135,6 @@ class ClusterView:
         net_ids = {keys.split(k)[1] for k in self.items if k.startswith(keys.ENDPOINTS)
                    and len(keys.split(k)) == 3}
         return [ep for n in sorted(net_ids) for ep in self.endpoints(n)]
-
-    def endpoint_at(self, net_id: str, ip: str) -> EndpointRecord | None:
-        item = self.items.get(keys.endpoint(net_id, ip))
-        return self._decode(EndpointRecord, keys.endpoint(net_id, ip), item) if item else None
 
     def services(self, net_id: str | None = None) -> list[ServiceRecord]:
         prefix = keys.services(net_id) if net_id else keys.SERVICES

@@ -15,23 +15,29 @@ from ..store.base import StoreError
 from .server import serve
 
 
-async def _main(cfg: AgentConfig) -> int:
+async def _main(cfg: AgentConfig, plugin_opts: dict[str, Any]) -> int:
     agent = Agent(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = None
+    server = plugin = None
     try:
         await agent.start()
         server = await serve(agent, cfg.socket)
         logging.getLogger("overnet").info("serving on unix://%s", cfg.socket)
+        if plugin_opts.get("docker_plugin"):
+            from ..docker.server import DockerPlugin
+            plugin = DockerPlugin(agent, plugin_opts["docker_socket"])
+            await plugin.start(plugin_opts["docker_plugin_socket"])
         await stop.wait()
         return 0
     except (OvernetError, StoreError) as e:
         print(f"Error: {getattr(e, 'message', e)}", file=sys.stderr)
         return 1
     finally:
+        if plugin is not None:
+            await plugin.close()
         if server is not None:
             await server.close()
         await agent.stop()
@@ -45,7 +51,9 @@ def run_agent(opts: dict[str, Any]) -> int:
                       default_network=opts["default_network"],
                       default_range=opts["default_range"], bridge_subnet=opts["bridge_subnet"],
                       vxlan_port=opts["vxlan_port"], gc_grace=opts["gc_grace"],
+                      block_grace=opts["block_grace"],
                       resync_every=opts["resync_every"], start_expiry=opts["start_expiry"],
+                      dns=opts["dns"],
                       flannel=bool(opts.get("flannel")),
                       subnet_prefix=opts.get("subnet_prefix") or "/coreos.com/network",
                       subnet_file=opts.get("subnet_file") or "/run/flannel/subnet.env",
@@ -53,7 +61,9 @@ def run_agent(opts: dict[str, Any]) -> int:
                       flannel_network=opts.get("flannel_network"),
                       flannel_backend=opts.get("flannel_backend") or "vxlan")
     try:
-        return asyncio.run(_main(cfg))
+        plugin_opts = {k: opts.get(k) for k in ("docker_plugin", "docker_plugin_socket",
+                                                   "docker_socket")}
+        return asyncio.run(_main(cfg, plugin_opts))
     except OvernetError as e:
         print(f"Error: {e.message}", file=sys.stderr)
         return 1

@@ -45,10 +45,6 @@ class Request:
     match_info: dict[str, str] = field(default_factory=dict)
     keep_alive: bool = True
 
-    @property
-    def can_read_body(self) -> bool:
-        return bool(self.body)
-
     async def json(self) -> Any:
         """The body as JSON; ValueError if it is not (also when nested too deep to parse)."""
         try:

@@ -372,6 +372,7 @@ ENDPOINT_ATTACH: Spec = {
     "ip": Field(str, check=_unicast),
     "mac": Field(str, check=_mac),
     "runtime": Field(str, required=True, check=_runtime),
+    "service": Field(str, default="", check=name_of("service", empty_ok=True)),
 }
 
 ENDPOINT_GC: Spec = {

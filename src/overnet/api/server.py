@@ -7,6 +7,7 @@ answer. Errors are `{"message": ...}` with the status of the OvernetError raised
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..store.base import StoreError
 from ..store.records import NetworkRecord
 from . import http as web
+from . import schema
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +100,13 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response.json(data, status)
 
 
-async def body(request: web.Request) -> dict:
-    try:
-        data = await request.json() if request.can_read_body else {}
-    except ValueError:
-        raise Invalid("request body is not JSON") from None
-    if not isinstance(data, dict):
-        raise Invalid("request body must be a JSON object")
-    return data
+def body(request: web.Request, spec: schema.Spec, what: str) -> dict:
+    """The request's JSON body, typed and checked against `spec` (Invalid names the field)."""
+    return schema.parse_body(request.body, spec, what)
 
 
 def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name) in ("1", "true")
+    return schema.query_bool(request.query, name)
 
 
 def make_app(agent: Agent) -> web.RouteTableDef:
@@ -144,10 +141,9 @@ def _network_routes(routes: web.RouteTableDef, agent: Agent) -> None:
 
     @routes.post("/networks")
     async def create_network(request: web.Request) -> web.Response:
-        b = await body(request)
-        net = await agent.networks.create(_str(b, "name"), _str(b, "driver") or DEFAULT_DRIVER,
-                                          _str(b, "subnet") or None,
-                                          _str(b, "gateway") or None)
+        b = body(request, schema.NETWORK_CREATE, "network")
+        net = await agent.networks.create(b["name"], b["driver"] or DEFAULT_DRIVER,
+                                          b["subnet"] or None, b["gateway"] or None)
         return _json(network_json(agent, net), 201)
 
     @routes.get("/networks/{ref}")
@@ -179,7 +175,7 @@ def _container_routes(routes: web.RouteTableDef, agent: Agent) -> None:
 
     @routes.post("/containers")
     async def create_container(request: web.Request) -> web.Response:
-        c = await cs.create(await body(request))
+        c = await cs.create(body(request, schema.CONTAINER_CREATE, "container"))
         return _json(container_json(agent, c), 201)
 
     @routes.get("/containers/{ref}")
@@ -188,17 +184,13 @@ def _container_routes(routes: web.RouteTableDef, agent: Agent) -> None:
 
     @routes.post("/containers/{ref}/started")
     async def started(request: web.Request) -> web.Response:
-        pid = (await body(request)).get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-            raise Invalid(f"invalid pid {pid!r}")
+        pid = body(request, schema.STARTED, "start report")["pid"]
         return _json(container_json(agent, await cs.started(request.match_info["ref"], pid)))
 
     @routes.post("/containers/{ref}/exited")
     async def exited(request: web.Request) -> web.Response:
         """A foreground container's exit status, which only the CLI (its parent) knows."""
-        code = (await body(request)).get("code")
-        if not isinstance(code, int) or isinstance(code, bool):
-            raise Invalid(f"invalid exit code {code!r}")
+        code = body(request, schema.EXITED, "exit report")["code"]
         c = cs.find(request.match_info["ref"])
         if c.status == "exited" and c.exit_code is None:
             c.exit_code = code
@@ -207,12 +199,7 @@ def _container_routes(routes: web.RouteTableDef, agent: Agent) -> None:
 
     @routes.post("/containers/{ref}/stop")
     async def stop(request: web.Request) -> web.Response:
-        try:
-            timeout = float(request.query.get("t", "10"))
-        except ValueError:
-            raise Invalid(f"invalid t {request.query.get('t')!r}: expected seconds") from None
-        if not 0 <= timeout <= 3600:
-            raise Invalid(f"invalid t {timeout}: expected 0 to 3600 seconds")
+        timeout = schema.query_float(request.query, "t", 10.0, maximum=3600.0)
         c = await cs.stop(request.match_info["ref"], timeout)
         return _json(container_json(agent, c))
 
@@ -232,22 +219,7 @@ def _endpoint_routes(routes: web.RouteTableDef, agent: Agent) -> None:
 
     @routes.post("/endpoints")
     async def attach(request: web.Request) -> web.Response:
-        b = await body(request)
-        known = {f.name for f in dataclasses.fields(AttachRequest)}
-        unknown = sorted(set(b) - known)
-        if unknown:
-            raise Invalid(f"unknown field(s) {', '.join(map(repr, unknown))}")
-        for name in ("network", "container_id", "netns"):
-            if not isinstance(b.get(name), str) or not b[name]:
-                raise Invalid(f"invalid field {name!r}: expected a non-empty string, got "
-                              f"{b.get(name)!r}")
-        for name in ("ifname", "name", "ip", "mac", "runtime", "service"):
-            if b.get(name) is not None and not isinstance(b[name], str):
-                raise Invalid(f"invalid field {name!r}: expected a string, got {b[name]!r}")
-        aliases = b.get("aliases") or []
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise Invalid(f"invalid field 'aliases': expected a list of strings, got "
-                          f"{aliases!r}")
+        b = body(request, schema.ENDPOINT_ATTACH, "endpoint")
         req = AttachRequest(**{k: v for k, v in b.items() if v is not None})
         return _json(endpoint_json(agent, await eps.attach(req)), 201)
 
@@ -275,15 +247,8 @@ def _endpoint_routes(routes: web.RouteTableDef, agent: Agent) -> None:
 
     @routes.post("/endpoints/gc")
     async def gc(request: web.Request) -> web.Response:
-        b = await body(request)
-        runtime, keep = b.get("runtime"), b.get("keep") or []
-        if not isinstance(runtime, str) or not runtime:
-            raise Invalid(f"invalid field 'runtime': expected a string, got {runtime!r}")
-        if not isinstance(keep, list) or not all(
-                isinstance(k, dict) and isinstance(k.get("container_id"), str) and
-                isinstance(k.get("ifname"), str) for k in keep):
-            raise Invalid("invalid field 'keep': expected a list of {container_id, ifname}")
-        gone = await eps.gc(runtime, {(k["container_id"], k["ifname"]) for k in keep})
+        b = body(request, schema.ENDPOINT_GC, "endpoint gc")
+        gone = await eps.gc(b["runtime"], {(k["container_id"], k["ifname"]) for k in b["keep"]})
         return _json({"removed": [{"container_id": c, "ifname": i} for c, i in gone]})
 
 
@@ -298,7 +263,13 @@ def _subnet_routes(routes: web.RouteTableDef, agent: Agent) -> None:
 
     @routes.put("/subnet/config")
     async def put_subnet_config(request: web.Request) -> web.Response:
-        return _json(await hostsubnet.put_config(agent.store, prefix(), await body(request)))
+        try:
+            data = json.loads(request.body or b"{}")
+        except ValueError:
+            raise Invalid("request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise Invalid("request body must be a JSON object")
+        return _json(await hostsubnet.put_config(agent.store, prefix(), data))
 
     @routes.get("/subnet/lease")
     async def subnet_lease(request: web.Request) -> web.Response:
@@ -310,15 +281,6 @@ def _subnet_routes(routes: web.RouteTableDef, agent: Agent) -> None:
     @routes.get("/subnet/leases")
     async def subnet_leases(request: web.Request) -> web.Response:
         return _json(await hostsubnet.list_leases(agent.store, prefix()))
-
-
-def _str(b: dict, name: str) -> str:
-    value = b.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise Invalid(f"invalid field {name!r}: expected a string, got {value!r}")
-    return value
 
 
 def error_response(request: web.Request, e: Exception) -> web.Response:

@@ -43,7 +43,8 @@ RUN = {"-d": ("detach", False, False), "--detach": ("detach", False, False),
        "--rm": ("auto_remove", False, False), "--name": ("name", True, False),
        "--net": ("net", True, False), "--network": ("net", True, False),
        "--publish-service": ("publish_service", True, False),
-       "--link": ("links", True, True), "-e": ("env", True, True), "--env": ("env", True, True)}
+       "--link": ("links", True, True), "-e": ("env", True, True), "--env": ("env", True, True),
+       "--privileged": ("privileged", False, False)}
 EXEC = {k: RUN[k] for k in ("-i", "--interactive", "-t", "--tty")}
 PS = {"-a": ("show_all", False, False), "--all": ("show_all", False, False),
       "-q": ("quiet", False, False), "--quiet": ("quiet", False, False)}
@@ -131,7 +132,7 @@ def call(host: str | None, method: str, path: str, *args: Any, **kwargs: Any) ->
 
 def run_body(detach: bool, interactive: bool, tty: bool, auto_remove: bool, name: str | None,
              net: str | None, publish_service: str | None, links: list[str], env: list[str],
-             cmd: list[str]) -> dict:
+             cmd: list[str], privileged: bool = False) -> dict:
     """The POST /containers body of `overnet run`; Fail on a bad --env."""
     environ = {}
     for item in env:
@@ -141,7 +142,8 @@ def run_body(detach: bool, interactive: bool, tty: bool, auto_remove: bool, name
         environ[key] = value
     return {"name": name, "net": net, "cmd": list(cmd) or ["/bin/sh"], "detach": detach,
             "rm": auto_remove, "tty": tty, "interactive": interactive,
-            "publish_service": publish_service, "links": list(links), "env": environ}
+            "publish_service": publish_service, "links": list(links), "env": environ,
+            "privileged": privileged}
 
 
 def foreground(host: str | None, c: dict, interactive: bool) -> int:
@@ -230,7 +232,8 @@ def _run(host: str | None, argv: list[str]) -> int:
     o, cmd = parse(argv, RUN)
     body = run_body(o.get("detach", False), o.get("interactive", False), o.get("tty", False),
                     o.get("auto_remove", False), o.get("name"), o.get("net"),
-                    o.get("publish_service"), o.get("links", []), o.get("env", []), cmd)
+                    o.get("publish_service"), o.get("links", []), o.get("env", []), cmd,
+                    o.get("privileged", False))
     c = call(host, "post", "/containers", body)
     if body["detach"]:
         _echo(c["Id"])

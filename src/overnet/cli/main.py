@@ -51,7 +51,8 @@ class LazyGroup(click.Group):
     """Sub-groups whose modules load only when used: a CLI call's start-up time is most of
     what `overnet run -d` costs."""
 
-    lazy = {"sandbox": "overnet.cli.sandbox", "subnet": "overnet.cli.subnet"}
+    lazy = {"sandbox": "overnet.cli.sandbox", "subnet": "overnet.cli.subnet",
+            "cni": "overnet.cli.cni"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | self._available())
@@ -105,6 +106,10 @@ def cli(host: str | None) -> None:
 @click.option("--gc-grace", default=3600.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds a host's agent must be gone before its records are removed "
                    "(an agent that is down is not a dead host).")
+@click.option("--block-grace", default=86400.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Seconds before a gone host's address blocks may go to other hosts (its "
+                   "containers may still hold those addresses).")
 @click.option("--resync-every", default=10.0, show_default=True,
               type=click.FloatRange(min=0.1),
               help="Seconds between re-checks of the kernel against the store.")
@@ -112,6 +117,15 @@ def cli(host: str | None) -> None:
               type=click.FloatRange(min=1),
               help="Seconds a created container may wait for its process before it is "
                    "removed.")
+@click.option("--dns/--no-dns", default=True, show_default=True,
+              help="Serve each network's names on its gateway address (port 53).")
+@click.option("--docker-plugin", is_flag=True,
+              help="Serve Docker's network and IPAM plugin API (-d overnet --ipam-driver "
+                   "overnet).")
+@click.option("--docker-plugin-socket", default="/run/docker/plugins/overnet.sock",
+              show_default=True, help="Where dockerd looks for the plugin.")
+@click.option("--docker-socket", default="/run/docker.sock", show_default=True,
+              help="dockerd's API, asked for the names of its networks.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:
@@ -204,14 +218,16 @@ def service_ls(ctx: click.Context) -> None:
 @click.option("--link", "links", multiple=True, metavar="NAME[:ALIAS]",
               help="Add NAME (as ALIAS) to /etc/hosts and the environment.")
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE")
+@click.option("--privileged", is_flag=True,
+              help="All capabilities, the host's PIDs, the agent's files: no confinement.")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx: click.Context, detach: bool, interactive: bool, tty: bool, auto_remove: bool,
         name: str | None, net: str | None, publish_service: str | None, links: tuple[str, ...],
-        env: tuple[str, ...], cmd: tuple[str, ...]) -> None:
+        env: tuple[str, ...], privileged: bool, cmd: tuple[str, ...]) -> None:
     """Run a command in a new container (default: /bin/sh)."""
     body = shared(fast.run_body, detach, interactive, tty, auto_remove, name, net,
-                  publish_service, list(links), list(env), list(cmd))
+                  publish_service, list(links), list(env), list(cmd), privileged)
     c = call(ctx, "post", "/containers", body)
     if detach:
         click.echo(c["Id"])
@@ -294,7 +310,8 @@ def render_template(template: str, data: Any) -> str:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("-f", "--format", "fmt", metavar="TEMPLATE", help="e.g. '{{ .NetworkSettings.SandboxKey }}'")
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE",
+              help="e.g. '{{ .NetworkSettings.SandboxKey }}'")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_context
 def inspect(ctx: click.Context, fmt: str | None, containers: tuple[str, ...]) -> None:

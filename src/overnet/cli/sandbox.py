@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..sandbox.lab import DEFAULT_UNDERLAY, Lab, LabError
+from ..sandbox.runtimes import parse as parse_runtimes
 from .main import CONTEXT, Failure
 
 
@@ -24,7 +25,8 @@ name_option = click.option("--name", "lab_name", default="overnet", show_default
 
 @click.group(context_settings=CONTEXT)
 def sandbox() -> None:
-    """A multi-host lab on this machine: a store host and N hosts, each a network namespace."""
+    """A multi-host lab on this machine: store hosts (etcd) and N hosts, each a network
+    namespace."""
 
 
 def print_status(lab: Lab) -> None:
@@ -41,19 +43,31 @@ def print_status(lab: Lab) -> None:
 @sandbox.command(context_settings=CONTEXT)
 @click.option("--hosts", default=2, show_default=True, help="Number of hosts (net-1 … net-N).")
 @click.option("--underlay", default=DEFAULT_UNDERLAY, show_default=True,
-              help="Underlay subnet: the store is .10, hosts .11, .12, …")
+              help="Underlay subnet: the store is .10 (store-1 .10, store-2 .9, store-3 .8), "
+                   "hosts .11, .12, …")
+@click.option("--store-members", default=1, show_default=True, type=int,
+              help="etcd members (1 or 3), each on its own store host; agents get them all.")
 @click.option("--flannel", is_flag=True, help="Give every host's bridge a flannel subnet lease.")
 @click.option("--backend", type=click.Choice(["vxlan", "host-gw"]), default="vxlan",
               show_default=True, help="Flannel backend (with --flannel).")
+@click.option("--runtimes", default="", metavar="podman[,docker]",
+              help="Real runtimes on every host, on overnet's networks: Podman through "
+                   "overnet-cni, Docker through overnet's network plugin.")
 @name_option
-def up(hosts: int, underlay: str, flannel: bool, backend: str, lab_name: str) -> None:
+def up(hosts: int, underlay: str, store_members: int, flannel: bool, backend: str,
+       runtimes: str, lab_name: str) -> None:
     """Build the lab (does nothing if it is already up)."""
     lab = _lab(lab_name)
+    try:
+        chosen = parse_runtimes(runtimes)
+    except LabError as e:
+        raise Failure(str(e)) from None
     # As in the flannel seed, `run` without --net goes to each host's bridge (docker0).
     opts = {"flannel-network": "10.1.0.0/16", "flannel-backend": backend,
             "default-network": "bridge:bridge"} if flannel else None
     try:
-        made = lab.up(hosts=hosts, underlay=underlay, flannel=opts)
+        made = lab.up(hosts=hosts, underlay=underlay, flannel=opts,
+                      store_members=store_members, runtimes=chosen)
     except LabError as e:
         raise Failure(str(e)) from None
     if not made:

@@ -41,7 +41,7 @@ Peer = tuple[str, str, str]  # (mac, ip, vtep_ip) of a remote endpoint of an ove
 
 
 class Dataplane(abc.ABC):
-    """What the kernel must hold, asked for asynchronously. See kernel.py for the layout."""
+    """What the kernel must hold, asked for asynchronously (layout: see vxlan.py)."""
 
     # -- namespaces ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -101,6 +101,13 @@ class Dataplane(abc.ABC):
                      bridge: str = BRIDGE, ifname: str = "eth0") -> None:
         """A veth pair: `host_ifname` a port of `bridge` in `net_ns`, `ifname` in the
         container with ip/mac/mtu, up, lo up, default route via `gateway` if given."""
+
+    @abc.abstractmethod
+    async def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
+                              mac: str, mtu: int, bridge: str = BRIDGE) -> None:
+        """A veth pair whose container end the runtime moves itself (Docker): `host_ifname`
+        a port of `bridge` in `net_ns`, up; `peer_ifname` down in the host namespace with
+        `mac` and `mtu`. detach() removes it, wherever the peer has gone since."""
 
     @abc.abstractmethod
     async def detach(self, net_ns: str | None, host_ifname: str) -> None:
@@ -225,6 +232,11 @@ class NetlinkDataplane(Dataplane):
         await self._run(Kernel.attach, net_ns, container_ns, host_ifname, ip_cidr, mac, mtu,
                         gateway, bridge, ifname)
 
+    async def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
+                              mac: str, mtu: int, bridge: str = BRIDGE) -> None:
+        await self._run(Kernel.attach_handover, net_ns, host_ifname, peer_ifname, mac, mtu,
+                        bridge)
+
     async def detach(self, net_ns: str | None, host_ifname: str) -> None:
         await self._run(Kernel.detach, net_ns, host_ifname)
 
@@ -244,29 +256,29 @@ class NetlinkDataplane(Dataplane):
         await self._run(Kernel.remove_peer, ns_path, mac, ip, vtep)
 
     async def underlay(self, address: str) -> tuple[int, list[str]]:
-        return await self._run(routes.underlay, address)
+        return await self._run(Kernel.underlay, address)
 
     async def enable_forwarding(self) -> bool:
         return await self._run(_enable_forwarding)
 
     async def ensure_vxlan(self, name: str, vni: int, local: str, port: int, mtu: int,
                            mac: str, address: str) -> str:
-        return await self._run(routes.ensure_vxlan, name, vni, local, port, mtu, mac, address)
+        return await self._run(Kernel.ensure_vxlan, name, vni, local, port, mtu, mac, address)
 
     async def remove_link(self, name: str) -> None:
-        await self._run(routes.remove_link, name)
+        await self._run(Kernel.remove_link, name)
 
     async def vxlan_peers(self, name: str) -> tuple[set[str], dict[str, str], dict[str, str]]:
-        return await self._run(routes.vxlan_peers, name)
+        return await self._run(Kernel.vxlan_peers, name)
 
     async def sync_vxlan(self, name: str, peers: set[VxlanPeer]) -> tuple[int, int]:
-        return await self._run(routes.sync_vxlan, name, peers)
+        return await self._run(Kernel.sync_vxlan, name, peers)
 
     async def gw_routes(self) -> set[GwRoute]:
-        return await self._run(routes.gw_routes)
+        return await self._run(Kernel.gw_routes)
 
     async def sync_gw(self, oif: int, want: set[GwRoute]) -> tuple[int, int]:
-        return await self._run(routes.sync_gw, oif, want)
+        return await self._run(Kernel.sync_gw, oif, want)
 
     async def close(self) -> None:
         if not self._closed:

@@ -175,7 +175,7 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
             self._delete(ns.path, VXLAN)
             link = None
         if link is None:
-            if self._vxlan_in_use(vni, port, None):
+            if self._vxlan_in_use(vni, port):
                 raise DataplaneError(f"VNI {vni} on UDP port {port} is already used by another "
                                      "vxlan device of the host namespace", errno.EEXIST)
             check_mtu(mtu, what)
@@ -267,6 +267,36 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
             cns.routes["0.0.0.0/0"] = FakeRoute("0.0.0.0/0", ifname, gateway)
 
     @operation
+    def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
+                        mac: str, mtu: int, bridge: str = BRIDGE) -> None:
+        check_ifname(host_ifname)
+        check_ifname(peer_ifname)
+        what = (f"cannot make {peer_ifname} ({mac} mtu {mtu}) for hand-over via {host_ifname} "
+                f"to {bridge} in {'host namespace' if net_ns is None else net_ns}")
+        with bad_input(what):
+            check_mac(mac)
+        net, home = self._ns(net_ns, what), self._ns(None, what)
+        host, peer = net.links.get(host_ifname), home.links.get(peer_ifname)
+        if host is not None and peer is not None and host.peer == (None, peer_ifname):
+            return
+        if host is not None:
+            self._delete(net.path, host_ifname)
+        if peer_ifname in home.links:
+            raise DataplaneError(f"{what}: the host namespace already has a device named "
+                                 f"{peer_ifname}", errno.EEXIST)
+        if bridge not in net.links:
+            raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV)
+        self._add_veth(net, home, host_ifname, peer_ifname, mac, mtu, bridge, what)
+
+    def move_link(self, src: str | None, name: str, dst: str | None, new_name: str) -> None:
+        """Test handle: what a runtime does with a handed-over device (move and rename)."""
+        link = self.namespaces[ns_key(src)].links.pop(name)
+        link.name = new_name
+        self.namespaces[ns_key(dst)].links[new_name] = link
+        if link.peer is not None:
+            self.namespaces[link.peer[0]].links[link.peer[1]].peer = (ns_key(dst), new_name)
+
+    @operation
     def detach(self, net_ns: str | None, host_ifname: str) -> None:
         self._delete(ns_key(net_ns), host_ifname)
 
@@ -348,9 +378,9 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
             peer = plink.index if plink else None
         return ns.info(link, peer)
 
-    def _vxlan_in_use(self, vni: int, port: int, besides: FakeLink | None) -> bool:
+    def _vxlan_in_use(self, vni: int, port: int) -> bool:
         """Every vxlan device is created in the host namespace, so one VNI per port."""
-        return any(li.vxlan is not None and li is not besides and li.vxlan["vni"] == vni
+        return any(li.vxlan is not None and li.vxlan["vni"] == vni
                    and li.vxlan["port"] == port
                    for ns in self.namespaces.values() for li in ns.links.values())
 

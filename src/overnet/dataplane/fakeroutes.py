@@ -9,7 +9,6 @@ import errno
 import ipaddress
 
 from overnet.dataplane.fakestate import (
-    FakeLink,
     FakeNamespace,
     FakeRoute,
     NsKey,
@@ -31,7 +30,7 @@ class FakeHostSubnets:
     def _delete(self, key: NsKey, name: str) -> None:
         raise NotImplementedError
 
-    def _vxlan_in_use(self, vni: int, port: int, besides: FakeLink | None) -> bool:
+    def _vxlan_in_use(self, vni: int, port: int) -> bool:
         raise NotImplementedError
 
     @property
@@ -68,7 +67,7 @@ class FakeHostSubnets:
             self._delete(None, name)
             link = None
         if link is None:
-            if self._vxlan_in_use(vni, port, None):
+            if self._vxlan_in_use(vni, port):
                 raise DataplaneError(f"{what}: File exists (errno 17)", errno.EEXIST)
             link = self._host.add(name, "vxlan", mtu, vxlan={
                 **want, "proxy": False, "l2miss": False, "l3miss": False})

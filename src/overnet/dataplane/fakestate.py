@@ -104,6 +104,7 @@ class Fault:
 class _Faulty(Protocol):
     calls: list[Call]
     faults: dict[str, Fault]
+    closed: bool
 
 
 def operation(fn: Callable[Concatenate[Any, P], R]
@@ -114,6 +115,8 @@ def operation(fn: Callable[Concatenate[Any, P], R]
     @functools.wraps(fn)
     async def wrapper(self: _Faulty, *args: P.args, **kwargs: P.kwargs) -> R:
         self.calls.append(Call(name, args, kwargs))
+        if self.closed and name != "close":
+            raise DataplaneError("the data plane is closed")
         await asyncio.sleep(0)  # a real call yields to other tasks while the kernel works
         fault = self.faults.get(name)
         if fault is not None:

@@ -5,6 +5,7 @@
     bridge.py    bridges (local bridge driver, each overlay network's br0)
     veth.py      attach / detach of containers
     vxlan.py     overlay network namespaces (br0 + vxlan0) and their remote peers
+    routes.py    host subnets (flannel backends): flannel.N device, routes, host-gw
 
 Every operation is idempotent and raises DataplaneError naming device, namespace and value.
 A Kernel is bound to the thread that first uses it (see plumbing.Netlink); the agent runs it on
@@ -13,7 +14,7 @@ its one kernel thread (worker.py), behind the async `Dataplane` of api.py.
 
 from __future__ import annotations
 
-from overnet.dataplane import bridge, veth, vxlan
+from overnet.dataplane import bridge, routes, veth, vxlan
 from overnet.dataplane import links as _links
 from overnet.dataplane.model import (
     BRIDGE,
@@ -56,7 +57,16 @@ class Kernel(Netlink):
     remove_peer = vxlan.remove_peer
     # containers
     attach = veth.attach
+    attach_handover = veth.attach_handover
     detach = veth.detach
+    # host subnets (flannel backends), host namespace
+    underlay = routes.underlay
+    ensure_vxlan = routes.ensure_vxlan
+    remove_link = routes.remove_link
+    vxlan_peers = routes.vxlan_peers
+    sync_vxlan = routes.sync_vxlan
+    gw_routes = routes.gw_routes
+    sync_gw = routes.sync_gw
 
     # Older private names, still used by code outside the dataplane package.
     _ipr = Netlink.socket

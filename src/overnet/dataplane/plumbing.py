@@ -112,7 +112,12 @@ def ensure_addresses(ipr: IPRoute, index: int, want: ipaddress.IPv4Interface) ->
 @contextmanager
 def echoed(ipr: IPRoute) -> Iterator[None]:
     """Requests in the body ask the kernel to echo what they made (NLM_F_ECHO): a created
-    device's message, with its ifindex and its veth peer's, saves a 'get'."""
+    device's message, with its ifindex and its veth peer's, saves a 'get'.
+
+    Only for transient sockets and requests that cannot fail after the kernel echoed:
+    pyroute2 (0.9) returns on the echo, so an error reported after it (as a failed
+    IFLA_MASTER is) is lost, and the ACK that follows stays parked on the socket.
+    """
     status = ipr.status  # pyroute2 reads the flag from here at each request
     status["nlm_echo"] = True
     try:
@@ -214,6 +219,15 @@ class Netlink:
         with netns.entered(self._home_fd):
             yield
 
+    @contextmanager
+    def fd(self, path: str | None) -> Iterator[int]:
+        """An open fd of a namespace (None: the home namespace), to move devices into it."""
+        if path is None:
+            yield self._home_fd
+        else:
+            with ns_fd(path) as fd:
+                yield fd
+
     def label(self, path: str | None) -> str:
         return self._home_label if path is None else f"namespace {path}"
 
@@ -227,6 +241,7 @@ class Netlink:
                 raise DataplaneError("Kernel is closed")
             ipr = self._open(key)
             self._sockets[key] = ipr
+        _drop_stale_replies(ipr)
         return ipr
 
     @contextmanager
@@ -272,6 +287,25 @@ class Netlink:
             # The socket binds to the namespace current at creation; ext_ack gets the
             # kernel's own explanation of failures.
             return IPRoute(ext_ack=True, use_event_loop=loop)
+
+
+_STALE_LIMIT = 64
+
+
+def _drop_stale_replies(ipr: IPRoute) -> None:
+    """Empty the queue where pyroute2 (0.9) parks replies nobody waits for any more.
+
+    A 'get' returns after the kernel's answer; the ACK that follows arrives once the request
+    is over and lands in the socket's catch-all queue (sequence 0), which only readers of
+    broadcasts consume. A long-lived socket would grow by one message per 'get' for ever.
+    We never read broadcasts, so everything parked there is garbage.
+    """
+    queue = getattr(getattr(getattr(ipr, "asyncore", None), "msg_queue", None), "root", None)
+    if queue is None or queue.qsize() < _STALE_LIMIT:
+        return
+    while not queue.empty():
+        queue.get_nowait()
+        queue.task_done()
 
 
 def delete_link(k: Netlink, path: str | None, name: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from overnet.crashpoints import crashpoint
 from overnet.dataplane import netns
 from overnet.dataplane.model import BRIDGE, LOOPBACK_INDEX, DataplaneError, check_ifname, check_mac
 from overnet.dataplane.plumbing import (
@@ -29,7 +30,7 @@ from overnet.dataplane.plumbing import (
     ensure_addresses,
     failing,
     get_link,
-    ns_fd,
+    ignore_missing,
 )
 
 
@@ -52,8 +53,9 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
         check_mac(mac)
     ipr = k.socket(net_ns)
     with failing(what), k.transient(container_ns) as cipr:
-        pair = _Pair(ipr, cipr, container_ns, host_ifname, ifname, mac.lower(), mtu, what)
+        pair = _Pair(k, net_ns, ipr, cipr, host_ifname, ifname, mac.lower(), mtu, what)
         fresh, index = _with_bridge(k, net_ns, bridge, what, pair.plug)
+        crashpoint("veth:created")      # mid-netlink: the pair exists, unconfigured
         try:
             _configure_container(cipr, index, addr, gateway, fresh)
         except BaseException:
@@ -63,6 +65,36 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
                 except DataplaneError:
                     pass  # the original error matters more
             raise
+
+
+def attach_handover(k: Netlink, net_ns: str | None, host_ifname: str, peer_ifname: str,
+                    mac: str, mtu: int, bridge: str = BRIDGE) -> None:
+    """A veth pair for a runtime that moves the container end itself (Docker's remote
+    drivers): `host_ifname` a port of `bridge` in `net_ns`, up; `peer_ifname` left down in
+    the home (host) namespace with `mac` and `mtu`, no address. Calling it again converges a
+    pair that is still whole; a stale host end is replaced."""
+    check_ifname(host_ifname)
+    check_ifname(peer_ifname)
+    what = (f"cannot make {peer_ifname} ({mac} mtu {mtu}) for hand-over via {host_ifname} "
+            f"to {bridge} in {k.label(net_ns)}")
+    with failing(what):
+        check_mac(mac)
+    ipr, home = k.socket(net_ns), k.socket(None)
+    with failing(what), k.fd(None) as home_fd:
+        host, peer = get_link(ipr, host_ifname), get_link(home, peer_ifname)
+        if host is not None and _paired(host, peer):
+            return
+        if host is not None:
+            ipr.link("del", index=host["index"])
+        if peer is not None:
+            raise DataplaneError(f"{what}: the host namespace already has a device named "
+                                 f"{peer_ifname}", errno.EEXIST)
+        master = k.index(net_ns, bridge, refresh=True)
+        if master is None:
+            raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV)
+        ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, master=master, state="up",
+                 peer={"ifname": peer_ifname, "net_ns_fd": home_fd, "address": mac.lower(),
+                       "mtu": mtu})
 
 
 def detach(k: Netlink, net_ns: str | None, host_ifname: str) -> None:
@@ -94,8 +126,7 @@ def _configure_container(cipr: IPRoute, index: int, addr: ipaddress.IPv4Interfac
                          gateway: str | None, fresh: bool) -> None:
     if fresh:  # nothing to compare with: skip the address dump
         cipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
-        cipr.link("set", index=index, state="up")  # a veth peer is born down
-    else:  # adopt() brought an existing end up
+    else:
         ensure_addresses(cipr, index, addr)
     cipr.link("set", index=LOOPBACK_INDEX, state="up")
     if gateway is not None:
@@ -104,12 +135,13 @@ def _configure_container(cipr: IPRoute, index: int, addr: ipaddress.IPv4Interfac
 
 @dataclass
 class _Pair:
-    """The veth pair one attach call wants: host end in `ipr`'s namespace, `ifname` in the
-    container (`cipr`)."""
+    """The veth pair one attach call wants: `host_ifname` in `net_ns` (socket `ipr`),
+    `ifname` in the container (socket `cipr`)."""
 
+    k: Netlink
+    net_ns: str | None
     ipr: IPRoute
     cipr: IPRoute
-    container_ns: str
     host_ifname: str
     ifname: str
     mac: str
@@ -128,22 +160,31 @@ class _Pair:
         return self.adopt(master)
 
     def create(self, master: int, quiet: bool = False) -> int | None:
-        """Create the pair with its peer born inside the container (no move, no rename) and
-        return the container end's ifindex; None instead of EEXIST when `quiet`."""
+        """Create the pair from inside the container: `ifname` with its MAC, MTU and up, its
+        peer born in the network's namespace (no move, no rename), then made a port of the
+        bridge. Returns the container end's ifindex; None instead of EEXIST when `quiet`."""
         try:
-            with ns_fd(self.container_ns) as fd, echoed(self.ipr):
-                reply = self.ipr.link(
-                    "add", ifname=self.host_ifname, kind="veth", mtu=self.mtu, master=master,
-                    state="up", peer={"ifname": self.ifname, "net_ns_fd": fd,
-                                      "address": self.mac, "mtu": self.mtu})
+            # The container end is the one created, so the kernel can echo it (NLM_F_ECHO):
+            # its ifindex and, as IFLA_LINK, its peer's, without a 'get' of either. The echo
+            # goes to the transient container socket, which is closed right after.
+            with self.k.fd(self.net_ns) as fd, echoed(self.cipr):
+                reply = self.cipr.link(
+                    "add", ifname=self.ifname, kind="veth", address=self.mac, mtu=self.mtu,
+                    state="up", peer={"ifname": self.host_ifname, "net_ns_fd": fd,
+                                      "mtu": self.mtu})
         except NetlinkError as exc:
             if quiet and exc.code == errno.EEXIST:
                 return None
             raise
-        # The echoed host end names its peer (IFLA_LINK); kernels before 6.3 echo nothing.
-        peer = next((m.get("link") for m in reply or () if m.get("ifname") == self.host_ifname),
-                    None)
-        return int(peer) if peer else int(self.cipr.link("get", ifname=self.ifname)[0]["index"])
+        # Kernels before 6.3 echo nothing: ask.
+        end = next((m for m in reply or () if m.get("ifname") == self.ifname), None) \
+            or self.cipr.link("get", ifname=self.ifname)[0]
+        try:
+            self.ipr.link("set", index=end.get("link"), master=master, state="up")
+        except BaseException:
+            ignore_missing(self.cipr.link, "del", index=end["index"])  # the pair goes as one
+            raise
+        return int(end["index"])
 
     def adopt(self, master: int) -> tuple[bool, int]:
         """Converge an existing pair, or replace a stale host end, or refuse a name clash."""

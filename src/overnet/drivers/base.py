@@ -47,6 +47,8 @@ class Attachment:
     prefixlen: int
     mac: str
     ifname: str = "eth0"
+    handover: str = ""     # leave the container end in the host namespace under this name
+                           # (for a runtime that moves it itself: Docker); nothing configured
 
 
 @dataclass(frozen=True)

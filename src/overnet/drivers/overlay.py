@@ -58,6 +58,10 @@ class OverlayDriver(Driver):
     async def attach(self, net: NetworkRecord, att: Attachment) -> None:
         async with self._lock(net.id):
             await self._ensure(net)
+            if att.handover:
+                await self.dp.attach_handover(self.namespace(net), att.host_ifname,
+                                              att.handover, att.mac, self.mtu(net), "br0")
+                return
             await self.dp.attach(self.namespace(net), att.container_ns, att.host_ifname,
                                  f"{att.ip}/{att.prefixlen}", att.mac, self.mtu(net),
                                  net.gateway, "br0", att.ifname)

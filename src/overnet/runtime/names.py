@@ -128,7 +128,8 @@ def check_name(kind: str, name: object) -> str:
     (`kind` is "container", "network", "service", "alias", ...)."""
     if is_valid_name(name):
         return name  # type: ignore[return-value]
-    raise InvalidName(f'invalid {kind} name "{shown(name)}": use 1-{MAX_NAME} letters, digits, '
+    quoted = repr(shown(name)) if isinstance(name, str) else shown(name)
+    raise InvalidName(f"invalid {kind} name {quoted}: use 1-{MAX_NAME} letters, digits, "
                       "'_' or '-', starting with a letter or digit")
 
 

@@ -7,6 +7,7 @@ import shlex
 from typing import Callable
 
 from .lab import Lab, LabError
+from .runtimes import IMAGE, available
 
 
 class Walk:
@@ -42,20 +43,33 @@ def _names(hosts_file: str) -> set[str]:
 
 
 def walk(lab: Lab, underlay: str, echo: Callable[[str], None] = print) -> bool:
+    """The seed, step by step; then the same network from Podman and Docker when they are
+    installed. True if every step went as the seed says."""
     w = Walk(lab, echo)
+    _bring_up(w, lab, underlay)
+    ls1, c1, name1 = _first_container(w)
+    c2, name2 = _second_host(w, ls1, c1, name1)
+    _foobar(w, c2)
+    if {"podman", "docker"} <= set(lab.state.runtimes):
+        _runtimes(w, lab, name1, name2)
+    return _summary(w, echo)
+
+
+def _bring_up(w: Walk, lab: Lab, underlay: str) -> None:
     w.step("vagrant up: a store host and two hosts, each a network namespace")
-    if not lab.up(hosts=2, underlay=underlay):
-        echo("(the sandbox was already up: using it)")
+    if not lab.up(hosts=2, underlay=underlay, runtimes=available()):
+        w.echo("(the sandbox was already up: using it)")
     if len(lab.state.hosts) < 2:
         raise LabError("the walkthrough needs a sandbox with at least 2 hosts: "
                        "`overnet sandbox down`, then run the demo again")
     for row in lab.status():
-        echo(f"{row['name']:<26}{'running' if row['alive'] else 'not running'}")
-
+        w.echo(f"{row['name']:<26}{'running' if row['alive'] else 'not running'}")
     w.step("The default networks, and no services yet")
-    ls1 = w.sh("net-1", "overnet", "network", "ls")
+    w.sh("net-1", "overnet", "network", "ls")
     w.sh("net-1", "overnet", "service", "ls")
 
+
+def _first_container(w: Walk) -> tuple[str, str, str]:
     w.step("A container on net-1 and its /etc/hosts")
     c1 = w.sh("net-1", "overnet", "run", "-d", "sleep", "infinity").strip()
     hosts1 = w.sh("net-1", "overnet", "exec", c1, "cat", "/etc/hosts")
@@ -63,7 +77,10 @@ def walk(lab: Lab, underlay: str, echo: Callable[[str], None] = print) -> bool:
     w.check(f"{name1}.multihost" in _names(hosts1), f"{name1} listed as {name1}.multihost")
     ls1 = w.sh("net-1", "overnet", "network", "ls")
     w.check("multihost" in ls1, "the multihost overlay is listed on net-1")
+    return ls1, c1, name1
 
+
+def _second_host(w: Walk, ls1: str, c1: str, name1: str) -> tuple[str, str]:
     w.step("net-2 sees the same networks and the service of the container on net-1")
     ls2 = w.sh("net-2", "overnet", "network", "ls")
     w.check(same_networks(ls1, ls2), "same networks on both hosts (built-in IDs are per host)")
@@ -81,7 +98,10 @@ def walk(lab: Lab, underlay: str, echo: Callable[[str], None] = print) -> bool:
     w.step("Ping each container by name, across hosts")
     w.sh("net-1", "overnet", "exec", c1, "ping", "-c", "2", "-W", "2", name2)
     w.sh("net-2", "overnet", "exec", c2, "ping", "-c", "2", "-W", "2", name1)
+    return c2, name2
 
+
+def _foobar(w: Walk, c2: str) -> None:
     w.step("A non-default overlay network, seen from the other host")
     w.sh("net-1", "overnet", "network", "create", "-d", "overlay", "foobar")
     ls2 = w.sh("net-2", "overnet", "network", "ls")
@@ -110,9 +130,30 @@ def walk(lab: Lab, underlay: str, echo: Callable[[str], None] = print) -> bool:
         w.check(re.search(r"vxlan id \d+", links) is not None and "dstport 4789" in links,
                 "the network's namespace holds a vxlan device on port 4789")
 
+
+def _runtimes(w: Walk, lab: Lab, name1: str, name2: str) -> None:
+    """Beyond the seed: Podman (through overnet-cni) and Docker (through overnet's plugin)
+    containers on the same multihost network, by address and by name."""
+    w.step("Podman on net-1 and Docker on net-2 join the same network")
+    gateway = re.search(r'"gateway": "([^"]+)"',
+                        w.sh("net-1", "overnet", "network", "inspect", "multihost"))
+    w.sh("net-1", "podman", "run", "-d", "--name", "pm", "--network", "multihost",
+         IMAGE, "sleep", "100000")
+    w.sh("net-2", "docker", "run", "-d", "--name", "dk", "--network", "multihost", "--dns",
+         gateway.group(1) if gateway else "", IMAGE, "sleep", "100000")
+    w.sh("net-1", "podman", "exec", "pm", "ip", "addr", "show", "eth0")
+    w.step("Every runtime reaches every other, by name (overnet's DNS on the gateway)")
+    w.sh("net-1", "podman", "exec", "pm", "ping", "-c", "1", "-W", "2", "dk")
+    w.sh("net-1", "podman", "exec", "pm", "ping", "-c", "1", "-W", "2", name2)
+    w.sh("net-2", "docker", "exec", "dk", "ping", "-c", "1", "-W", "2", name1)
+    w.sh("net-2", "overnet", "service", "ls")
+
+
+def _summary(w: Walk, echo: Callable[[str], None]) -> bool:
     echo("\nThe sandbox is up. Explore it:")
     echo("  overnet sandbox ssh net-1          # a shell on net-1 (`exit` to leave)")
     echo("  overnet sandbox ssh net-2 -- overnet ps")
+    echo("  overnet sandbox ssh net-1 -- podman ps      # Podman and Docker, when installed")
     echo("  overnet sandbox status")
     echo("  overnet sandbox down               # remove everything")
     if w.failures:

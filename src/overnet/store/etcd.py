@@ -1,43 +1,73 @@
-"""The etcd v3 backend, on aetcd (gRPC).
+"""The etcd v3 backend, on aetcd (gRPC), with failover between the members of a cluster.
 
 Every call has a deadline and maps gRPC/aetcd failures to our errors, naming the
 endpoint: unreachable or overloaded -> StoreUnavailable, missing lease -> LeaseLost,
 anything else etcd refuses -> StoreError. Transactions and watches talk to the gRPC stubs
 aetcd exposes because aetcd's wrappers drop what we need: the response header revision of
 a transaction, and the per-response batching and compaction signal of a watch.
+
+Failover (see members.py): calls go to one member at a time. When a call to it fails as
+unavailable (refused, reset, deadline exceeded, no leader), the store drops that member, asks
+every member at once, moves to the first one that answers and retries the call there, until
+`failover_timeout` after the call began; calls still waiting on the dropped member move too.
+Retrying is harmless for reads, puts, deletes and lease calls. A transaction is retried as
+well, and when a failed attempt may have been applied (its request was sent) and the
+retry's compares fail, the store checks whether the keys hold exactly what the first attempt
+wrote (see `_applied`). Watches on a dropped member end with StoreUnavailable, so a Mirror
+re-lists on the new member and watches from the revision after that list: no event is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import os
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 # gRPC's fork support restarts its threads in a forked child. The agent forks to enter
 # container namespaces (setns/unshare of CLONE_NEWNS), which the kernel refuses to a process
 # with more than one thread (EINVAL): keep children single-threaded.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-import aetcd  # noqa: E402
-from aetcd import rpc  # noqa: E402
-from aetcd.utils import prefix_range_end  # noqa: E402
-from grpc.aio import EOF  # noqa: E402  (what a stream's read() returns once it closed)
+import aetcd
+from aetcd import rpc
+from aetcd.utils import prefix_range_end
+from grpc.aio import EOF  # what a stream's read() returns once it closed
 
-from .base import (KV, Absent, Compacted, Compare, Delete, Event, Lease, LeaseLost,
-                   ModRevision, Op, Put, Store, StoreError, StoreUnavailable, TxnResult,
-                   ValueIs)
+from .base import (
+    KV,
+    Absent,
+    Compacted,
+    Compare,
+    Delete,
+    Event,
+    Lease,
+    LeaseLost,
+    ModRevision,
+    Op,
+    Put,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    TxnResult,
+    ValueIs,
+)
+from .members import (
+    Member,
+    Members,
+    NoMember,
+    abandon,
+    bounded,
+    describe,
+    parse_endpoint,
+    rpc_error,
+    unsent,
+)
 
-# gRPC channel tuning: reconnect quickly once etcd is back (the default backoff grows to
-# 2 minutes), and notice a silently dead peer on long-lived watch streams. etcd refuses
-# pings more often than every 5 s (its --grpc-keepalive-min-time).
-_CHANNEL_OPTIONS = {
-    "grpc.initial_reconnect_backoff_ms": 100,
-    "grpc.min_reconnect_backoff_ms": 100,
-    "grpc.max_reconnect_backoff_ms": 1000,
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 5_000,
-}
+log = logging.getLogger("overnet.store.etcd")
 
 # Codes meaning "try again later" (etcd down, restarting, leader change, overloaded).
 _UNAVAILABLE_CODES = {
@@ -45,9 +75,17 @@ _UNAVAILABLE_CODES = {
     rpc.StatusCode.INTERNAL, rpc.StatusCode.RESOURCE_EXHAUSTED, rpc.StatusCode.ABORTED,
     rpc.StatusCode.CANCELLED,
 }
-
+# A watch with this metadata is cancelled by etcd when its member loses the leader, so a
+# member cut off from the quorum does not leave the watch silently waiting.
+_REQUIRE_LEADER = (("hasleader", "true"),)
 
 T = TypeVar("T")
+
+__all__ = ["EtcdStore", "key_range", "parse_endpoint"]
+
+
+class _Dropped(StoreUnavailable):
+    """A call abandoned because its member was dropped (it never answered)."""
 
 
 def key_range(prefix: str) -> tuple[bytes, bytes]:
@@ -58,115 +96,112 @@ def key_range(prefix: str) -> tuple[bytes, bytes]:
     return key, prefix_range_end(key)
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    host, sep, port = endpoint.strip().rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"bad etcd endpoint {endpoint!r}: expected HOST:PORT")
-    return host, int(port)
-
-
-def _rpc_error(exc: BaseException) -> rpc.AioRpcError | None:
-    """The gRPC error behind an exception (aetcd wraps it as __cause__)."""
-    while exc is not None:
-        if isinstance(exc, rpc.AioRpcError):
-            return exc
-        exc = exc.__cause__  # type: ignore[assignment]
-    return None
-
-
 class EtcdStore(Store):
-    """A Store on one etcd cluster. `endpoints`: "HOST:PORT" or several of them.
+    """A Store on one etcd cluster. `endpoints`: "HOST:PORT" or several (the members).
 
-    connect() uses the first endpoint that answers; later calls stay on that one.
-    Calls made before connect() connect first.
+    connect() asks every member at once and uses the first that answers; calls stay on it
+    until it fails, then move to another member (see the module's doc). Calls made before
+    connect() connect first. Each attempt has `call_timeout`; a call that fails over is
+    retried until `failover_timeout` (default call_timeout + 1) after it began.
     """
 
     def __init__(self, endpoints: str | Sequence[str], *, call_timeout: float = 3.0,
-                 connect_timeout: float = 3.0) -> None:
-        if isinstance(endpoints, str):
-            endpoints = endpoints.split(",")
-        self.endpoints = [e.strip() for e in endpoints if e.strip()]
-        if not self.endpoints:
-            raise ValueError("no etcd endpoint given")
-        for e in self.endpoints:
-            parse_endpoint(e)
+                 connect_timeout: float = 3.0, failover_timeout: float | None = None) -> None:
+        self.members = Members(endpoints, call_timeout=call_timeout,
+                               connect_timeout=connect_timeout)
+        self.endpoints = self.members.endpoints
         self.endpoint = ", ".join(self.endpoints)
         self.call_timeout = call_timeout
-        self.connect_timeout = connect_timeout
-        self._client: aetcd.Client | None = None
-        self._connect_lock = asyncio.Lock()
+        self.failover_timeout = (call_timeout + 1 if failover_timeout is None
+                                 else failover_timeout)
+        self.failovers = 0  # moves to another member after a failure
+        self._revision = 0  # the highest store revision a response showed us
 
     # --- connection and error mapping --------------------------------------------------
 
     async def connect(self) -> None:
-        async with self._connect_lock:
-            if self._client is not None:
-                return
-            reasons = []
-            for endpoint in self.endpoints:
-                host, port = parse_endpoint(endpoint)
-                client = aetcd.Client(host, port, timeout=self.call_timeout,
-                                      options=dict(_CHANNEL_OPTIONS))
-                try:
-                    # aetcd's connect() only opens a lazy channel: a real read proves it answers
-                    await asyncio.wait_for(client.get(b"\0"), self.connect_timeout)
-                except Exception as e:  # noqa: BLE001 - every failure means "try the next"
-                    reasons.append(self._reason(e, self.connect_timeout))
-                    await self._close_quietly(client)
-                    continue
-                self._client = client
-                self.endpoint = endpoint
-                return
-            raise StoreUnavailable(f"cannot reach etcd at {self.endpoint}: {'; '.join(reasons)}")
+        member = await self.members.current()
+        self.endpoint = member.endpoint
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await self._close_quietly(client)
+        await self.members.close()
 
-    @staticmethod
-    async def _close_quietly(client: aetcd.Client) -> None:
-        try:
-            await asyncio.wait_for(client.close(), 2)
-        except Exception:  # noqa: BLE001 - closing a broken channel may fail; nothing to do
-            pass
+    async def _member(self) -> Member:
+        member = await self.members.current()
+        self.endpoint = member.endpoint
+        return member
 
-    async def _ready(self) -> aetcd.Client:
-        if self._client is None:
-            await self.connect()
-        assert self._client is not None
-        return self._client
+    def _drop(self, member: Member, err: StoreError) -> None:
+        if self.members.drop(member):
+            self.failovers += 1
+            log.warning("etcd member %s failed (%s); moving to another member",
+                        member.endpoint, err)
 
-    def _reason(self, exc: BaseException, timeout: float | None = None) -> str:
-        if isinstance(exc, asyncio.TimeoutError):
-            return f"no answer within {timeout or self.call_timeout}s"
-        err = _rpc_error(exc)
-        if err is not None:
-            return f"{err.code().name}: {err.details()}"
-        return str(exc) or type(exc).__name__
-
-    def _map(self, exc: BaseException) -> StoreError:
+    def _map(self, exc: BaseException, endpoint: str) -> StoreError:
         """Turn an aetcd/gRPC exception into ours (to raise `from exc`)."""
-        err = _rpc_error(exc)
+        err, why = rpc_error(exc), describe(exc, self.call_timeout)
         if err is not None and err.code() == rpc.StatusCode.NOT_FOUND \
                 and "lease not found" in (err.details() or ""):
-            return LeaseLost(f"etcd at {self.endpoint}: {err.details()}")
+            return LeaseLost(f"etcd at {endpoint}: {err.details()}")
         if err is None or err.code() in _UNAVAILABLE_CODES or isinstance(
                 exc, (asyncio.TimeoutError, aetcd.ConnectionFailedError,
                       aetcd.ConnectionTimeoutError)):
-            return StoreUnavailable(f"cannot reach etcd at {self.endpoint}: {self._reason(exc)}")
-        return StoreError(f"etcd at {self.endpoint}: {self._reason(exc)}")
+            return StoreUnavailable(f"cannot reach etcd at {endpoint}: {why}")
+        return StoreError(f"etcd at {endpoint}: {why}")
 
     async def _call(self, fn: Callable[[aetcd.Client], Awaitable[T]]) -> T:
-        """Run one aetcd call with a deadline, mapping its errors."""
-        client = await self._ready()
+        """Run one aetcd call with a deadline, on the current member, mapping its errors;
+        when that member fails, move to another and try again until `failover_timeout`."""
+        deadline = time.monotonic() + self.failover_timeout
+        while True:
+            try:
+                member = await self._member()
+            except NoMember as e:
+                # every member refused the connection: nothing listens, fail now
+                if e.refused or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)  # members answer but have no leader (an election)
+                continue
+            with self.members.using(member):
+                try:
+                    return await self._attempt(fn, member)
+                except StoreError as e:
+                    if not isinstance(e, _Dropped) or time.monotonic() >= deadline:
+                        raise
+                except Exception as e:
+                    err = self._map(e, member.endpoint)
+                    if not isinstance(err, StoreUnavailable):
+                        raise err from e
+                    self._drop(member, err)
+                    if time.monotonic() >= deadline:
+                        raise err from e
+
+    async def _attempt(self, fn: Callable[[aetcd.Client], Awaitable[T]], member: Member) -> T:
+        """One try of a call on `member`. A call still waiting when the member is dropped
+        (another call found it dead or hung) is abandoned at once, to be retried elsewhere,
+        rather than waiting out its own deadline on a member nobody uses any more."""
+        # aetcd passes call_timeout to gRPC; this deadline also covers the channel
+        call = asyncio.ensure_future(fn(member.client))
+        dropped = asyncio.ensure_future(member.dropped.wait())
         try:
-            # aetcd passes call_timeout to gRPC; this outer deadline also covers the channel
-            return await asyncio.wait_for(fn(client), self.call_timeout + 1)
-        except StoreError:
+            done, _ = await asyncio.wait({call, dropped}, timeout=self.call_timeout + 1,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            abandon(call)
             raise
-        except Exception as e:  # noqa: BLE001 - mapped, not swallowed
-            raise self._map(e) from e
+        finally:
+            dropped.cancel()
+        if call in done:
+            return call.result()
+        abandon(call)
+        if dropped in done:
+            raise _Dropped(f"cannot reach etcd at {member.endpoint}: member dropped after "
+                           "failed calls")
+        raise TimeoutError()
+
+    def _seen(self, revision: int) -> int:
+        self._revision = max(self._revision, revision)
+        return revision
 
     # --- KV ------------------------------------------------------------------------------
 
@@ -182,11 +217,11 @@ class EtcdStore(Store):
     async def list(self, prefix: str) -> tuple[list[KV], int]:
         start, end = key_range(prefix)
         got = await self._call(lambda c: c.get_range(start, end, sort_order="ascend"))
-        return [self._kv(kv) for kv in got.kvs], got.header.revision
+        return [self._kv(kv) for kv in got.kvs], self._seen(got.header.revision)
 
     async def put(self, key: str, value: bytes, lease: int = 0) -> int:
         got = await self._call(lambda c: c.put(key.encode(), value, lease=lease or None))
-        return got.header.revision
+        return self._seen(got.header.revision)
 
     async def delete(self, key: str, prefix: bool = False) -> int:
         if prefix:
@@ -227,15 +262,49 @@ class EtcdStore(Store):
     # (builtins.list: inside the class body, `list` is the list() method)
     async def txn(self, compares: builtins.list[Compare], success: builtins.list[Op],
                   failure: builtins.list[Op] | None = None) -> TxnResult:
+        seen_before = self._revision
+        maybe_applied = False  # an attempt failed after its request may have reached etcd
+
         async def run(client: aetcd.Client) -> TxnResult:
+            nonlocal maybe_applied
             request = rpc.TxnRequest(
                 compare=[self._compare(client, c).build_message() for c in compares],
                 success=[self._op(op) for op in success],
                 failure=[self._op(op) for op in failure or []])
-            resp = await client.kvstub.Txn(request, timeout=self.call_timeout,
-                                           metadata=client.metadata)
-            return TxnResult(resp.succeeded, resp.header.revision)
-        return await self._call(run)
+            try:
+                resp = await client.kvstub.Txn(request, timeout=self.call_timeout,
+                                               metadata=client.metadata)
+            except BaseException as e:
+                maybe_applied = maybe_applied or not unsent(e)
+                raise
+            return TxnResult(resp.succeeded, self._seen(resp.header.revision))
+
+        result = await self._call(run)
+        if not result.succeeded and maybe_applied:
+            revision = await self._applied(success, seen_before)
+            if revision:
+                log.info("etcd: a transaction whose answer was lost had been applied at "
+                         "revision %d", revision)
+                return TxnResult(True, revision)
+        return result
+
+    async def _applied(self, success: builtins.list[Op], after: int) -> int | None:
+        """The revision at which `success` was applied, if the store shows it was: every
+        put key holds our value and lease, all written at one revision newer than `after`,
+        and every deleted key is absent. (Only another transaction writing exactly the same
+        values could fool this; overnet's records carry unique IDs.)"""
+        revisions = set()
+        for op in success:
+            if isinstance(op, Put):
+                kv = await self.get(op.key)
+                if kv is None or kv.value != op.value or kv.lease != op.lease:
+                    return None
+                revisions.add(kv.mod_revision)
+            elif isinstance(op, Delete) and not op.prefix and await self.get(op.key):
+                return None
+        if len(revisions) != 1 or min(revisions) <= after:
+            return None
+        return revisions.pop()
 
     # --- leases ------------------------------------------------------------------------------
 
@@ -244,6 +313,7 @@ class EtcdStore(Store):
         return Lease(got.id, got.ttl)  # etcd may raise a small TTL to its minimum (2 s)
 
     async def refresh(self, lease: Lease) -> int:
+        # any member can refresh a lease: it lives in the cluster, not in one member
         reply = await self._call(lambda c: c.refresh_lease(lease.id))
         if reply is None or reply.TTL <= 0:
             raise LeaseLost(f"lease {lease.id:x} expired or revoked (etcd at {self.endpoint})")
@@ -259,39 +329,70 @@ class EtcdStore(Store):
 
     async def watch(self, prefix: str,
                     start_revision: int) -> AsyncIterator[builtins.list[Event]]:
-        client = await self._ready()
+        member = await self._member()
         key, end = key_range(prefix)
+        client = member.client
         # One gRPC stream per watch (not aetcd's shared Watcher): a broken stream then
         # fails exactly this watch, and each response arrives as one batch.
-        call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
-        try:
+        call = rpc.WatchStub(client.channel).Watch(
+            metadata=tuple(client.metadata or ()) + _REQUIRE_LEADER)
+        with self.members.using(member):
             try:
-                await asyncio.wait_for(call.write(rpc.WatchRequest(
+                await bounded(call.write(rpc.WatchRequest(
                     create_request=rpc.WatchCreateRequest(
                         key=key, range_end=end,
                         start_revision=max(start_revision, 0)))), self.call_timeout)
                 created = False
                 while True:
                     # The first answer (watch created) must come quickly; then we wait forever.
-                    resp = await (call.read() if created else
-                                  asyncio.wait_for(call.read(), self.call_timeout))
-                    if resp is EOF:
-                        raise StoreUnavailable(
-                            f"cannot reach etcd at {self.endpoint}: watch stream closed")
+                    resp = await self._read(call, member,
+                                            None if created else self.call_timeout)
                     created = created or resp.created
                     if resp.compact_revision:
                         raise Compacted(resp.compact_revision)
                     if resp.canceled:
-                        raise StoreUnavailable(f"cannot reach etcd at {self.endpoint}: "
+                        raise StoreUnavailable(f"cannot reach etcd at {member.endpoint}: "
                                                f"watch canceled: {resp.cancel_reason}")
                     if resp.events:
                         yield [self._event(e) for e in resp.events]
+            except StoreUnavailable as e:
+                self._drop(member, e)
+                raise
             except StoreError:
                 raise
-            except Exception as e:  # noqa: BLE001 - mapped, not swallowed
-                raise self._map(e) from e
+            except Exception as e:
+                err = self._map(e, member.endpoint)
+                if isinstance(err, StoreUnavailable):
+                    self._drop(member, err)
+                raise err from e
+            finally:
+                call.cancel()
+
+    async def _read(self, call: Any, member: Member, timeout: float | None) -> Any:
+        """The stream's next response; StoreUnavailable once the store dropped `member`
+        (calls found it failing) or the stream closed; TimeoutError after `timeout`."""
+        read = asyncio.ensure_future(call.read())
+        dropped = asyncio.ensure_future(member.dropped.wait())
+        try:
+            done, _ = await asyncio.wait({read, dropped}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
         finally:
-            call.cancel()
+            dropped.cancel()
+        if read in done:
+            if read.cancelled():  # its channel was closed under it (the store is closing)
+                raise StoreUnavailable(f"cannot reach etcd at {member.endpoint}: "
+                                       "watch stream cancelled")
+            resp = read.result()
+            if resp is not EOF:
+                return resp
+            why = "watch stream closed"
+        elif dropped in done:
+            read.cancel()
+            why = "member dropped after failed calls; watching on another member"
+        else:
+            read.cancel()
+            raise TimeoutError()
+        raise StoreUnavailable(f"cannot reach etcd at {member.endpoint}: {why}")
 
     @staticmethod
     def _event(e: Any) -> Event:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from .base import Lease, LeaseLost, Store, StoreError, StoreUnavailable
 
@@ -51,7 +52,7 @@ class KeepAlive:
         raises (the lease then just expires)."""
         try:
             self._lease = await self._bounded(self.store.grant(self.ttl))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StoreUnavailable(f"{self.store.endpoint}: no answer to a lease grant") from None
         self._last_ok = time.monotonic()
         await self.on_new_lease(self._lease)
@@ -68,12 +69,26 @@ class KeepAlive:
         if revoke and self._lease is not None:
             try:
                 await self._bounded(self.store.revoke(self._lease))
-            except (StoreError, asyncio.TimeoutError) as e:
+            except (TimeoutError, StoreError) as e:
                 log.warning("could not revoke lease %x: %s (it will expire)", self._lease.id, e)
 
     async def _bounded(self, aw: Awaitable[T]) -> T:
-        # a refresh that hangs longer than this would cost the lease anyway
-        return await asyncio.wait_for(aw, max(self.ttl / 3, self.retry_interval, 1.0))
+        """Wait at most ttl/2 (refreshes come every ttl/3, so one that takes that long still
+        lands in time); then TimeoutError. The call itself is left to finish on its own
+        deadline, not cancelled: a store with several members (EtcdStore) moves to a live
+        one only when it sees the call to a dead or hung member fail, and the lease lives in
+        the cluster, so the next refresh, on that member, keeps it."""
+        task = asyncio.ensure_future(aw)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(self.ttl / 2, self.retry_interval,
+                                                             1.0))
+        except BaseException:
+            task.cancel()
+            raise
+        if not done:
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            raise TimeoutError()
+        return task.result()
 
     async def _new_lease(self, why: str) -> None:
         old = self._lease
@@ -120,10 +135,10 @@ class KeepAlive:
                 raise
             except LeaseLost:
                 self._need_new = True
-            except (StoreUnavailable, asyncio.TimeoutError) as e:
+            except (TimeoutError, StoreUnavailable) as e:
                 if not self._outage:
                     log.warning("cannot keep lease %x alive: %s; retrying every %.0fs",
                                 self.lease.id, e or "timeout", self.retry_interval)
                     self._outage = True
-            except Exception:  # noqa: BLE001 - keep going whatever the owner's callback does
+            except Exception:
                 log.exception("keep-alive of lease %x failed; retrying", self.lease.id)

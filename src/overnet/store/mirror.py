@@ -1,10 +1,12 @@
 """A resilient local copy of one prefix of the store.
 
 The mirror lists the prefix, then watches from the revision after that list. When the
-watch breaks (etcd restarted, connection dropped) or its revision was compacted away, it
-retries with backoff, lists again, replaces its copy and emits the differences as
-synthesized events: a consumer that applies every event it receives ends up with the same
-state as the store, whatever happened in between. It logs, and never crashes.
+watch breaks (etcd restarted, connection dropped, the store moved to another member of the
+cluster) or its revision was compacted away, it retries with backoff, lists again (on
+whichever member answers), replaces its copy and emits the differences as synthesized
+events, then watches from the revision after that list: a consumer that applies every
+event it receives ends up with the same state as the store, whatever happened in between.
+It logs, and never crashes.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ def diff(old: dict[str, Item], new: dict[str, Item], revision: int) -> list[Even
 
 
 class Mirror:
+    # The backoff stays short: commands wait for the mirror to catch up with their own
+    # writes (wait_revision), so after an outage the mirror must be back as soon as the
+    # store is; a failed re-list of an unreachable store costs one refused connection.
     def __init__(self, store: Store, prefix: str, *, min_backoff: float = 0.1,
-                 max_backoff: float = 2.0) -> None:
+                 max_backoff: float = 0.5) -> None:
         self.store = store
         self.prefix = prefix
         self.min_backoff = min_backoff
@@ -148,7 +153,7 @@ class Mirror:
                 level = logging.DEBUG if failing else logging.WARNING
                 log.log(level, "mirror %s: store unavailable (%s); retrying in %.1fs",
                         self.prefix, e, backoff)
-            except Exception:  # noqa: BLE001 - a mirror must outlive surprises; log them
+            except Exception:
                 log.exception("mirror %s: unexpected error; retrying in %.1fs",
                               self.prefix, backoff)
             failing = True

@@ -1,0 +1,167 @@
+"""The processes between a contained container and whoever started it.
+
+A PID namespace made by unshare(CLONE_NEWPID) (or joined by setns) holds the caller's
+*children*, never the caller itself; and subprocess can only fork. So the process subprocess
+forks (the one its caller, the agent or the CLI, knows by PID and waits for) stays outside and
+forks again:
+
+    agent or CLI
+      └─ waiter      outside the PID namespace; passes signals on; exits as the container did
+           └─ init   PID 1 inside: mounts /proc, reaps orphans, passes signals on
+                └─ command   PID 2, with Docker's capabilities only
+
+(`overnet exec` has no init of its own: its command becomes a child of the waiter directly,
+inside the namespace, and the container's init adopts whatever it leaves behind.) The command
+is not PID 1 because PID 1 ignores every signal it has no handler for: `kill -9 $$` in a shell,
+^C, or the agent's SIGTERM would not stop it.
+
+Waiter and init block the signals they pass on and take them with sigwaitinfo, which tells a
+signal the terminal sent to the whole foreground process group (si_code SI_KERNEL: the command
+got it too) from one sent to them alone (kill(2): pass it on).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from collections.abc import Callable
+from typing import NoReturn
+
+from . import caps
+
+SI_KERNEL = 0x80
+_MAX_FD = 2 ** 31 - 1
+_NOT_PASSED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV, signal.SIGBUS,
+               signal.SIGILL, signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS}
+PASSED = {s for s in signal.valid_signals() if s < signal.SIGRTMIN and s not in _NOT_PASSED}
+_WAITED = PASSED | {signal.SIGCHLD}
+
+
+class StartError(Exception):
+    """A step failed in a child of the waiter; the message says which."""
+
+
+def exit_status(status: int) -> int:
+    """A wait status as a shell reports it: 128+N when killed by signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def fork_into(command_setup: Callable[[], None], init_setup: Callable[[], None] | None = None,
+              name: str = "overnet-wait") -> None:
+    """Call in subprocess's child, once it has made or joined the PID namespace. Returns only
+    in the process that is to exec the command (inside the namespace), after command_setup();
+    the caller becomes the waiter and never returns, unless a step failed: then it raises
+    StartError. With init_setup, an init runs first (see the module's docstring). `name` is
+    what ps on the host shows for the waiter."""
+    area = _args_area()   # now: /proc may soon be the container's, where we are not
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)  # before fork: no signal lost
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        os.close(rfd)
+        _start(wfd, command_setup, init_setup, saved, area)
+        return
+    os.close(wfd)
+    # EOF once the command's process passed its set-up and exec closed its end (or the
+    # process died); a message if a step failed.
+    message = _read_all(rfd)
+    os.close(rfd)
+    if message:
+        os.waitpid(child, 0)   # exits too, now that the failed one has
+        raise StartError(message)
+    _pass_signals(child, False, name, area)
+
+
+def _start(wfd: int, command_setup: Callable[[], None], init_setup: Callable[[], None] | None,
+           saved: set[int | signal.Signals], area: tuple[int, int] | None) -> None:
+    try:
+        if init_setup is not None:
+            # The init must not outlive the waiter (a SIGKILLed container must die whole);
+            # the kernel kills everything in the namespace when its init goes.
+            caps.prctl(caps.PR_SET_PDEATHSIG, signal.SIGKILL)
+            init_setup()
+            command = os.fork()
+            if command != 0:
+                os.close(wfd)
+                _pass_signals(command, True, "overnet-init", area)
+        command_setup()
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+    except BaseException as e:  # noqa: BLE001 - reported to the waiter, which raises it
+        try:
+            os.write(wfd, str(e).encode(errors="replace")[:4096] or b"failed")
+        finally:
+            os._exit(255)
+
+
+def _read_all(fd: int) -> str:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data.decode(errors="replace")
+
+
+def _pass_signals(child: int, reap_all: bool, name: str,
+                  area: tuple[int, int] | None) -> NoReturn:
+    """Pass signals on to `child` until it exits, then exit with its status. The init also
+    reaps every orphan that ends up with it (reap_all)."""
+    try:
+        # Nothing of the parent's (the agent's sockets, the pipes subprocess reads) may stay
+        # open here: the agent's clients would hang, and Popen would wait for EOF forever.
+        os.closerange(3, _MAX_FD)
+        _rename(name, area)
+        while True:
+            info = signal.sigwaitinfo(_WAITED)
+            if info.si_signo == signal.SIGCHLD:
+                status = _reap(child, reap_all)
+                if status is not None:
+                    os._exit(exit_status(status))
+            elif info.si_code != SI_KERNEL:
+                try:
+                    os.kill(child, info.si_signo)
+                except ProcessLookupError:
+                    pass
+    finally:
+        os._exit(255)   # never return into the parent's stack
+
+
+def _args_area() -> tuple[int, int] | None:
+    """Where this process's command line lives in its memory (arg_start, arg_end)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[48 - 3]), int(fields[49 - 3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _rename(name: str, area: tuple[int, int] | None) -> None:
+    """Show this process as `name` in ps, not as a copy of its parent (the agent's command
+    line, store address included). The command-line memory is overwritten in place, as
+    setproctitle(3) does; the environment needs no such care: only processes with all of our
+    capabilities may read it."""
+    try:
+        caps.set_name(name)
+    except OSError:
+        pass
+    if area is None:
+        return
+    start, end = area
+    text = name.encode()[:end - start - 1]
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, text, len(text))
+
+
+def _reap(child: int, reap_all: bool) -> int | None:
+    """Reap what has ended; the status of `child` if it has."""
+    found = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1 if reap_all else child, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if pid == 0:
+            return found
+        if pid == child:
+            found = status
