@@ -292,7 +292,7 @@ def run(ctx: Context, res: Results) -> None:
                 break
             ctx.progress(BENCH, f"growing to {target} hosts ({cfg.ctl_per_host} endpoint(s) "
                          "each)")
-            t = time.monotonic()
+            t, cpu0 = time.monotonic(), sim.etcd.cpu_seconds()
             try:
                 grown = sim.grow(target, cfg.ctl_per_host)
                 ctx.progress(BENCH, f"{target} hosts: joined in {grown['join_s']:.0f} s, "
@@ -301,7 +301,10 @@ def run(ctx: Context, res: Results) -> None:
                         "endpoints": target * cfg.ctl_per_host
                         + cfg.ctl_starts * (len(steps) + 1)}
             except Exception as e:  # noqa: BLE001 - the limit of this machine: say it, keep data
-                stopped = f"failed at {target} hosts: {type(e).__name__}: {e}"
+                busy = (sim.etcd.cpu_seconds() - cpu0) / max(1e-9, time.monotonic() - t)
+                stopped = (f"failed at {target} hosts: {type(e).__name__}: {e} (etcd used "
+                           f"{100 * busy:.0f} % of a CPU meanwhile: the simulated agents, all "
+                           "on this machine's CPUs, could not keep up)")
                 ctx.progress(BENCH, stopped)
                 break
             step["step_s"] = time.monotonic() - t
