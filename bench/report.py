@@ -257,6 +257,19 @@ def control_part(ctl: Results, curves: str | None) -> list[str]:
     out += [table(["hosts", "endpoints", "etcd keys written / start", "watch events / host / "
                    "start", "start → all mirrors p50 ms", "p99 ms", "etcd CPU ms / start",
                    "etcd DB MB", "MB / agent"], rows), ""]
+    fan = [f for f in ctl.meta.get("control", {}).get("fanout", []) if "last_host_ms" in f]
+    if fan:
+        out += [f"etcd alone: the agents stopped, {fan[0]['bulk']:,} endpoint records loaded, "
+                "then plain watchers of the whole store (one connection each, as every agent's "
+                "mirror holds) and single-key writes timed to the last watcher:", ""]
+        rows = []
+        for f in fan:
+            last = stats.summarize(f["last_host_ms"])
+            rows.append([f"{f['watchers']:,}", fmt(last["median"], "ms"),
+                         fmt(last["p99"], "ms"), fmt(f["etcd_cpu_ms_per_start"], "ms"),
+                         fmt(f["db_mb"], "MB")])
+        out += [table(["watchers", "write → last watcher p50 ms", "p99 ms",
+                       "etcd CPU ms / write", "etcd DB MB"], rows), ""]
     out += [f"- {n['text']}" for n in ctl.notes if n["bench"] == "control"]
     return out + [""]
 
