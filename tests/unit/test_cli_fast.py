@@ -101,8 +101,9 @@ def both(agent: FakeAgent, *args: str) -> tuple[subprocess.CompletedProcess, lis
     for argv in (FAST, CLICK):
         agent.requests.clear()
         env = {**os.environ, "OVERNET_HOST": "unix://" + agent.path, "COLUMNS": "100"}
-        out.append((subprocess.run(argv + list(args), capture_output=True, text=True, env=env, check=False,
-                                   timeout=60), list(agent.requests)))
+        proc = subprocess.run(argv + list(args), capture_output=True, text=True, env=env,
+                              check=False, timeout=60)
+        out.append((proc, list(agent.requests)))
     (f, freq), (c, creq) = out
     assert (f.stdout, f.stderr, f.returncode) == (c.stdout, c.stderr, c.returncode), args
     return f, freq, creq
