@@ -30,7 +30,7 @@ ROOT = "/var/lib/overnet/bench"
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBER = os.path.join(HERE, "prober.py")
 CNI_HELPER = os.path.join(HERE, "cni_helper.py")
-LAB_NAMES = ("bn-main", "bn-fvx", "bn-fhg", "bn-dock", "bn-scl", "bn-sc2")
+LAB_NAMES = ("bn-main", "bn-fvx", "bn-fhg", "bn-dock", "bn-scl", "bn-sc2", "bn-jmb")
 FLANNEL_NETWORK = "10.1.0.0/16"
 
 
@@ -41,7 +41,7 @@ class Skip(Exception):
 @dataclass
 class Config:
     quick: bool = False
-    reps: int = 5                 # throughput rounds
+    reps: int = 8                 # throughput rounds (a 95 % CI needs several)
     duration: int = 2             # iperf3 seconds per test (after the omitted first one)
     omit: int = 1
     conv_trials: int = 30
@@ -50,6 +50,13 @@ class Config:
     scale_hosts: int = 20
     scale_per_host: int = 10
     scale_rounds: int = 2
+    ctl_hosts: tuple = (100, 1000, 5000)     # simulated control plane steps
+    ctl_per_host: int = 2                    # background endpoints per simulated host
+    ctl_starts: int = 40                     # measured starts per step
+    ctl_workers: int = 2                     # worker processes holding the agents
+    ctl_watchers: tuple = (1000, 2000, 5000)  # etcd alone: plain watchers of the store
+    ctl_budget_s: float = 40 * 60
+    ctl_step_limit_s: float = 300            # a step whose endpoints take longer: the limit
     docker: bool = True
     budget_s: float | None = 14 * 60     # whole invocation; the scale rounds adapt to it
 
@@ -57,9 +64,11 @@ class Config:
     def make(cls, quick: bool, **over) -> "Config":
         c = cls(quick=quick)
         if quick:
-            c.reps, c.duration, c.omit = 2, 1, 0
+            c.reps, c.duration, c.omit = 3, 1, 0
             c.conv_trials, c.setup_n, c.docker_runs = 8, 20, 5
             c.scale_hosts, c.scale_per_host, c.scale_rounds = 4, 4, 1
+            c.ctl_hosts, c.ctl_starts, c.ctl_budget_s = (20, 100), 15, 5 * 60
+            c.ctl_watchers = (200,)
         for k, v in over.items():
             if v is not None:
                 setattr(c, k, v)
@@ -245,14 +254,14 @@ class Context:
                 lab.down(quiet=True)
 
     def overnet_lab(self, key: str = "main", hosts: int = 2, flannel: dict | None = None,
-                    bench: str = "") -> BenchLab:
+                    bench: str = "", cls: type[BenchLab] | None = None) -> BenchLab:
         name = {"main": "bn-main", "fvx": "bn-fvx", "fhg": "bn-fhg", "scale": "bn-scl",
-                "scale2": "bn-sc2"}[key]
+                "scale2": "bn-sc2", "jumbo": "bn-jmb"}[key]
         if name in self.labs:
             return self.labs[name]
         if name in self.failed:
             raise Skip(self.failed[name])
-        lab = BenchLab(name, root=ROOT, say=self.progress.lab_say(bench or key))
+        lab = (cls or BenchLab)(name, root=ROOT, say=self.progress.lab_say(bench or key))
         self.progress(bench or key, f"building lab {name}: {hosts} host(s)"
                       + (f", flannel {flannel}" if flannel else ""))
         t = time.monotonic()

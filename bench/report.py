@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from . import stats
 
-BENCHES = ("throughput", "convergence", "setup", "scale")
+BENCHES = ("throughput", "convergence", "setup", "scale", "control")
+RATIO_HEADER = ["bench", "ratio", "median", "min", "p95", "95% CI", "target", "met"]
 
 
 @dataclass
@@ -137,6 +138,13 @@ def fmt_target(t: dict | None, unit: str = "") -> str:
     return f"{t['op']} {fmt(t['value'], unit)}{u}"
 
 
+def fmt_ci(ci: dict | None) -> str:
+    """A ratio's 95 % interval as `[low, high] ±h %`; empty when there is none."""
+    if not ci:
+        return ""
+    return f"[{ci['low']:.3f}, {ci['high']:.3f}] ±{100 * ci['half_width']:.1f}%"
+
+
 def fmt_met(met: bool | None) -> str:
     return {True: "yes", False: "**no**", None: ""}[met]
 
@@ -153,7 +161,8 @@ def ratio_rows(res: Results) -> list[list[str]]:
     for r in res.ratios:
         s = r["summary"]
         rows.append([r["bench"], r["label"], fmt(s["median"]) + "×", fmt(s["min"]),
-                     fmt(s["p95"]), fmt_target(r["target"]), fmt_met(r["met"])])
+                     fmt(s["p95"]), fmt_ci(s.get("ci")), fmt_target(r["target"]),
+                     fmt_met(r["met"])])
     return rows
 
 
@@ -186,8 +195,10 @@ def markdown(res: Results, title: bool = True) -> str:
         parts.append(f"Run {m.get('date', '')} on {m.get('machine', '')}; "
                      f"{m.get('duration_s', 0):.0f} s.\n")
     if res.ratios:
-        parts.append("Ratios (median of per-round ratios, spread min and p95):\n")
-        parts.append(table(["bench", "ratio", "median", "min", "p95", "target", "met"],
+        parts.append("Ratios (median of per-round ratios, spread min and p95; 95 % CI: "
+                     "t-interval of the per-round ratios' logarithms, around their geometric "
+                     "mean):\n")
+        parts.append(table(RATIO_HEADER,
                            ratio_rows(res)) + "\n")
     if res.absolute:
         parts.append("Absolute targets:\n")
@@ -212,7 +223,7 @@ def summary_text(res: Results) -> str:
     """What the command prints at the end: the ratio and target tables, then skips."""
     lines = []
     if res.ratios:
-        lines.append(table(["bench", "ratio", "median", "min", "p95", "target", "met"],
+        lines.append(table(RATIO_HEADER,
                            ratio_rows(res)))
     if res.absolute:
         lines.append("")
@@ -222,24 +233,67 @@ def summary_text(res: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_section(res: Results, chart_path: str | None) -> str:
+def control_part(ctl: Results, curves: str | None) -> list[str]:
+    """The simulated control plane's figures, from its own run (bench/results/control.json),
+    with that run's date and commit."""
+    steps = ctl.meta.get("control", {}).get("steps", [])
+    if not steps:
+        return []
+    m = ctl.meta
+    commit = f" at commit {m['commit']}" if m.get("commit") else ""
+    rows = []
+    for s in steps:
+        last = stats.summarize(s["last_host_ms"])
+        rows.append([f"{s['hosts']:,}", f"{s['endpoints']:,}", fmt(s["writes_per_start"],
+                     "count"), fmt(s["events_per_host_per_start"], "count"),
+                     fmt(last["median"], "ms"), fmt(last["p99"], "ms"),
+                     fmt(s["etcd_cpu_ms_per_start"], "ms"), fmt(s["db_mb"], "MB"),
+                     fmt(s["worker_rss_mb"] / s["hosts"], "MB")])
+    out = ["### Control plane, simulated", "",
+           f"`{ctl.command}`{commit}: {m.get('date', '')}, {m.get('machine', '')}, "
+           f"{m.get('duration_s', 0):.0f} s. Real agents over FakeDataplane, one etcd.", ""]
+    if curves:
+        out += [f"![control plane]({curves})", ""]
+    out += [table(["hosts", "endpoints", "etcd keys written / start", "watch events / host / "
+                   "start", "start → all mirrors p50 ms", "p99 ms", "etcd CPU ms / start",
+                   "etcd DB MB", "MB / agent"], rows), ""]
+    fan = [f for f in ctl.meta.get("control", {}).get("fanout", []) if "last_host_ms" in f]
+    if fan:
+        out += [f"etcd alone: the agents stopped, {fan[0]['bulk']:,} endpoint records loaded, "
+                "then plain watchers of the whole store (one connection each, as every agent's "
+                "mirror holds) and single-key writes timed to the last watcher:", ""]
+        rows = []
+        for f in fan:
+            last = stats.summarize(f["last_host_ms"])
+            rows.append([f"{f['watchers']:,}", fmt(last["median"], "ms"),
+                         fmt(last["p99"], "ms"), fmt(f["etcd_cpu_ms_per_start"], "ms"),
+                         fmt(f["db_mb"], "MB")])
+        out += [table(["watchers", "write → last watcher p50 ms", "p99 ms",
+                       "etcd CPU ms / write", "etcd DB MB"], rows), ""]
+    out += [f"- {n['text']}" for n in ctl.notes if n["bench"] == "control"]
+    return out + [""]
+
+
+def readme_section(res: Results, chart_path: str | None, control: Results | None = None,
+                   control_chart: str | None = None) -> str:
     parts = ["## Performance", "",
              "Measured on one machine with the sandbox's namespace hosts, every figure against a "
              "reference run in the same invocation (the underlay, Docker 20.10's overlay on the "
-             "same kind of two-host lab, the reference CNI `bridge` plugin). Ratios are medians "
-             "of per-round ratios with their spread (min, p95); see `bench/README.md` for what "
-             "each number is.", "",
+             "same kind of two-host lab, the reference CNI `bridge` plugin, a bare kernel VXLAN "
+             "device). Ratios are medians of per-round ratios with their spread (min, p95) and "
+             "a 95 % confidence interval; see `bench/README.md` for what each number is.", "",
              "```sh", "sudo bash scripts/setup.sh --bench && sudo bash bench/setup.sh",
              f"sudo {res.command}" if res.command and not res.command.startswith("sudo")
              else res.command, "```", ""]
     m = res.meta
     if m:
-        parts += [f"Last run: {m.get('date', '')}, {m.get('machine', '')}, "
+        commit = f" at commit {m['commit']}" if m.get("commit") else ""
+        parts += [f"Last run{commit}: {m.get('date', '')}, {m.get('machine', '')}, "
                   f"{m.get('duration_s', 0):.0f} s.", ""]
     if chart_path:
         parts += [f"![ratios]({chart_path})", ""]
     if res.ratios:
-        parts += [table(["bench", "ratio", "median", "min", "p95", "target", "met"],
+        parts += [table(RATIO_HEADER,
                         ratio_rows(res)), ""]
     if res.absolute:
         parts += [table(["bench", "figure", "value", "target", "met"], absolute_rows(res)), ""]
@@ -247,6 +301,8 @@ def readme_section(res: Results, chart_path: str | None) -> str:
         parts.append(f"- {s['bench']}: {s['what']}: skipped: {s['reason']}")
     if res.skipped:
         parts.append("")
+    if control is not None:
+        parts += control_part(control, control_chart)
     parts.append("Every figure with its spread: `bench/results/latest.md`; raw samples: "
                  "`bench/results/latest.json`.")
     return "\n".join(parts) + "\n"

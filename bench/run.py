@@ -23,14 +23,17 @@ if __package__ in (None, ""):        # `python bench/run.py`: make `bench` impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "bench"
 
-from bench import convergence, scale, setup_time, throughput  # noqa: E402
+from bench import control, convergence, scale, setup_time, throughput, tuning  # noqa: E402
 from bench.labs import Config, Context, Progress, Skip  # noqa: E402
 from bench.report import Results, readme_section, summary_text  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+README = os.path.join(os.path.dirname(HERE), "README.md")
 BENCHES = {"throughput": throughput.run, "convergence": convergence.run,
            "setup": setup_time.run, "scale": scale.run}
+# Experiments, run by name only (not part of `all`).
+EXTRA = {"tuning": tuning.run, "control": control.run}
 
 
 def _machine() -> str:
@@ -60,6 +63,19 @@ def _versions() -> dict:
         except (OSError, IndexError, subprocess.SubprocessError):
             out[key] = "not installed"
     return out
+
+
+def _commit() -> str:
+    """The commit the run measured, `+dirty` when the work tree had changes."""
+    git = ["git", "-C", os.path.dirname(HERE)]
+    try:
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+dirty" if head and dirty else "")
 
 
 def _loadavg() -> str:
@@ -100,7 +116,7 @@ def preflight() -> list[str]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("bench", choices=["all", *BENCHES], nargs="?", default="all")
+    ap.add_argument("bench", choices=["all", *BENCHES, *EXTRA], nargs="?", default="all")
     ap.add_argument("--quick", action="store_true",
                     help="reduced sizes: fewer rounds and trials, a 4-host scale lab")
     ap.add_argument("--out", default=RESULTS, help="results directory (default bench/results)")
@@ -117,10 +133,50 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--per-host", type=int, dest="scale_per_host",
                     help="scale containers per host (default 10, quick 4)")
     ap.add_argument("--scale-rounds", type=int, help="scale rounds (default 2, quick 1)")
+    ap.add_argument("--ctl-hosts", type=lambda v: tuple(int(x) for x in v.split(",")),
+                    help="simulated control plane: host counts, e.g. 100,1000,5000")
+    ap.add_argument("--ctl-per-host", type=int, help="background endpoints per host (2)")
+    ap.add_argument("--ctl-starts", type=int, help="measured starts per step (40)")
+    ap.add_argument("--ctl-workers", type=int, help="worker processes (2)")
+    ap.add_argument("--ctl-watchers", type=lambda v: tuple(int(x) for x in v.split(",") if x),
+                    help="etcd alone: plain watcher steps (1000,2000,5000; '' for none)")
+    ap.add_argument("--ctl-budget", type=float, metavar="MINUTES",
+                    help="simulated control plane: stop growing past this (40)")
     ap.add_argument("--budget", type=float, default=14.0, metavar="MINUTES",
                     help="time budget of the whole run; later scale rounds are left out "
                          "(and said so) when they would not fit (default 14, 0: none)")
     return ap.parse_args(argv)
+
+
+def _control(out: str) -> tuple[Results | None, str | None]:
+    """The last simulated control plane run (control.json), for the README section."""
+    import json
+    try:
+        with open(os.path.join(out, "control.json")) as f:
+            ctl = Results.from_dict(json.load(f))
+    except (OSError, ValueError):
+        return None, None
+    png = os.path.join(out, "control-scale.png")
+    return ctl, ("bench/results/control-scale.png" if os.path.exists(png) else None)
+
+
+def splice_readme(path: str, section: str) -> bool:
+    """Replace README.md's "## Performance" section (up to the next "## ") with `section`;
+    False (file unchanged) if the file or the heading is missing."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return False
+    start = text.find("\n## Performance\n")
+    if start < 0:
+        return False
+    end = text.find("\n## ", start + 1)
+    new = text[:start + 1] + section.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
+    with open(path + ".tmp", "w") as f:
+        f.write(new)
+    os.replace(path + ".tmp", path)
+    return True
 
 
 def rerender(out: str) -> int:
@@ -135,10 +191,29 @@ def rerender(out: str) -> int:
         print(f"Error: cannot read {path}: {e}", file=sys.stderr)
         return 1
     paths = res.write(out, "latest")
+    section = readme_section(res, "bench/results/latest.png" if "png" in paths else None,
+                             *_control(out))
     with open(os.path.join(out, "README-section.md"), "w") as f:
-        f.write(readme_section(res, "bench/results/latest.png" if "png" in paths else None))
+        f.write(section)
+    if os.path.abspath(out) == RESULTS:
+        splice_readme(README, section)
     print(summary_text(res))
     return 0
+
+
+def _lock() -> object | None:
+    """One bench run at a time on this machine: a second one would tear down the first one's
+    labs (the leftover clean-up) and both would measure each other. None if one is running."""
+    import fcntl
+    from bench.labs import ROOT
+    os.makedirs(ROOT, exist_ok=True)
+    f = open(os.path.join(ROOT, "run.lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,17 +224,27 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("Error: the benchmarks need root (namespaces, netlink, dockerd)", file=sys.stderr)
         return 1
+    lock = _lock()
+    if lock is None:
+        print("Error: another bench run is in progress on this machine "
+              "(/var/lib/overnet/bench/run.lock); wait for it to finish", file=sys.stderr)
+        return 1
     cfg = Config.make(args.quick, reps=args.reps, duration=args.duration,
                       conv_trials=args.conv_trials, setup_n=args.setup_n,
                       docker_runs=args.docker_runs, scale_hosts=args.scale_hosts,
-                      scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds)
+                      scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds,
+                      ctl_hosts=args.ctl_hosts, ctl_per_host=args.ctl_per_host,
+                      ctl_starts=args.ctl_starts, ctl_workers=args.ctl_workers,
+                      ctl_watchers=args.ctl_watchers,
+                      ctl_budget_s=args.ctl_budget * 60 if args.ctl_budget else None)
     cfg.docker = not args.no_docker
     cfg.budget_s = args.budget * 60 if args.budget else None
     progress = Progress()
     res = Results(command="sudo .venv/bin/python -m bench " + shlex.join(argv or ["all"]))
     started = time.monotonic()
     res.meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": _machine(),
-                "versions": _versions(), "config": vars(cfg)}
+                "versions": _versions(), "config": vars(cfg),
+                "commit": _commit()}
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -173,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     res.meta["loadavg_start"] = _loadavg()
     Context.clean_leftovers(lambda m: progress("cleanup", m))
     ctx = Context(cfg, progress)
+    ctx.out = args.out
     code = 0
     try:
         for name in todo:
@@ -181,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             progress(name, "starting")
             t = time.monotonic()
             try:
-                BENCHES[name](ctx, res)
+                {**BENCHES, **EXTRA}[name](ctx, res)
                 res.ran.append(name)
             except Skip as e:
                 res.skip(name, "whole benchmark", str(e))
@@ -202,13 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         ctx.close()
     res.meta["duration_s"] = time.monotonic() - started
     res.meta["loadavg_end"] = _loadavg()
-    stem = "latest" if args.bench == "all" else args.bench
+    # A quick run is a developer's loop: it never replaces the full run's figures.
+    full = args.bench == "all" and not args.quick
+    stem = "latest" if full else "quick" if args.bench == "all" else args.bench
     paths = res.write(args.out, stem)
-    if args.bench == "all" and code == 0:
+    if full and code == 0:
         chart = "bench/results/latest.png" if "png" in paths else None
+        section = readme_section(res, chart, *_control(args.out))
         with open(os.path.join(args.out, "README-section.md"), "w") as f:
-            f.write(readme_section(res, chart))
+            f.write(section)
         paths["readme"] = os.path.join(args.out, "README-section.md")
+        if os.path.abspath(args.out) == RESULTS and splice_readme(README, section):
+            paths["README"] = README
     print(summary_text(res))
     for kind, path in paths.items():
         progress("bench", f"wrote {os.path.relpath(path)}")

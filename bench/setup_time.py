@@ -152,10 +152,33 @@ def docker_share(ctx: Context, res: Results, lab: BenchLab) -> None:
                   "setup.overnet.agent", "setup.docker.share", paired=False)
 
 
+def cli_entry(ctx: Context, res: Results, lab: BenchLab) -> None:
+    """`overnet run -d` through the console script (cli/fast.py, the lean path) and through
+    the click CLI (cli/main.py), alternating: what the lean entry path saves."""
+    m = ctx.cfg.docker_runs
+    click_argv = [sys.executable, "-c", "from overnet.cli.main import main; main()",
+                  "-H", "unix://" + lab.host("net-1").socket]
+    lean, full = [], []
+    for _ in range(m):
+        for argv, out in ((lab.cli_argv("net-1"), lean), (click_argv, full)):
+            dt, cid = _run_timed(argv + ["run", "-d", "sleep", "infinity"])
+            out.append(dt * 1e3)
+            lab.remove("net-1", cid)
+    ctx.progress(BENCH, f"overnet run -d: lean entry {stats.median(lean):.0f} ms, click "
+                 f"{stats.median(full):.0f} ms (medians of {m})")
+    res.add_figure("setup.cli.lean", BENCH, "overnet run -d, lean entry (cli/fast.py)", "ms",
+                   lean)
+    res.add_figure("setup.cli.click", BENCH, "overnet run -d, click CLI (cli/main.py)", "ms",
+                   full)
+    res.add_ratio("setup.cli.lean_vs_click", BENCH, "overnet run -d: lean entry / click CLI",
+                  "setup.cli.lean", "setup.cli.click")
+
+
 def run(ctx: Context, res: Results) -> None:
     lab = ctx.overnet_lab("main", bench=BENCH)
     try:
         docker_share(ctx, res, lab)         # first: net-1 holds no container of its network
+        cli_entry(ctx, res, lab)
         overnet_vs_cni(ctx, res, lab)
     finally:
         ctx.drop(lab.name)                  # with its containers: a later benchmark gets a

@@ -10,6 +10,8 @@ DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcp
       podman docker.io busybox-static)
 # Podman, Docker 20.10 and busybox (their image): real runtimes on overnet (tests, `sandbox up
 # --runtimes`) and the benchmarks' overlay reference.
+# ethtool: `python -m bench tuning` switches GRO on the overlay's devices with it.
+[ "${1:-}" = "--bench" ] && DEBS+=(ethtool)
 missing=()
 DEBS+=(graphviz)     # `overnet graph` draws with Graphviz's dot
 for p in "${DEBS[@]}"; do

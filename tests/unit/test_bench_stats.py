@@ -198,3 +198,122 @@ def test_no_constants_sneak_in():
     r.add_figure("f", "b", "f", "ms", [1.23456789, 2])
     assert r.figures["f"]["samples"] == [1.23456789, 2.0]
     assert math.isclose(r.figures["f"]["summary"]["median"], 1.617283945)
+
+
+# --- confidence intervals --------------------------------------------------------------------
+
+def test_t_quantile_table_and_expansion():
+    assert stats.t975(1) == 12.706
+    assert stats.t975(9) == 2.262
+    assert stats.t975(30) == 2.042
+    assert stats.t975(60) == pytest.approx(2.000, abs=1e-3)     # tables: 2.000
+    assert stats.t975(120) == pytest.approx(1.980, abs=1e-3)    # tables: 1.980
+    with pytest.raises(ValueError):
+        stats.t975(0)
+
+
+def test_t_interval_of_known_samples():
+    mean, lo, hi = stats.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sd = 1.5811, se = 0.7071, t(4) = 2.776
+    assert mean == 3.0
+    assert hi - mean == pytest.approx(2.776 * 0.70711, rel=1e-4)
+    assert mean - lo == pytest.approx(hi - mean)
+    assert stats.t_interval([1.0]) is None
+    assert stats.t_interval([1.0, None]) is None
+
+
+def test_ratio_ci_is_geometric_and_symmetric_in_log():
+    ci = stats.ratio_ci([0.5, 2.0, 0.5, 2.0])
+    assert ci["geomean"] == pytest.approx(1.0)
+    assert ci["low"] * ci["high"] == pytest.approx(1.0)     # symmetric around 1 in log
+    assert ci["n"] == 4
+    tight = stats.ratio_ci([0.95, 0.96, 0.95, 0.96, 0.955, 0.955])
+    assert tight["low"] < 0.955 < tight["high"]
+    assert tight["half_width"] < 0.01
+    assert stats.resolves(tight, 0.05) and not stats.resolves(ci, 0.05)
+    assert stats.ratio_ci([1.0]) is None and not stats.resolves(None)
+
+
+def test_ratio_ci_narrows_with_more_rounds():
+    few = stats.ratio_ci([0.9, 1.0, 0.95])
+    many = stats.ratio_ci([0.9, 1.0, 0.95] * 6)
+    assert many["high"] - many["low"] < few["high"] - few["low"]
+    assert many["geomean"] == pytest.approx(few["geomean"])
+
+
+def test_paired_ratio_summary_carries_a_ci_and_unpaired_does_not():
+    s = stats.ratio_summary([9, 9.6, 8.8], [10, 12, 11])
+    assert s["ci"]["low"] < s["ci"]["geomean"] < s["ci"]["high"]
+    assert stats.ratio_summary([1, 2], [1, 2, 3])["ci"] is None
+
+
+def test_bootstrap_is_deterministic_and_brackets_the_median():
+    xs = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    a = stats.bootstrap_ci(xs)
+    assert a == stats.bootstrap_ci(xs)
+    assert a[0] <= stats.median(xs) <= a[1]
+    assert 1.0 <= a[0] and a[1] <= 9.0
+    assert stats.bootstrap_ci([None]) is None
+    assert stats.bootstrap_ci([2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_ratio_table_shows_the_interval():
+    md = markdown(_results())
+    row = next(ln for ln in md.splitlines() if ln.startswith("| throughput | overlay / underlay"))
+    assert "[0." in row and "±" in row
+
+
+# --- simulated control plane -----------------------------------------------------------------
+
+def test_control_sample_summary_counts_per_start_and_per_host():
+    from bench.control import etcd_counts, summarize_sample
+    done = [{"key": "k1", "t0": 10.0, "t1": 10.004}, {"key": "k2", "t0": 20.0, "t1": 20.002}]
+    seen = {"k1": [10.010, 10.030, 10.020], "k2": [20.050, 20.001]}      # k2: one host missed
+    reps = [{"events": 4, "rss_mb": 100.0}, {"events": 2, "rss_mb": 50.0}]
+    c0 = {"keys_written": 10, "write_requests": 5, "db_bytes": 0, "keys": 3, "watchers": 3}
+    c1 = {"keys_written": 14, "write_requests": 7, "db_bytes": 2**20, "keys": 5, "watchers": 3}
+    s = summarize_sample(done, seen, reps, hosts=3, c0=c0, c1=c1, cpu=0.01)
+    assert s["writes_per_start"] == 2 and s["write_requests_per_start"] == 1
+    assert s["events_per_host_per_start"] == pytest.approx(6 / 3 / 2)
+    assert s["last_host_ms"] == pytest.approx([30.0, 50.0])
+    assert s["attach_ms"] == pytest.approx([4.0, 2.0])
+    assert s["missing"] == 1
+    assert s["etcd_cpu_ms_per_start"] == pytest.approx(5.0)
+    assert s["db_mb"] == 1.0 and s["worker_rss_mb"] == 150.0
+    m = stats.parse_prometheus(PROM)
+    assert etcd_counts(m)["keys_written"] == 15 and etcd_counts(m)["write_requests"] == 8
+
+
+def test_control_host_addresses_are_unique_and_in_the_underlay():
+    import ipaddress
+
+    from bench.control_worker import UNDERLAY, address
+    addrs = {address(i) for i in range(5000)}
+    assert len(addrs) == 5000
+    assert all(ipaddress.IPv4Address(a) in UNDERLAY for a in addrs)
+
+
+def test_readme_section_carries_the_control_plane_run_with_its_commit():
+    step = {"hosts": 1000, "endpoints": 2040, "writes_per_start": 1.0,
+            "events_per_host_per_start": 1.02, "last_host_ms": [10.0, 20.0, 30.0],
+            "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 800.0}
+    ctl = Results(command="python -m bench control", meta={"commit": "abc1234",
+                                                           "control": {"steps": [step]}})
+    ctl.note("control", "stopped before 5000 hosts: memory")
+    sec = readme_section(_results(), None, ctl, "bench/results/control-scale.png")
+    assert "### Control plane, simulated" in sec and "at commit abc1234" in sec
+    assert "| 1,000 | 2,040 | 1 | 1.02 | 20.0 | 29.8 | 12.5 | 3.2 | 0.8 |" in sec
+    assert "stopped before 5000 hosts" in sec
+    assert readme_section(_results(), None) == readme_section(_results(), None, None)
+
+
+def test_splice_readme_replaces_only_the_performance_section(tmp_path):
+    from bench.run import splice_readme
+    p = tmp_path / "README.md"
+    p.write_text("# x\n\nintro\n\n## Performance\n\nold 1\nold 2\n\n## Tests\n\nkeep\n")
+    assert splice_readme(str(p), "## Performance\n\nnew\n")
+    assert p.read_text() == "# x\n\nintro\n\n## Performance\n\nnew\n\n## Tests\n\nkeep\n"
+    q = tmp_path / "OTHER.md"
+    q.write_text("# y\n")
+    assert not splice_readme(str(q), "## Performance\n") and q.read_text() == "# y\n"
+    assert not splice_readme(str(tmp_path / "missing.md"), "x")

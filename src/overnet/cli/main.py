@@ -12,7 +12,8 @@ from typing import Any
 import click
 
 from ..api.client import ApiError, Client, ref
-from .format import ago, table
+from . import fast
+from .format import table
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -29,6 +30,14 @@ def client(ctx: click.Context) -> Client:
         return Client(ctx.find_root().params.get("host"))
     except ApiError as e:
         raise Failure(e.message) from None
+
+
+def shared(fn: Any, *args: Any) -> Any:
+    """A command's implementation shared with the lean entry path (cli/fast.py)."""
+    try:
+        return fn(*args)
+    except fast.Fail as e:
+        raise Failure(str(e)) from None
 
 
 def call(ctx: click.Context, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
@@ -224,54 +233,13 @@ def run(ctx: click.Context, detach: bool, interactive: bool, tty: bool, auto_rem
         name: str | None, net: str | None, publish_service: str | None, links: tuple[str, ...],
         env: tuple[str, ...], privileged: bool, cmd: tuple[str, ...]) -> None:
     """Run a command in a new container (default: /bin/sh)."""
-    environ = {}
-    for item in env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise Failure(f"invalid --env {item!r}: expected KEY=VALUE")
-        environ[key] = value
-    body = {"name": name, "net": net, "cmd": list(cmd) or ["/bin/sh"], "detach": detach,
-            "rm": auto_remove, "tty": tty, "interactive": interactive,
-            "publish_service": publish_service, "links": list(links), "env": environ,
-            "privileged": privileged}
+    body = shared(fast.run_body, detach, interactive, tty, auto_remove, name, net,
+                  publish_service, list(links), list(env), list(cmd), privileged)
     c = call(ctx, "post", "/containers", body)
     if detach:
         click.echo(c["Id"])
         return
-    sys.exit(_foreground(ctx, c, interactive))
-
-
-def _foreground(ctx: click.Context, c: dict, interactive: bool) -> int:
-    """The CLI runs a foreground container itself, so `-it` gets this very terminal."""
-    from ..runtime import process
-    spec = process.ContainerSpec(**c["Spec"])
-    cid = c["Id"]
-
-    def started(pid: int) -> None:
-        call(ctx, "post", f"/containers/{cid}/started", {"pid": pid})
-
-    try:
-        code = process.run_foreground(spec, on_start=started, interactive=interactive)
-    except Exception as e:
-        call(ctx, "delete", f"/containers/{cid}", force="1")
-        raise Failure(f"starting {c['Name']} failed: {e}") from None
-    try:
-        if c["Config"]["AutoRemove"]:
-            client(ctx).delete(f"/containers/{cid}", force="1")
-        else:
-            _report_exit(ctx, cid, code)
-    except ApiError:
-        pass   # the agent went away meanwhile: the exit code still reaches the caller
-    return code
-
-
-def _report_exit(ctx: click.Context, cid: str, code: int) -> None:
-    """The agent learns of the exit through a pidfd but only we (the parent) know the code."""
-    for _ in range(50):
-        c = client(ctx).post(f"/containers/{cid}/exited", {"code": code})
-        if c["State"]["Status"] == "exited":
-            return
-        time.sleep(0.01)
+    sys.exit(shared(fast.foreground, ctx.find_root().params.get("host"), c, interactive))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -281,27 +249,8 @@ def _report_exit(ctx: click.Context, cid: str, code: int) -> None:
 def ps(ctx: click.Context, show_all: bool, quiet: bool) -> None:
     """List containers on this host."""
     cs = call(ctx, "get", "/containers", all="1" if show_all else "")
-    if quiet:
-        click.echo("".join(c["Id"][:12] + "\n" for c in cs), nl=False)
-        return
-    rows = []
-    now = time.time()
-    for c in cs:
-        st = c["State"]
-        if st["Status"] == "running":
-            status = f"Up {ago(now - st['StartedAt'])}"
-        elif st["Status"] == "exited":
-            code = "" if st["ExitCode"] is None else f" ({st['ExitCode']})"
-            status = f"Exited{code} {ago(now - st['FinishedAt'])} ago"
-        else:
-            status = "Created"
-        command = " ".join(c["Config"]["Cmd"])
-        command = '"' + (command if len(command) <= 20 else command[:19] + "…") + '"'
-        nets = ",".join(c["NetworkSettings"]["Networks"])
-        rows.append([c["Id"][:12], command, f"{ago(now - c['Created'])} ago", status,
-                     c["NetworkSettings"]["IPAddress"], nets, c["Name"]])
-    click.echo(table(["CONTAINER ID", "COMMAND", "CREATED", "STATUS", "IP", "NETWORK", "NAMES"],
-                     rows))
+    text, nl = fast.ps_text(cs, quiet, time.time())
+    click.echo(text, nl=nl)
 
 
 @cli.command("exec", context_settings={**CONTEXT, "allow_interspersed_args": False})
@@ -313,17 +262,8 @@ def ps(ctx: click.Context, show_all: bool, quiet: bool) -> None:
 def exec_(ctx: click.Context, interactive: bool, tty: bool, container: str,
           cmd: tuple[str, ...]) -> None:
     """Run a command in a running container."""
-    from ..runtime import process
-    c = call(ctx, "get", f"/containers/{ref(container)}")
-    if not c["State"]["Running"]:
-        raise Failure(f"container {c['Name']} is not running")
-    try:
-        code = process.exec_in(c["State"]["Pid"], list(cmd), tty=tty, interactive=interactive)
-    except FileNotFoundError:
-        raise Failure(f"executable not found in the container: {cmd[0]}") from None
-    except (OSError, ValueError) as e:
-        raise Failure(f"exec in {c['Name']} failed: {e}") from None
-    sys.exit(code)
+    sys.exit(shared(fast.exec_cmd, ctx.find_root().params.get("host"), container, list(cmd),
+                    interactive, tty))
 
 
 @cli.command(context_settings=CONTEXT)
