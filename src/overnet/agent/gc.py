@@ -18,12 +18,11 @@ from typing import Callable
 
 from ..store import keys
 from ..store.base import Delete, Store
-from ..store.records import BlockRecord, EndpointRecord, ServiceRecord, decode
 from .view import ClusterView
 
 log = logging.getLogger(__name__)
 
-_OWNED = {"endpoints": EndpointRecord, "services": ServiceRecord, "blocks": BlockRecord}
+_OWNED = ("endpoints", "services", "blocks")     # records that name the host owning them
 
 
 class GarbageCollector:
@@ -42,10 +41,10 @@ class GarbageCollector:
         """Keys of endpoints, services and blocks by owning host, for hosts not alive."""
         alive = self.view.alive_hosts() | {self.me}
         out: dict[str, list[str]] = {}
-        for key, item in list(self.view.items.items()):
+        for key in list(self.view.items):
             parts = keys.split(key)
             if parts[0] in _OWNED and len(parts) == 3:
-                rec = decode(_OWNED[parts[0]], key, item.value)
+                rec = self.view.record_at(key)     # parsed once per revision, then cached
                 host = getattr(rec, "host", None)
                 if host and host not in alive:
                     out.setdefault(host, []).append(key)

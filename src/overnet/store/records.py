@@ -11,6 +11,7 @@ fits the cluster (its VTEP is its host's, its IP is in the subnet and not taken)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import json
 import logging
@@ -62,6 +63,12 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
                         f"got {shown(value)}")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A record class's field types, resolved once (typing.get_type_hints costs ~0.4 ms)."""
+    return typing.get_type_hints(cls)
+
+
 @dataclass
 class Record:
     """Base: JSON round trip plus per-record `validate()`."""
@@ -73,7 +80,7 @@ class Record:
     def from_dict(cls: type[R], data: Any) -> R:
         if not isinstance(data, dict):
             raise BadRecord(f"expected a JSON object, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         kwargs = {}
         for f in dataclasses.fields(cls):
             if f.name in data:
