@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 
+from overnet.runtime.identity import pids_in_netns
 from tests.labfixture import LabForTests
 
 ROOT = "/overnet/v1/"
@@ -32,14 +33,6 @@ def store_items(lab: LabForTests, prefix: str = ROOT) -> dict[str, dict]:
         except ValueError:
             items[key] = {"raw": raw}
     return items
-
-
-def _ns_ino(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _containers(lab: LabForTests, host: str) -> list[dict]:
@@ -88,8 +81,7 @@ def _host_census(lab: LabForTests, host: str, endpoints: dict, blocks: dict) -> 
         problems.append(f"{host}: namespace {extra} left in {netns_dir}")
     # processes in a namespace no container owns
     for name in files - wanted:
-        ino = _ns_ino(os.path.join(netns_dir, name))
-        for pid in _pids_in(ino):
+        for pid in pids_in_netns(os.path.join(netns_dir, name)):
             problems.append(f"{host}: process {pid} runs in unowned namespace {name}")
     # veths: in each network namespace exactly one per local endpoint of that network
     for net12 in {v["network"][:12] for v in mine.values()}:
@@ -138,13 +130,3 @@ def _block_census(host: str, mine: dict, blocks: dict) -> list[str]:
         if not any(n == v["network"] and ip in b for n, b in nets):
             problems.append(f"{host}: endpoint {v['ip']} is in no block of {host}")
     return problems
-
-
-def _pids_in(ino: tuple[int, int] | None) -> list[int]:
-    if ino is None:
-        return []
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and _ns_ino(f"/proc/{entry}/ns/net") == ino:
-            out.append(int(entry))
-    return out

@@ -90,6 +90,14 @@ async def attach(agent: Agent, net: str, cid: str, **kw) -> LocalEndpoint:
         network=net, container_id=cid, netns=await netns(agent, cid), runtime="cni", **kw))
 
 
+async def two_hosts(cluster: Cluster, **net: str) -> tuple[Agent, Agent]:
+    """Two agents that both see the overlay network "web"."""
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web", **net)
+    await cluster.synced()
+    return h1, h2
+
+
 def vxlan_peers(agent: Agent, net_name: str) -> dict[str, str]:
     net = agent.networks.find(net_name)
     path = agent.networks.driver(net).namespace(net)
@@ -156,9 +164,7 @@ async def test_block_claims_under_races_give_distinct_addresses(cluster):
 
 
 async def test_attach_programs_peers_both_ways_and_detach_withdraws(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     a = await attach(h1, "web", "a")
     b = await attach(h2, "web", "b")
     await cluster.synced()
@@ -187,9 +193,7 @@ async def test_attach_twice_is_a_conflict_not_a_second_address(cluster):
 
 
 async def test_service_names_are_unique_per_network(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     results = await asyncio.gather(attach(h1, "web", "a", service="db"),
                                    attach(h2, "web", "b", service="db"),
                                    return_exceptions=True)
@@ -236,9 +240,7 @@ async def test_teardown_during_store_outage_is_finished_later(cluster):
 # --- restarts, crashes and garbage ----------------------------------------------------------
 
 async def test_restart_adopts_without_touching_the_kernel(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     await attach(h1, "web", "a")
     await attach(h2, "web", "b")
     await cluster.synced()
@@ -293,9 +295,7 @@ async def test_endpoint_of_a_gone_netns_is_removed_at_start(cluster):
 
 
 async def test_gc_after_grace_and_not_before(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     b = await attach(h2, "web", "b")
     await cluster.crash("h2")
     await cluster.synced()
@@ -319,9 +319,7 @@ async def test_gc_after_grace_and_not_before(cluster):
 
 
 async def test_an_agent_that_is_down_keeps_its_peers_programmed(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     await attach(h1, "web", "a")
     b = await attach(h2, "web", "b")
     await cluster.crash("h2")
@@ -331,9 +329,7 @@ async def test_an_agent_that_is_down_keeps_its_peers_programmed(cluster):
 
 
 async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web", subnet="10.50.0.0/29")   # one block: one owner
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster, subnet="10.50.0.0/29")   # one block: one owner
     b = await attach(h2, "web", "b")
     c = await attach(h2, "web", "c")
     await cluster.crash("h2")
@@ -354,9 +350,7 @@ async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
 
 
 async def test_collected_endpoints_come_back_and_their_addresses_stay_unused(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web", subnet="10.50.0.0/29")   # one block: one owner
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster, subnet="10.50.0.0/29")   # one block: one owner
     b = await attach(h2, "web", "b")
     await cluster.crash("h2")
     await cluster.synced()
@@ -373,9 +367,7 @@ async def test_collected_endpoints_come_back_and_their_addresses_stay_unused(clu
 
 
 async def test_store_garbage_never_reaches_the_kernel(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     a = await attach(h1, "web", "a")
     b = await attach(h2, "web", "b")
     net = h1.networks.find("web")
@@ -406,9 +398,7 @@ async def test_store_garbage_never_reaches_the_kernel(cluster):
 
 
 async def test_resync_restores_what_the_kernel_lost(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     await attach(h1, "web", "a")
     b = await attach(h2, "web", "b")
     await cluster.synced()
@@ -424,9 +414,7 @@ async def test_resync_restores_what_the_kernel_lost(cluster):
 
 
 async def test_check_names_what_differs(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     a = await attach(h1, "web", "a")
     b = await attach(h2, "web", "b")
     await cluster.synced()
@@ -470,9 +458,7 @@ async def test_a_created_container_that_never_starts_expires(cluster):
 
 
 async def test_sweep_removes_records_of_ours_that_nothing_backs(cluster):
-    h1, h2 = await cluster.hosts(2)
-    await h1.networks.create("web")
-    await cluster.synced()
+    h1, h2 = await two_hosts(cluster)
     a = await attach(h1, "web", "a")
     b = await attach(h2, "web", "b")
     net = h1.networks.find("web")

@@ -271,8 +271,7 @@ class ContainerService:
         c = self.find(ref)
         if c.status != "created":
             raise Conflict(f"container {c.name} is already {c.status}")
-        reason = process.pid_in_container(pid, c.netns) if c.netns else \
-            _not_in_own_mounts(pid)
+        reason = process.pid_in_container(pid, c.netns or None)
         if reason:
             raise Invalid(f"invalid pid {pid}: {reason}")
         self._mark_running(c, pid)
@@ -367,30 +366,11 @@ def _parse_link(spec: Any) -> list[str]:
     return [target, alias or target]
 
 
-def _ns_id(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _not_in_own_mounts(pid: int) -> str | None:
-    """For a host-network container: the process must at least not share our mounts."""
-    if _ns_id(f"/proc/{pid}/ns/mnt") in (None, _ns_id("/proc/self/ns/mnt")):
-        return "the process is not in a container's mount namespace"
-    return None
-
-
 def _kill_netns_processes(netns: str) -> None:
     """Processes left in a container's network namespace by a start that a crash cut short
     (their PID never reached the disk): that namespace is the container's alone."""
-    target = _ns_id(netns)
-    if target is None:
-        return
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and _ns_id(f"/proc/{entry}/ns/net") == target:
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    for pid in process.pids_in_netns(netns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

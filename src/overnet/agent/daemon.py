@@ -275,14 +275,14 @@ class Agent:
         net_id = net.id
         driver = self.networks.driver(net)
         gone = self.networks.get(net_id) is None
-        active = bool(self.endpoints.on_network(net_id)) and not gone
+        local = bool(self.endpoints.on_network(net_id))
+        active = local and not gone
         if self.dns is not None and not active:
             await self.dns.update(net, False)    # its sockets would hold the namespace
         if driver.publishes:
             peers = set() if gone else self.endpoints.peers(net)
-            on = bool(self.endpoints.on_network(net_id))
-            await driver.sync(net, peers, active=on, verify=verify)
-            self.observer.peers(net, peers if on else set())
+            await driver.sync(net, peers, active=local, verify=verify)
+            self.observer.peers(net, peers if local else set())
         if self.dns is not None and active:
             await self.dns.update(net, True)
         await self.containers.refresh_network(net_id)

@@ -35,12 +35,11 @@ class Recovery:
         `local` before its records are written."""
         ours = {ep.id for ep in self.local.values()}
         stray = []
-        for key, item in list(self.view.items.items()):
-            if key.startswith(keys.ENDPOINTS) or key.startswith(keys.SERVICES):
-                rec = self.view.record_at(key)
-                owner = getattr(rec, "endpoint", None) or getattr(rec, "id", None)
-                if rec is not None and rec.host == self.host.name and owner not in ours:
-                    stray.append((key, item.value))
+        for key in self.view.keys_under(keys.ENDPOINTS) + self.view.keys_under(keys.SERVICES):
+            rec = self.view.record_at(key)
+            owner = getattr(rec, "endpoint", None) or getattr(rec, "id", None)
+            if rec is not None and rec.host == self.host.name and owner not in ours:
+                stray.append((key, self.view.items[key].value))
         for key, value in stray:
             log.warning("removing %s: no endpoint of this host backs it", key)
             await self.store.txn([ValueIs(key, value)], [Delete(key)])

@@ -121,12 +121,11 @@ class EndpointService(Recovery):
                 if ep.network == net_id and ep.ip}
         used |= {ipaddress.IPv4Address(ip) for ip in self.held.get(net_id, ())}
         prefix = keys.endpoints(net_id)
-        for key in list(self.view.items):
-            if key.startswith(prefix):
-                try:
-                    used.add(ipaddress.IPv4Address(key[len(prefix):]))
-                except ValueError:
-                    pass
+        for key in self.view.keys_under(prefix):
+            try:
+                used.add(ipaddress.IPv4Address(key[len(prefix):]))
+            except ValueError:
+                pass
         return used
 
     def peers(self, net: NetworkRecord) -> set[RemotePeer]:

@@ -41,9 +41,8 @@ class GarbageCollector:
         """Keys of endpoints, services and blocks by owning host, for hosts not alive."""
         alive = self.view.alive_hosts() | {self.me}
         out: dict[str, list[str]] = {}
-        for key in list(self.view.items):
-            parts = keys.split(key)
-            if parts[0] in _OWNED and len(parts) == 3:
+        for key in [k for kind in _OWNED for k in self.view.keys_under(keys.ROOT + kind + "/")]:
+            if len(keys.split(key)) == 3:
                 rec = self.view.record_at(key)     # parsed once per revision, then cached
                 host = getattr(rec, "host", None)
                 if host and host not in alive:

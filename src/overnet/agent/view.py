@@ -30,6 +30,7 @@ class ClusterView:
         # Networks not in the store whose endpoints are (host subnets: every host's bridge
         # is part of one routed network), with the record to check them against.
         self.local_networks: dict[str, NetworkRecord] = {}
+        self._index: tuple[int, dict[str, list[str]]] = (-1, {})
 
     @property
     def items(self) -> dict:
@@ -50,14 +51,30 @@ class ClusterView:
         self._decoded[key] = (item.mod_revision, rec)
         return rec
 
+    def keys_under(self, prefix: str) -> list[str]:
+        """The keys under a kind's prefix (`.../endpoints/`) or a kind and network's
+        (`.../endpoints/<net>/`): from an index made once per store revision, so that the
+        questions a start or a reconcile asks do not each scan the whole copy."""
+        rev, index = self._index
+        if rev != self.revision:
+            index = {}
+            for key in self.items:
+                kind, _, rest = key[len(keys.ROOT):].partition("/")
+                index.setdefault(f"{keys.ROOT}{kind}/", []).append(key)
+                net, sep, _ = rest.partition("/")
+                if sep:
+                    index.setdefault(f"{keys.ROOT}{kind}/{net}/", []).append(key)
+            self._index = (self.revision, index)
+        return index.get(prefix, [])
+
     def _records(self, prefix: str, cls: type[R]) -> list[tuple[str, int, R]]:
         """(key, mod_revision, record) under a prefix, oldest first."""
         out = []
-        for key, item in list(self.items.items()):
-            if key.startswith(prefix):
-                rec = self._decode(cls, key, item)
-                if rec is not None:
-                    out.append((key, item.mod_revision, rec))
+        for key in self.keys_under(prefix):
+            item = self.items.get(key)
+            rec = self._decode(cls, key, item) if item is not None else None
+            if rec is not None:
+                out.append((key, item.mod_revision, rec))
         out.sort(key=lambda t: t[1])
         return out
 
@@ -84,22 +101,14 @@ class ClusterView:
         return rec if rec is not None and rec.id == net_id else None
 
     def used_vnis(self) -> set[int]:
-        out = set()
-        for k in self.items:
-            if k.startswith(keys.VNIS):
-                vni = keys.parse_vni_key(k)
-                if vni is not None:
-                    out.add(vni)
-        return out
+        vnis = (keys.parse_vni_key(k) for k in self.keys_under(keys.VNIS))
+        return {v for v in vnis if v is not None}
 
     def used_pools(self) -> list[ipaddress.IPv4Network]:
         nets = [n.network for n in self.networks()]
-        for k in self.items:
-            if k.startswith(keys.POOLS):
-                cidr = keys.try_parse_cidr_key(k[len(keys.POOLS):])
-                if cidr is not None:
-                    nets.append(cidr)
-        return nets
+        pools = (keys.try_parse_cidr_key(k[len(keys.POOLS):])
+                 for k in self.keys_under(keys.POOLS))
+        return nets + [p for p in pools if p is not None]
 
     # --- hosts -------------------------------------------------------------------------
 
@@ -112,7 +121,7 @@ class ClusterView:
 
     def alive_hosts(self) -> set[str]:
         """Hosts whose agent renews its liveness lease now."""
-        return {k[len(keys.ALIVE):] for k in self.items if k.startswith(keys.ALIVE)}
+        return {k[len(keys.ALIVE):] for k in self.keys_under(keys.ALIVE)}
 
     # --- endpoints and services ------------------------------------------------------
 
@@ -132,8 +141,8 @@ class ClusterView:
         return admitted
 
     def all_endpoints(self) -> list[EndpointRecord]:
-        net_ids = {keys.split(k)[1] for k in self.items if k.startswith(keys.ENDPOINTS)
-                   and len(keys.split(k)) == 3}
+        net_ids = {keys.split(k)[1] for k in self.keys_under(keys.ENDPOINTS)
+                   if len(keys.split(k)) == 3}
         return [ep for n in sorted(net_ids) for ep in self.endpoints(n)]
 
     def services(self, net_id: str | None = None) -> list[ServiceRecord]:

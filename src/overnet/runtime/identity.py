@@ -46,14 +46,15 @@ def _ns_id(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def pid_in_container(pid: int, netns_path: str) -> str | None:
+def pid_in_container(pid: int, netns_path: str | None) -> str | None:
     """None if process `pid` runs inside the container whose network namespace is pinned at
     `netns_path`, else why not.
 
     A client that reports "my container's process is PID N" must not be able to make the
     agent adopt (and later signal, or enter) an unrelated host process: the process has to be
-    in the container's network namespace, and in a mount namespace of its own (every
-    container has one; the agent's and the host's processes do not)."""
+    in the container's network namespace (unless the container has none: host networking),
+    and in a mount namespace of its own (every container has one; the agent's and the host's
+    processes do not)."""
     try:
         net = _ns_id(f"/proc/{pid}/ns/net")
         mnt = _ns_id(f"/proc/{pid}/ns/mnt")
@@ -62,7 +63,7 @@ def pid_in_container(pid: int, netns_path: str) -> str | None:
     except PermissionError:
         return f"process {pid}: cannot read its namespaces"
     try:
-        want = _ns_id(netns_path)
+        want = _ns_id(netns_path) if netns_path else net
     except FileNotFoundError:
         return f"network namespace {netns_path} does not exist"
     if net != want:
@@ -70,3 +71,19 @@ def pid_in_container(pid: int, netns_path: str) -> str | None:
     if mnt == _ns_id("/proc/self/ns/mnt"):
         return f"process {pid} shares the agent's mount namespace: it is not a container's"
     return None
+
+
+def pids_in_netns(netns_path: str) -> list[int]:
+    """Every process whose network namespace is the one pinned at `netns_path`."""
+    try:
+        target = _ns_id(netns_path)
+    except OSError:
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and _ns_id(f"/proc/{entry}/ns/net") == target:
+                out.append(int(entry))
+        except OSError:
+            continue     # gone meanwhile, or not ours to read
+    return out
