@@ -30,7 +30,8 @@ class ClusterView:
         # Networks not in the store whose endpoints are (host subnets: every host's bridge
         # is part of one routed network), with the record to check them against.
         self.local_networks: dict[str, NetworkRecord] = {}
-        self._index: tuple[int, dict[str, list[str]]] = (-1, {})
+        self._under: dict[str, list[str]] = {}        # prefix -> keys, at _under_rev
+        self._under_rev = -1
 
     @property
     def items(self) -> dict:
@@ -52,20 +53,15 @@ class ClusterView:
         return rec
 
     def keys_under(self, prefix: str) -> list[str]:
-        """The keys under a kind's prefix (`.../endpoints/`) or a kind and network's
-        (`.../endpoints/<net>/`): from an index made once per store revision, so that the
-        questions a start or a reconcile asks do not each scan the whole copy."""
-        rev, index = self._index
-        if rev != self.revision:
-            index = {}
-            for key in self.items:
-                kind, _, rest = key[len(keys.ROOT):].partition("/")
-                index.setdefault(f"{keys.ROOT}{kind}/", []).append(key)
-                net, sep, _ = rest.partition("/")
-                if sep:
-                    index.setdefault(f"{keys.ROOT}{kind}/{net}/", []).append(key)
-            self._index = (self.revision, index)
-        return index.get(prefix, [])
+        """The keys under `prefix`: one scan of the copy per prefix and store revision, however
+        often a start or a reconcile asks (peers, names, DNS and used addresses all ask for
+        the same network's endpoints)."""
+        if self._under_rev != self.revision:
+            self._under, self._under_rev = {}, self.revision
+        found = self._under.get(prefix)
+        if found is None:
+            found = self._under[prefix] = [k for k in list(self.items) if k.startswith(prefix)]
+        return found
 
     def _records(self, prefix: str, cls: type[R]) -> list[tuple[str, int, R]]:
         """(key, mod_revision, record) under a prefix, oldest first."""
