@@ -321,6 +321,40 @@ def test_detach(lab: Lab, kernels: list[Kernel]) -> None:
     assert "eth0" not in in_ns(c1, "ip", "-o", "link").stdout
 
 
+def bridge_mac(ns: str, name: str) -> str:
+    out = in_ns(ns, "ip", "-o", "link", "show", name).stdout
+    return out.split("link/ether ")[1].split()[0]
+
+
+def test_gateway_mac_stays_when_a_port_with_a_lower_mac_joins(lab: Lab,
+                                                              kernels: list[Kernel]) -> None:
+    """Left alone, a bridge takes the lowest MAC of its ports: a container joining would move
+    the gateway's MAC under the others' ARP caches (seen: their DNS went unanswered)."""
+    (c1, net1, ip1, mac1), _ = setup_overlay(lab, kernels)
+    assert ping(c1, "10.0.0.1")
+    before = bridge_mac(net1, "br0")
+    cached = in_ns(c1, "ip", "neigh", "show", "10.0.0.1").stdout
+    assert before in cached, cached
+    in_ns(net1, "ip", "link", "add", "vlow", "address", "02:00:00:00:00:01", "type", "veth",
+          "peer", "vlowp")
+    in_ns(net1, "ip", "link", "set", "vlow", "master", "br0", "up")
+    assert bridge_mac(net1, "br0") == before
+    assert ping(c1, "10.0.0.1", count=1), "the gateway's MAC moved under c1's ARP cache"
+    in_ns(net1, "ip", "link", "del", "vlow")
+    br = f"onm{lab.token}"           # the local bridge driver's bridge in the host namespace
+    host = lab.hosts[0]
+    kernels[0].ensure_bridge(br, "172.29.0.1/24", 1500)
+    try:
+        before = bridge_mac(host.ns, br)
+        in_ns(host.ns, "ip", "link", "add", f"vm{lab.token}", "address", "02:00:00:00:00:01",
+              "type", "veth", "peer", f"vn{lab.token}")
+        in_ns(host.ns, "ip", "link", "set", f"vm{lab.token}", "master", br, "up")
+        assert bridge_mac(host.ns, br) == before
+    finally:
+        in_ns(host.ns, "ip", "link", "del", f"vm{lab.token}", check=False)
+        kernels[0].remove_bridge(br)
+
+
 # -- local bridge driver ----------------------------------------------------------------------
 
 def test_local_bridge(lab: Lab, kernels: list[Kernel]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 
 from overnet.dataplane.model import DataplaneError, check_ifname
 from overnet.dataplane.plumbing import (
@@ -30,7 +31,11 @@ def ensure_bridge_in(k: Netlink, path: str | None, name: str, gateway_cidr: str,
         gw = ipaddress.IPv4Interface(gateway_cidr)
         link = get_link(ipr, name)
         if link is None:
-            ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
+            # A MAC given at creation stays: left alone, a bridge takes the lowest MAC of its
+            # ports, so a container joining could move the gateway's MAC under every other
+            # container's ARP cache (their DNS and routed traffic unanswered until it expires).
+            # (Set later, on a bridge without ports, it would leave operstate UNKNOWN.)
+            ipr.link("add", ifname=name, kind="bridge", mtu=mtu, address=random_mac())
             link = ipr.link("get", ifname=name)[0]
         elif attr(link, "linkinfo", "kind") != "bridge":
             raise DataplaneError(f"{name} in {where} exists but is a "
@@ -52,3 +57,10 @@ def ensure_bridge(k: Netlink, name: str, gateway_cidr: str, mtu: int) -> None:
 def remove_bridge(k: Netlink, name: str) -> None:
     """Delete a host-namespace bridge; no error if it does not exist."""
     delete_link(k, None, name)
+
+
+def random_mac() -> str:
+    """A random locally administered unicast MAC."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
