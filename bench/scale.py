@@ -191,6 +191,7 @@ def _rounds(ctx: Context, res_: Results, key: str, hosts: int, per_host: int,
         res = one_round(ctx, lab, r, per_host)
         res["build"] = build
         res["rss"] = [rss_mb(h.agent_pid) for h in lab.state.hosts]
+        res["kernel"] = kernel_state(lab, res["made"])
         out.append(res)
         if res["start_errors"]:
             res_.note(BENCH, f"{label}: round {r + 1}: {len(res['start_errors'])} start "
@@ -198,7 +199,8 @@ def _rounds(ctx: Context, res_: Results, key: str, hosts: int, per_host: int,
                       f"container(s) never started; first error: {res['start_errors'][0]}")
         ctx.progress(BENCH, f"{label}: round {r + 1}/{rounds}: launched in "
                      f"{res['launch']:.1f}s, every /etc/hosts complete at "
-                     f"{_s(res['hosts_done'])}, {res['pings'] - res['pings_failed']}/"
+                     f"{_s(res['hosts_done'])} ({_s(res['hosts_after_launch'])} after the "
+                     f"last start returned), {res['pings'] - res['pings_failed']}/"
                      f"{res['pings']} pings ok at {_s(res['pings_done'])}; etcd keys written "
                      f"per start {res['etcd']['keys_written']:.2f}")
     return out, lab
@@ -236,6 +238,16 @@ def run(ctx: Context, res: Results) -> None:
                        [r["etcd"][key] for r in big_rounds if r["etcd"]])
         res.add_figure(f"scale.etcd.{key}.small", BENCH, f"{label} per container start, "
                        "2 hosts", "count", [r["etcd"][key] for r in small_rounds if r["etcd"]])
+    kernel = [k for r in big_rounds for k in r.get("kernel", [])]
+    res.add_figure("scale.fdb_per_remote", BENCH, "vxlan FDB entries per endpoint on other "
+                   "hosts (1.0: exactly one each; one sample per host and round)", "ratio",
+                   [k["fdb"] / k["remote"] for k in kernel if k["remote"]])
+    res.add_figure("scale.neigh_per_remote", BENCH, "vxlan neighbour entries per endpoint on "
+                   "other hosts", "ratio",
+                   [k["neigh"] / k["remote"] for k in kernel if k["remote"]])
+    res.add_absolute("scale.names_after_launch", BENCH, "every /etc/hosts complete after the "
+                     "last start returned (slowest round)", "scale.hosts_after_launch", "max",
+                     "<=", 5000)
     res.add_absolute("scale.rss_max", BENCH, "agent RSS, largest agent", "scale.agent_rss",
                      "max", "<=", 60)
     res.add_absolute("scale.etcd_writes", BENCH, f"etcd keys written per container start, "
@@ -259,6 +271,23 @@ def run(ctx: Context, res: Results) -> None:
                  f"{r['failed_pings']}")
     res.note(BENCH, f"{n_hosts} hosts × {per_host} containers, {rounds} round(s); the etcd "
              f"reference is a 2-host lab starting {per_host} containers per host the same way")
+
+
+def kernel_state(lab: BenchLab, made: list) -> list[dict]:
+    """Per host: FDB and neighbour entries on the network's vxlan0 against the endpoints on
+    the other hosts (what each should hold: one of each per remote endpoint, no more)."""
+    net_id = lab.api(lab.state.hosts[0].name).get("/networks/multihost")["id"]
+    out = []
+    for h in lab.state.hosts:
+        path = f"{h.run_dir}/overnet/netns/{net_id[:12]}"
+        fdb = subprocess.run(["nsenter", f"--net={path}", "bridge", "fdb", "show", "dev",
+                              "vxlan0"], capture_output=True, text=True).stdout
+        neigh = subprocess.run(["nsenter", f"--net={path}", "ip", "neigh", "show", "dev",
+                                "vxlan0"], capture_output=True, text=True).stdout
+        out.append({"host": h.name, "remote": sum(1 for m in made if m[0] != h.name),
+                    "fdb": sum(1 for line in fdb.splitlines() if " dst " in line),
+                    "neigh": len(neigh.splitlines())})
+    return out
 
 
 def _ms(v: float | None) -> float | None:

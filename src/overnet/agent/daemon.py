@@ -66,6 +66,7 @@ class Agent:
         self.mirror: Mirror | None = None
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
+        self._programmed: set[str] = set()     # networks whose peers and resolver are in place
         self._net_locks: dict[str, asyncio.Lock] = {}
 
     # --- start and stop ------------------------------------------------------------------
@@ -141,7 +142,7 @@ class Agent:
         self.endpoints = EndpointService(
             store=self.store, view=self.view, networks=self.networks,
             allocator=self.allocator, state=self.state, dp=self.dp, host=self.host,
-            changed=lambda net_id: self.reconcile_network(NET + net_id, False))
+            changed=self._endpoint_changed)
         self.containers = ContainerService(
             state=self.state, endpoints=self.endpoints, networks=self.networks,
             view=self.view, dp=self.dp, host=self.host, default_network=self.default_net[1],
@@ -260,6 +261,16 @@ class Agent:
 
     # --- reconcile -----------------------------------------------------------------------
 
+    async def _endpoint_changed(self, net_id: str) -> None:
+        """After a local attach or detach. The first endpoint of a network on this host waits
+        for its peers and resolver, the last one for their removal; in between, the other
+        containers' names follow in the background (coalesced: a burst of starts refreshes
+        their hosts files once, off every start's path)."""
+        if net_id in self._programmed and self.endpoints.on_network(net_id):
+            self.reconciler.mark(NET + net_id)
+        else:
+            await self.reconcile_network(NET + net_id, False)
+
     async def reconcile_network(self, target: str, verify: bool) -> None:
         """Make this host's kernel, resolver and hosts files match the store for one network
         (one pass at a time per network: an attach and the watch may both ask at once)."""
@@ -285,6 +296,7 @@ class Agent:
             self.observer.peers(net, peers if local else set())
         if self.dns is not None and active:
             await self.dns.update(net, True)
+        (self._programmed.add if active else self._programmed.discard)(net_id)
         await self.containers.refresh_network(net_id)
 
     def _classify(self, ev) -> str | None:

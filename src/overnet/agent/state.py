@@ -80,6 +80,7 @@ class Container:
     started: float = 0.0
     finished: float = 0.0
     net_setup_seconds: float | None = None       # agent-side set-up time (bench/)
+    net_attach_seconds: float | None = None      # of which the endpoint's attach
 
     @property
     def hostname(self) -> str:

@@ -79,7 +79,8 @@ def container_json(agent: Agent, c: Container) -> dict:
         "NetworkSettings": {
             "SandboxKey": c.netns, "IPAddress": ep.ip if ep else "",
             "MacAddress": ep.mac if ep else "", "Networks": nets,
-            "NetworkSetupSeconds": c.net_setup_seconds},
+            "NetworkSetupSeconds": c.net_setup_seconds,
+            "NetworkAttachSeconds": c.net_attach_seconds},
         "HostsPath": c.hosts_file,
         "Spec": dataclasses.asdict(agent.containers.spec(c)),
     }

@@ -90,7 +90,7 @@ def create_netns(path: str) -> None:
 
 def _set_lo_up() -> None:
     # Imported here so the module stays importable (is_netns etc.) without pyroute2.
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute
 
     with IPRoute() as ipr:
         ipr.link("set", index=1, state="up")  # lo is ifindex 1 in every network namespace

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from socket import AF_INET
 from typing import Any, Self
 
-from pyroute2 import IPRoute
+from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from overnet.dataplane import netns

@@ -17,7 +17,7 @@ import ipaddress
 from socket import AF_INET
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_NOARP, NUD_PERMANENT
 
 from .model import DataplaneError, GwRoute, VxlanPeer

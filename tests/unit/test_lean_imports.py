@@ -1,0 +1,28 @@
+"""The agent's process loads only the parts of pyroute2 it uses (RSS), and code that wants the
+rest still gets it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = """
+import sys
+import overnet.api.agentd
+from overnet.dataplane.plumbing import IPRoute
+assert IPRoute.__module__ == "pyroute2.iproute.linux"
+heavy = sorted(m for m in sys.modules if m.startswith(("pyroute2.ndb", "pyroute2.ipdb",
+                                                       "pyroute2.plan9", "sqlite3")))
+assert heavy == [], heavy
+import pyroute2
+from pyroute2 import IPRoute as Full, NDB       # the whole package, on demand
+assert Full is IPRoute and "pyroute2.ndb" in sys.modules
+from pyroute2 import config                     # submodules keep working either way
+print("ok")
+"""
+
+
+def test_agent_loads_only_the_netlink_part_of_pyroute2() -> None:
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
