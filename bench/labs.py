@@ -30,7 +30,7 @@ ROOT = "/var/lib/overnet/bench"
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBER = os.path.join(HERE, "prober.py")
 CNI_HELPER = os.path.join(HERE, "cni_helper.py")
-LAB_NAMES = ("bn-main", "bn-fvx", "bn-fhg", "bn-dock", "bn-scl", "bn-sc2", "bn-jmb")
+LAB_NAMES = ("bn-main", "bn-fvx", "bn-fhg", "bn-dock", "bn-scl", "bn-sc2", "bn-jmb", "bn-rt")
 FLANNEL_NETWORK = "10.1.0.0/16"
 
 
@@ -47,9 +47,9 @@ class Config:
     conv_trials: int = 30
     setup_n: int = 100
     docker_runs: int = 20
-    scale_hosts: int = 20
-    scale_per_host: int = 10
-    scale_rounds: int = 2
+    scale_hosts: int = 50          # the real run: 50 hosts x 20 = 1,000 containers
+    scale_per_host: int = 20
+    scale_rounds: int = 1
     ctl_hosts: tuple = (100, 1000, 5000)     # simulated control plane steps
     ctl_per_host: int = 2                    # background endpoints per simulated host
     ctl_starts: int = 40                     # measured starts per step
@@ -58,7 +58,7 @@ class Config:
     ctl_budget_s: float = 40 * 60
     ctl_step_limit_s: float = 300            # a step whose endpoints take longer: the limit
     docker: bool = True
-    budget_s: float | None = 14 * 60     # whole invocation; the scale rounds adapt to it
+    budget_s: float | None = 20 * 60     # whole invocation; the scale rounds adapt to it
 
     @classmethod
     def make(cls, quick: bool, **over) -> "Config":

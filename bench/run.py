@@ -23,7 +23,8 @@ if __package__ in (None, ""):        # `python bench/run.py`: make `bench` impor
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     __package__ = "bench"
 
-from bench import control, convergence, scale, setup_time, throughput, tuning  # noqa: E402
+from bench import (control, convergence, runtimes_bench, scale, setup_time,  # noqa: E402
+                   throughput, tuning)
 from bench.labs import Config, Context, Progress, Skip  # noqa: E402
 from bench.report import Results, readme_section, summary_text  # noqa: E402
 
@@ -31,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 README = os.path.join(os.path.dirname(HERE), "README.md")
 BENCHES = {"throughput": throughput.run, "convergence": convergence.run,
-           "setup": setup_time.run, "scale": scale.run}
+           "setup": setup_time.run, "runtimes": runtimes_bench.run, "scale": scale.run}
 # Experiments, run by name only (not part of `all`).
 EXTRA = {"tuning": tuning.run, "control": control.run}
 
@@ -129,10 +130,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="set-up benchmark containers (default 100, quick 20)")
     ap.add_argument("--docker-runs", type=int, help="docker run samples (default 20, quick 5)")
     ap.add_argument("--hosts", type=int, dest="scale_hosts",
-                    help="scale lab hosts (default 20, quick 4)")
+                    help="scale lab hosts (default 50, quick 4)")
     ap.add_argument("--per-host", type=int, dest="scale_per_host",
-                    help="scale containers per host (default 10, quick 4)")
-    ap.add_argument("--scale-rounds", type=int, help="scale rounds (default 2, quick 1)")
+                    help="scale containers per host (default 20, quick 4)")
+    ap.add_argument("--scale-rounds", type=int, help="scale rounds (default 1, quick 1)")
     ap.add_argument("--ctl-hosts", type=lambda v: tuple(int(x) for x in v.split(",")),
                     help="simulated control plane: host counts, e.g. 100,1000,5000")
     ap.add_argument("--ctl-per-host", type=int, help="background endpoints per host (2)")
@@ -142,7 +143,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="etcd alone: plain watcher steps (1000,2000,5000; '' for none)")
     ap.add_argument("--ctl-budget", type=float, metavar="MINUTES",
                     help="simulated control plane: stop growing past this (40)")
-    ap.add_argument("--budget", type=float, default=14.0, metavar="MINUTES",
+    ap.add_argument("--budget", type=float, default=20.0, metavar="MINUTES",
                     help="time budget of the whole run; later scale rounds are left out "
                          "(and said so) when they would not fit (default 14, 0: none)")
     return ap.parse_args(argv)

@@ -29,7 +29,10 @@ from overnet.cni import install as installer
 from overnet.sandbox.lab import Lab
 from overnet.sandbox.runtimes import IMAGE
 
+from .dockerlab import docker_missing
 from .stats import percentile
+
+LAB_NAME = "bn-rt"
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,7 +90,8 @@ def cni_add(lab: Lab, rounds: int, say) -> dict:
     return {"overnet_ms_p50": 1000 * statistics.median(times["overnet-cni"]),
             "reference_ms_p50": 1000 * statistics.median(times["reference"]),
             "ratio_p50": statistics.median(ratios), "ratio_min": min(ratios),
-            "ratio_p95": percentile(ratios, 95)}
+            "ratio_p95": percentile(ratios, 95),
+            "samples_ms": {k: [1000 * t for t in v] for k, v in times.items()}}
 
 
 def _dns_client(argv_prefix: list[str], server: str, name: str, count: int) -> dict:
@@ -151,7 +155,50 @@ def add_to_name(lab: Lab, rounds: int, say) -> dict:
         _plugin(lab, "net-1", "overnet-cni", "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
         lab.run("net-1", ["ip", "netns", "del", ns_name])
     say(f"add-to-name: {rounds} rounds")
-    return {"p50_ms": 1000 * percentile(out, 50), "p95_ms": 1000 * percentile(out, 95)}
+    return {"p50_ms": 1000 * percentile(out, 50), "p95_ms": 1000 * percentile(out, 95),
+            "samples_ms": [1000 * t for t in out]}
+
+
+def run(ctx, res) -> None:
+    """`python -m bench all` (or `runtimes`): the same three parts, into the run's results."""
+    from .labs import Skip, pick_underlay
+    bench = "runtimes"
+    docker = ctx.cfg.docker and docker_missing() is None
+    lab = Lab(LAB_NAME, root="/var/lib/overnet/bench", say=ctx.progress.lab_say(bench))
+    quick = ctx.cfg.quick
+    try:
+        try:
+            lab.up(hosts=2, underlay=pick_underlay(ctx.underlays),
+                   runtimes=["docker"] if docker else [])
+        except Exception as e:  # noqa: BLE001 - said in the results, the other benches go on
+            raise Skip(f"its lab did not come up: {e}") from None
+        say = lambda m: ctx.progress(bench, m)   # noqa: E731
+        cni = cni_add(lab, 10 if quick else 30, say)
+        res.add_figure("rt.cni.overnet", bench, "overnet-cni ADD (overlay network)", "ms",
+                       cni["samples_ms"]["overnet-cni"])
+        res.add_figure("rt.cni.reference", bench, "reference CNI bridge + host-local ADD", "ms",
+                       cni["samples_ms"]["reference"])
+        res.add_ratio("rt.cni_vs_reference", bench, "overnet-cni ADD / reference CNI ADD",
+                      "rt.cni.overnet", "rt.cni.reference", "<=", 1.0)
+        if docker:
+            d = dns(lab, 500 if quick else 2000, say)
+            for who, label in (("overnet", "overnet's resolver"),
+                               ("docker", "Docker's embedded DNS")):
+                for k, unit in (("p50_us", "µs"), ("p99_us", "µs"), ("qps", "queries/s")):
+                    res.add_figure(f"rt.dns.{who}.{k}", bench, f"DNS {k.split('_')[0]}, "
+                                   f"{label}", unit, [d[who][k]])
+            res.add_ratio("rt.dns_p50", bench, "DNS query latency p50, overnet / Docker",
+                          "rt.dns.overnet.p50_us", "rt.dns.docker.p50_us")
+        else:
+            res.skip(bench, "DNS against Docker's embedded DNS", docker_missing() or "--no-docker")
+        names = add_to_name(lab, 5 if quick else 10, say)
+        res.add_figure("rt.add_to_name", bench, "CNI ADD on host 1 -> a container on host 2 "
+                       "resolves and pings the new name", "ms", names["samples_ms"])
+        res.note(bench, "CNI ADD: overnet-cni and the reference interleaved round by round, "
+                 "each followed by its DEL, with a resident container on each network (its "
+                 "devices exist, as on any host in use)")
+    finally:
+        lab.down(quiet=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -164,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     def say(msg: str) -> None:
         print(f"[runtimes] {msg}", file=sys.stderr, flush=True)
 
-    lab = Lab(f"br{secrets.token_hex(2)}", root="/var/lib/overnet/bench", say=say)
+    lab = Lab(LAB_NAME, root="/var/lib/overnet/bench", say=say)
     try:
         lab.up(hosts=2, underlay="192.168.251.0/24", runtimes=["docker"])
         results = {"cni_add": cni_add(lab, args.rounds, say),

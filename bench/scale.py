@@ -281,9 +281,9 @@ def kernel_state(lab: BenchLab, made: list) -> list[dict]:
     for h in lab.state.hosts:
         path = f"{h.run_dir}/overnet/netns/{net_id[:12]}"
         fdb = subprocess.run(["nsenter", f"--net={path}", "bridge", "fdb", "show", "dev",
-                              "vxlan0"], capture_output=True, text=True).stdout
+                              "vxlan0"], capture_output=True, text=True, check=False).stdout
         neigh = subprocess.run(["nsenter", f"--net={path}", "ip", "neigh", "show", "dev",
-                                "vxlan0"], capture_output=True, text=True).stdout
+                                "vxlan0"], capture_output=True, text=True, check=False).stdout
         out.append({"host": h.name, "remote": sum(1 for m in made if m[0] != h.name),
                     "fdb": sum(1 for line in fdb.splitlines() if " dst " in line),
                     "neigh": len(neigh.splitlines())})

@@ -23,6 +23,6 @@ print("ok")
 
 
 def test_agent_loads_only_the_netlink_part_of_pyroute2() -> None:
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=False,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

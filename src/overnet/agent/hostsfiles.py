@@ -6,6 +6,7 @@ one refresh in one fork); containers not running yet simply get the file rewritt
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -20,11 +21,13 @@ log = logging.getLogger(__name__)
 class HostsFiles:
     def __init__(self, state: LocalState) -> None:
         self.state = state
-        self.content: dict[str, str] = {}      # container id -> what its file holds
+        # container id -> digest of what its file holds (the files themselves grow with the
+        # network: 1,000 names make 1,000 files of 1,000 lines on a host running them all)
+        self.content: dict[str, bytes] = {}
         self._lock = asyncio.Lock()
 
     def write_initial(self, c: Container, content: str) -> None:
-        self.content[c.id] = content
+        self.content[c.id] = _digest(content)
 
     def forget(self, cid: str) -> None:
         self.content.pop(cid, None)
@@ -33,7 +36,7 @@ class HostsFiles:
         """After a restart: what the container sees now; rewritten only if it changed."""
         try:
             with open(c.hosts_file) as f:
-                self.content[c.id] = f.read()
+                self.content[c.id] = _digest(f.read())
         except OSError:
             pass
 
@@ -42,9 +45,10 @@ class HostsFiles:
         async with self._lock:
             swaps: dict[int, tuple[Container, str]] = {}
             for c, content in wanted:
-                if not c.hosts_file or self.content.get(c.id) == content:
+                digest = _digest(content)
+                if not c.hosts_file or self.content.get(c.id) == digest:
                     continue
-                self.content[c.id] = content
+                self.content[c.id] = digest
                 if c.status != "running" or not c.pid:
                     write_atomic(c.hosts_file, content)   # not mounted anywhere yet
                     continue
@@ -73,3 +77,7 @@ class HostsFiles:
             except FileNotFoundError:
                 pass
 
+
+
+def _digest(content: str) -> bytes:
+    return hashlib.blake2b(content.encode(), digest_size=16).digest()

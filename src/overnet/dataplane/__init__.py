@@ -32,7 +32,7 @@ def _lazy_pyroute2() -> None:
             return importlib.import_module(f"pyroute2.{name}")         # import config`
         del module.__getattr__            # run the real __init__ once, in this module
         with open(spec.origin, "rb") as f:
-            exec(compile(f.read(), spec.origin, "exec"), module.__dict__)
+            exec(compile(f.read(), spec.origin, "exec"), module.__dict__)  # noqa: S102
         return getattr(module, name)
 
     module.__getattr__ = __getattr__      # type: ignore[method-assign]

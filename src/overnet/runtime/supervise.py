@@ -25,27 +25,19 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 from . import caps
+from .reaper import WAITED, loop
 
-SI_KERNEL = 0x80
 _MAX_FD = 2 ** 31 - 1
-_NOT_PASSED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV, signal.SIGBUS,
-               signal.SIGILL, signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS}
-PASSED = {s for s in signal.valid_signals() if s < signal.SIGRTMIN and s not in _NOT_PASSED}
-_WAITED = PASSED | {signal.SIGCHLD}
+REAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
 
 
 class StartError(Exception):
     """A step failed in a child of the waiter; the message says which."""
-
-
-def exit_status(status: int) -> int:
-    """A wait status as a shell reports it: 128+N when killed by signal N."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 def fork_into(command_setup: Callable[[], None], init_setup: Callable[[], None] | None = None,
@@ -56,7 +48,7 @@ def fork_into(command_setup: Callable[[], None], init_setup: Callable[[], None] 
     StartError. With init_setup, an init runs first (see the module's docstring). `name` is
     what ps on the host shows for the waiter."""
     area = _args_area()   # now: /proc may soon be the container's, where we are not
-    saved = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)  # before fork: no signal lost
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)  # before fork: no signal lost
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
@@ -104,24 +96,19 @@ def _read_all(fd: int) -> str:
 
 def _pass_signals(child: int, reap_all: bool, name: str,
                   area: tuple[int, int] | None) -> NoReturn:
-    """Pass signals on to `child` until it exits, then exit with its status. The init also
-    reaps every orphan that ends up with it (reap_all)."""
+    """Become the loop of reaper.py for `child`: by exec, into a small interpreter of its own
+    (see reaper.py); should the exec fail, run the same loop here."""
     try:
         # Nothing of the parent's (the agent's sockets, the pipes subprocess reads) may stay
         # open here: the agent's clients would hang, and Popen would wait for EOF forever.
         os.closerange(3, _MAX_FD)
+        try:
+            os.execve(sys.executable, [sys.executable, "-I", "-S", REAPER, str(child),
+                                       "1" if reap_all else "0", name], {})
+        except OSError:
+            pass
         _rename(name, area)
-        while True:
-            info = signal.sigwaitinfo(_WAITED)
-            if info.si_signo == signal.SIGCHLD:
-                status = _reap(child, reap_all)
-                if status is not None:
-                    os._exit(exit_status(status))
-            elif info.si_code != SI_KERNEL:
-                try:
-                    os.kill(child, info.si_signo)
-                except ProcessLookupError:
-                    pass
+        loop(child, reap_all)
     finally:
         os._exit(255)   # never return into the parent's stack
 
@@ -151,17 +138,3 @@ def _rename(name: str, area: tuple[int, int] | None) -> None:
     text = name.encode()[:end - start - 1]
     ctypes.memset(start, 0, end - start)
     ctypes.memmove(start, text, len(text))
-
-
-def _reap(child: int, reap_all: bool) -> int | None:
-    """Reap what has ended; the status of `child` if it has."""
-    found = None
-    while True:
-        try:
-            pid, status = os.waitpid(-1 if reap_all else child, os.WNOHANG)
-        except ChildProcessError:
-            return found
-        if pid == 0:
-            return found
-        if pid == child:
-            found = status
