@@ -15,6 +15,8 @@ inside the namespace, and the container's init adopts whatever it leaves behind.
 is not PID 1 because PID 1 ignores every signal it has no handler for: `kill -9 $$` in a shell,
 ^C, or the agent's SIGTERM would not stop it.
 
+Once its set-up is done, each of waiter and init execs reaper.py in a small interpreter of its
+own (a fork left as it was would keep a copy of the agent's heap alive per container).
 Waiter and init block the signals they pass on and take them with sigwaitinfo, which tells a
 signal the terminal sent to the whole foreground process group (si_code SI_KERNEL: the command
 got it too) from one sent to them alone (kill(2): pass it on).
