@@ -66,7 +66,6 @@ def last_cap() -> int:
 # --- applying them (in a forked child, before exec) ------------------------------------------
 
 PR_SET_PDEATHSIG = 1
-PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
@@ -98,12 +97,6 @@ def _check(ret: int, what: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0) -> None:
     _check(_libc.prctl(option, arg2, arg3, 0, 0), f"prctl({option})")
-
-
-def set_name(name: str) -> None:
-    """This process's name as ps shows it (15 bytes at most)."""
-    buf = ctypes.create_string_buffer(name.encode()[:15])
-    prctl(PR_SET_NAME, ctypes.addressof(buf))
 
 
 def permitted() -> int:

@@ -24,15 +24,14 @@ got it too) from one sent to them alone (kill(2): pass it on).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from . import caps
-from .reaper import WAITED, loop
+from . import caps, reaper
+from .reaper import WAITED
 
 _MAX_FD = 2 ** 31 - 1
 REAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
@@ -49,13 +48,12 @@ def fork_into(command_setup: Callable[[], None], init_setup: Callable[[], None] 
     the caller becomes the waiter and never returns, unless a step failed: then it raises
     StartError. With init_setup, an init runs first (see the module's docstring). `name` is
     what ps on the host shows for the waiter."""
-    area = _args_area()   # now: /proc may soon be the container's, where we are not
     saved = signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)  # before fork: no signal lost
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     child = os.fork()
     if child == 0:
         os.close(rfd)
-        _start(wfd, command_setup, init_setup, saved, area)
+        _start(wfd, command_setup, init_setup, saved)
         return
     os.close(wfd)
     # EOF once the command's process passed its set-up and exec closed its end (or the
@@ -65,11 +63,11 @@ def fork_into(command_setup: Callable[[], None], init_setup: Callable[[], None] 
     if message:
         os.waitpid(child, 0)   # exits too, now that the failed one has
         raise StartError(message)
-    _pass_signals(child, False, name, area)
+    _pass_signals(child, False, name)
 
 
 def _start(wfd: int, command_setup: Callable[[], None], init_setup: Callable[[], None] | None,
-           saved: set[int | signal.Signals], area: tuple[int, int] | None) -> None:
+           saved: set[int | signal.Signals]) -> None:
     try:
         if init_setup is not None:
             # The init must not outlive the waiter (a SIGKILLed container must die whole);
@@ -79,7 +77,7 @@ def _start(wfd: int, command_setup: Callable[[], None], init_setup: Callable[[],
             command = os.fork()
             if command != 0:
                 os.close(wfd)
-                _pass_signals(command, True, "overnet-init", area)
+                _pass_signals(command, True, "overnet-init")
         command_setup()
         signal.pthread_sigmask(signal.SIG_SETMASK, saved)
     except BaseException as e:  # noqa: BLE001 - reported to the waiter, which raises it
@@ -96,47 +94,18 @@ def _read_all(fd: int) -> str:
     return data.decode(errors="replace")
 
 
-def _pass_signals(child: int, reap_all: bool, name: str,
-                  area: tuple[int, int] | None) -> NoReturn:
+def _pass_signals(child: int, reap_all: bool, name: str) -> NoReturn:
     """Become the loop of reaper.py for `child`: by exec, into a small interpreter of its own
-    (see reaper.py); should the exec fail, run the same loop here."""
+    (see reaper.py); should the exec fail, run the same loop here (under the parent's
+    command line: ps then shows it)."""
     try:
         # Nothing of the parent's (the agent's sockets, the pipes subprocess reads) may stay
         # open here: the agent's clients would hang, and Popen would wait for EOF forever.
         os.closerange(3, _MAX_FD)
+        argv = [REAPER, str(child), "1" if reap_all else "0", name]
         try:
-            os.execve(sys.executable, [sys.executable, "-I", "-S", REAPER, str(child),
-                                       "1" if reap_all else "0", name], {})
+            os.execve(sys.executable, [sys.executable, "-I", "-S", *argv], {})
         except OSError:
-            pass
-        _rename(name, area)
-        loop(child, reap_all)
+            reaper.main(argv)
     finally:
         os._exit(255)   # never return into the parent's stack
-
-
-def _args_area() -> tuple[int, int] | None:
-    """Where this process's command line lives in its memory (arg_start, arg_end)."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[48 - 3]), int(fields[49 - 3])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _rename(name: str, area: tuple[int, int] | None) -> None:
-    """Show this process as `name` in ps, not as a copy of its parent (the agent's command
-    line, store address included). The command-line memory is overwritten in place, as
-    setproctitle(3) does; the environment needs no such care: only processes with all of our
-    capabilities may read it."""
-    try:
-        caps.set_name(name)
-    except OSError:
-        pass
-    if area is None:
-        return
-    start, end = area
-    text = name.encode()[:end - start - 1]
-    ctypes.memset(start, 0, end - start)
-    ctypes.memmove(start, text, len(text))
