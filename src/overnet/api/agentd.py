@@ -12,33 +12,6 @@ from ..agent.config import AgentConfig
 from ..agent.daemon import Agent
 from ..errors import OvernetError
 from ..store.base import StoreError
-
-M_ARENA_MAX = -8          # glibc's mallopt parameter
-TRIM_EVERY = 30.0         # seconds between malloc_trim calls
-
-
-def _libc():
-    try:
-        import ctypes
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None       # not glibc: nothing to tune
-
-
-def lean_malloc() -> None:
-    """Two malloc arenas, not eight per CPU: the agent's threads (the data plane's, gRPC's,
-    the executor's) would otherwise each keep freed memory of their own."""
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(M_ARENA_MAX, 2)
-
-
-async def _trim_loop() -> None:
-    """Give freed heap back to the system now and then (a burst of starts leaves a lot)."""
-    libc = _libc()
-    while libc is not None:
-        await asyncio.sleep(TRIM_EVERY)
-        libc.malloc_trim(0)
 from .server import serve
 
 
@@ -55,13 +28,11 @@ async def _main(cfg: AgentConfig, plugin_opts: dict[str, Any]) -> int:
             await _serve_metrics(agent, cfg.metrics_addr)
         server = await serve(agent, cfg.socket)
         logging.getLogger("overnet").info("serving on unix://%s", cfg.socket)
-        trim = asyncio.create_task(_trim_loop())
         if plugin_opts.get("docker_plugin"):
             from ..docker.server import DockerPlugin
             plugin = DockerPlugin(agent, plugin_opts["docker_socket"])
             await plugin.start(plugin_opts["docker_plugin_socket"])
         await stop.wait()
-        trim.cancel()
         return 0
     except (OvernetError, StoreError) as e:
         print(f"Error: {getattr(e, 'message', e)}", file=sys.stderr)
@@ -101,7 +72,6 @@ def run_agent(opts: dict[str, Any]) -> int:
     try:
         plugin_opts = {k: opts.get(k) for k in ("docker_plugin", "docker_plugin_socket",
                                                    "docker_socket")}
-        lean_malloc()
         return asyncio.run(_main(cfg, plugin_opts))
     except OvernetError as e:
         print(f"Error: {e.message}", file=sys.stderr)
