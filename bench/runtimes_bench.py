@@ -8,18 +8,16 @@
 3. Name convergence through CNI: from an ADD on host 1 until a container on host 2 resolves the
    new name through overnet's DNS and pings it (p50, p95).
 
-    sudo .venv/bin/python -m bench.runtimes_bench [--rounds N]
+    sudo .venv/bin/python -m bench runtimes      (also part of `bench all`)
 
 Figures only, no assertions; the sandbox is removed at the end, also after a failure.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from overnet.sandbox.lab import Lab
 from overnet.sandbox.runtimes import IMAGE
 
 from .dockerlab import docker_missing
+from .labs import ROOT, Skip, pick_underlay
 from .stats import percentile
 
 LAB_NAME = "bn-rt"
@@ -56,13 +55,20 @@ def _netns(lab: Lab, name: str) -> str:
     return f"/run/netns/{name}"
 
 
-def cni_add(lab: Lab, rounds: int, say) -> dict:
-    tmp = tempfile.mkdtemp(prefix="bench-cni-")
+def _plugin_dir(prefix: str, reference: tuple[str, ...]) -> tuple[str, str]:
+    """(scratch dir, CNI bin dir): overnet-cni installed, Debian's `reference` plugins linked."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
     bindir = os.path.join(tmp, "bin")
     os.makedirs(bindir)
-    for p in ("bridge", "host-local", "portmap"):
+    for p in reference:
         os.symlink(f"/usr/lib/cni/{p}", os.path.join(bindir, p))
     installer.install([bindir], os.path.join(tmp, "net.d"), "bench", "1.0.0")
+    return tmp, bindir
+
+
+def cni_add(lab: Lab, rounds: int, say) -> dict[str, list[float]]:
+    """ADD times in ms, overnet-cni's and the reference's, round by round."""
+    tmp, bindir = _plugin_dir("bench-cni-", ("bridge", "host-local", "portmap"))
     ours = {"cniVersion": "1.0.0", "name": "multihost", "type": "overnet-cni"}
     ref = {"cniVersion": "1.0.0", "name": "ref", "type": "bridge", "bridge": "bref0",
            "isGateway": True, "ipam": {"type": "host-local", "subnet": "10.222.0.0/16",
@@ -86,12 +92,7 @@ def cni_add(lab: Lab, rounds: int, say) -> dict:
                 lab.run("net-1", ["ip", "netns", "del", ns_name])
         if i % 10 == 9:
             say(f"cni: {i + 1}/{rounds} rounds")
-    ratios = [a / b for a, b in zip(times["overnet-cni"], times["reference"])]
-    return {"overnet_ms_p50": 1000 * statistics.median(times["overnet-cni"]),
-            "reference_ms_p50": 1000 * statistics.median(times["reference"]),
-            "ratio_p50": statistics.median(ratios), "ratio_min": min(ratios),
-            "ratio_p95": percentile(ratios, 95),
-            "samples_ms": {k: [1000 * t for t in v] for k, v in times.items()}}
+    return {k: [1000 * t for t in v] for k, v in times.items()}
 
 
 def _dns_client(argv_prefix: list[str], server: str, name: str, count: int) -> dict:
@@ -123,18 +124,13 @@ def dns(lab: Lab, count: int, say) -> dict:
     theirs = _dns_client(["nsenter", f"--net=/proc/{dpid}/ns/net"], "127.0.0.11", "dkweb", count)
     say("dns: Docker measured")
     del own
-    return {"overnet": ours, "docker": theirs,
-            "p50_ratio": ours["p50_us"] / theirs["p50_us"],
-            "qps_ratio": ours["qps"] / theirs["qps"] if ours["qps"] and theirs["qps"] else None}
+    return {"overnet": ours, "docker": theirs}
 
 
-def add_to_name(lab: Lab, rounds: int, say) -> dict:
-    """ADD on net-1 (overnet-cni, a new name) -> a container on net-2 resolves and pings it."""
-    tmp = tempfile.mkdtemp(prefix="bench-conv-")
-    bindir = os.path.join(tmp, "bin")
-    os.makedirs(bindir)
-    os.symlink("/usr/lib/cni/portmap", os.path.join(bindir, "portmap"))
-    installer.install([bindir], os.path.join(tmp, "net.d"), "bench", "1.0.0")
+def add_to_name(lab: Lab, rounds: int, say) -> list[float]:
+    """ADD on net-1 (overnet-cni, a new name) -> a container on net-2 resolves and pings it;
+    ms per round."""
+    _tmp, bindir = _plugin_dir("bench-conv-", ("portmap",))
     conf = {"cniVersion": "1.0.0", "name": "multihost", "type": "overnet-cni"}
     lab.run("net-2", ["overnet", "run", "-d", "--name", "watcher", "sleep", "infinity"])
     out = []
@@ -155,16 +151,14 @@ def add_to_name(lab: Lab, rounds: int, say) -> dict:
         _plugin(lab, "net-1", "overnet-cni", "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
         lab.run("net-1", ["ip", "netns", "del", ns_name])
     say(f"add-to-name: {rounds} rounds")
-    return {"p50_ms": 1000 * percentile(out, 50), "p95_ms": 1000 * percentile(out, 95),
-            "samples_ms": [1000 * t for t in out]}
+    return [1000 * t for t in out]
 
 
 def run(ctx, res) -> None:
     """`python -m bench all` (or `runtimes`): the same three parts, into the run's results."""
-    from .labs import Skip, pick_underlay
     bench = "runtimes"
     docker = ctx.cfg.docker and docker_missing() is None
-    lab = Lab(LAB_NAME, root="/var/lib/overnet/bench", say=ctx.progress.lab_say(bench))
+    lab = Lab(LAB_NAME, root=ROOT, say=ctx.progress.lab_say(bench))
     quick = ctx.cfg.quick
     try:
         try:
@@ -172,12 +166,15 @@ def run(ctx, res) -> None:
                    runtimes=["docker"] if docker else [])
         except Exception as e:  # noqa: BLE001 - said in the results, the other benches go on
             raise Skip(f"its lab did not come up: {e}") from None
-        say = lambda m: ctx.progress(bench, m)   # noqa: E731
+
+        def say(msg: str) -> None:
+            ctx.progress(bench, msg)
+
         cni = cni_add(lab, 10 if quick else 30, say)
         res.add_figure("rt.cni.overnet", bench, "overnet-cni ADD (overlay network)", "ms",
-                       cni["samples_ms"]["overnet-cni"])
+                       cni["overnet-cni"])
         res.add_figure("rt.cni.reference", bench, "reference CNI bridge + host-local ADD", "ms",
-                       cni["samples_ms"]["reference"])
+                       cni["reference"])
         res.add_ratio("rt.cni_vs_reference", bench, "overnet-cni ADD / reference CNI ADD",
                       "rt.cni.overnet", "rt.cni.reference", "<=", 1.0)
         if docker:
@@ -191,36 +188,11 @@ def run(ctx, res) -> None:
                           "rt.dns.overnet.p50_us", "rt.dns.docker.p50_us")
         else:
             res.skip(bench, "DNS against Docker's embedded DNS", docker_missing() or "--no-docker")
-        names = add_to_name(lab, 5 if quick else 10, say)
         res.add_figure("rt.add_to_name", bench, "CNI ADD on host 1 -> a container on host 2 "
-                       "resolves and pings the new name", "ms", names["samples_ms"])
+                       "resolves and pings the new name", "ms",
+                       add_to_name(lab, 5 if quick else 10, say))
         res.note(bench, "CNI ADD: overnet-cni and the reference interleaved round by round, "
                  "each followed by its DEL, with a resident container on each network (its "
                  "devices exist, as on any host in use)")
     finally:
         lab.down(quiet=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.runtimes_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--dns-count", type=int, default=2000)
-    args = parser.parse_args(argv)
-
-    def say(msg: str) -> None:
-        print(f"[runtimes] {msg}", file=sys.stderr, flush=True)
-
-    lab = Lab(LAB_NAME, root="/var/lib/overnet/bench", say=say)
-    try:
-        lab.up(hosts=2, underlay="192.168.251.0/24", runtimes=["docker"])
-        results = {"cni_add": cni_add(lab, args.rounds, say),
-                   "dns": dns(lab, args.dns_count, say),
-                   "add_to_name": add_to_name(lab, max(5, args.rounds // 3), say)}
-    finally:
-        lab.down(quiet=True)
-    print(json.dumps(results, indent=2))
-
-
-if __name__ == "__main__":
-    main()
