@@ -66,7 +66,7 @@ class Agent:
         self.mirror: Mirror | None = None
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
-        self._programmed: set[str] = set()     # networks whose peers and resolver are in place
+        self._in_place: set[str] = set()     # networks whose peers and resolver are in place
         self._net_locks: dict[str, asyncio.Lock] = {}
 
     # --- start and stop ------------------------------------------------------------------
@@ -266,7 +266,7 @@ class Agent:
         for its peers and resolver, the last one for their removal; in between, the other
         containers' names follow in the background (coalesced: a burst of starts refreshes
         their hosts files once, off every start's path)."""
-        if net_id in self._programmed and self.endpoints.on_network(net_id):
+        if net_id in self._in_place and self.endpoints.on_network(net_id):
             self.reconciler.mark(NET + net_id)
         else:
             await self.reconcile_network(NET + net_id, False)
@@ -296,7 +296,10 @@ class Agent:
             self.observer.peers(net, peers if local else set())
         if self.dns is not None and active:
             await self.dns.update(net, True)
-        (self._programmed.add if active else self._programmed.discard)(net_id)
+        if active:
+            self._in_place.add(net_id)
+        else:
+            self._in_place.discard(net_id)
         await self.containers.refresh_network(net_id)
 
     def _classify(self, ev) -> str | None:
