@@ -131,6 +131,9 @@ def test_netns_helpers(lab: Lab) -> None:
     netns.create_netns(p)  # idempotent: the same namespace is kept
     assert os.stat(p).st_ino == ino
     assert netns.is_netns(p) and not netns.is_netns(d)
+    # A namespace file of another kind, a plain file, a missing path: not network namespaces.
+    assert netns.is_netns("/proc/self/ns/net") and not netns.is_netns("/proc/self/ns/mnt")
+    assert not netns.is_netns("/etc/hostname") and not netns.is_netns(os.path.join(d, "none"))
     assert netns.list_netns(d) == ["n1"]
     assert "lo" in in_ns(p, "ip", "-o", "link", "show", "up").stdout
     # A private dir made over existing namespaces keeps them reachable (MS_REC bind).

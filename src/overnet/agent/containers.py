@@ -51,7 +51,7 @@ class ContainerService:
         self.start_expiry = start_expiry
         self.containers: dict[str, Container] = {}
         self.procs = ProcessWatcher(self._on_exit)
-        self.hosts = HostsFiles(state)
+        self.hosts = HostsFiles()
         # the containers' /etc/resolv.conf per network (None: the host's); set by the agent
         self.resolv_conf: Callable[[NetworkRecord], str | None] = lambda net: None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -101,7 +101,7 @@ class ContainerService:
             self.state.save(c)
             crashpoint("create:files")
             if c.detach:
-                self._spawn(c)
+                await self._spawn(c)
         except BaseException as e:
             await asyncio.shield(self._discard(c))
             if isinstance(e, OvernetError) or not isinstance(e, Exception):
@@ -178,13 +178,18 @@ class ContainerService:
                 raise NotFound(f"--link {target}: no container named {target!r} on network "
                                f"{c.network_name}")
 
-    def render_hosts(self, c: Container) -> str:
+    def render_hosts(self, c: Container, blocks: dict[str, str] | None = None) -> str:
+        """`blocks` keeps each network's peer lines for the other containers of one refresh."""
         ep = self.endpoint(c)
         net = self.networks.get(c.network)
-        peers = []
+        peers = ""
         if net is not None and self.networks.driver(net).discovery:
-            peers = [hostsfile.Peer(e.ip, e.name, net.name, tuple(e.aliases))
-                     for e in self.view.endpoints(net.id)]
+            blocks = {} if blocks is None else blocks
+            if net.id not in blocks:
+                blocks[net.id] = hostsfile.peer_lines(
+                    hostsfile.Peer(e.ip, e.name, net.name, tuple(e.aliases))
+                    for e in self.view.endpoints(net.id))
+            peers = blocks[net.id]
         links = []
         for target, alias in c.links:
             found = self._link_target(c, target)
@@ -206,12 +211,15 @@ class ContainerService:
         self.hosts.write_initial(c, content)
 
     async def refresh_network(self, net_id: str) -> None:
-        await self.hosts.refresh([(c, self.render_hosts(c)) for c in self.containers.values()
+        blocks: dict[str, str] = {}
+        await self.hosts.refresh([(c, self.render_hosts(c, blocks))
+                                  for c in self.containers.values()
                                   if c.network == net_id and c.status != "exited"])
 
     async def refresh_all(self) -> None:
-        await self.hosts.refresh([(c, self.render_hosts(c)) for c in self.containers.values()
-                                  if c.status != "exited"])
+        blocks: dict[str, str] = {}
+        await self.hosts.refresh([(c, self.render_hosts(c, blocks))
+                                  for c in self.containers.values() if c.status != "exited"])
 
     def spec(self, c: Container) -> process.ContainerSpec:
         d = self.state.container_dir(c.id)
@@ -235,9 +243,12 @@ class ContainerService:
 
     # --- processes -----------------------------------------------------------------------
 
-    def _spawn(self, c: Container) -> None:
+    async def _spawn(self, c: Container) -> None:
         log_path = os.path.join(self.state.container_dir(c.id), "log")
-        pid = self.procs.spawn(c.id, self.spec(c), log_path)
+        # Off the event loop: the fork and the child's set-up until its exec take milliseconds
+        # (tens under load), and the loop serves other starts and the cluster's changes.
+        pid = await asyncio.get_running_loop().run_in_executor(
+            None, self.procs.spawn, c.id, self.spec(c), log_path)
         crashpoint("create:spawned")      # a process whose PID never reached the disk
         self._mark_running(c, pid)
 

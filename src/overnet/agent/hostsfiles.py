@@ -1,7 +1,10 @@
 """/etc/hosts of the built-in runner's containers, kept current as the cluster changes.
 
-Running containers get a new file mounted beneath the old one (an atomic swap, all swaps of
-one refresh in one fork); containers not running yet simply get the file rewritten."""
+Running containers get a new file mounted over the old one (an atomic swap, all swaps of
+one refresh in one fork); containers not running yet simply get the file rewritten. A file keeps
+its name: the new content is written beside it (`hosts.new`), swapped in, then renamed over it,
+so a refresh writes no journal (a crash in between leaves the old content on disk, which an
+adopting agent reads as different and writes again)."""
 
 from __future__ import annotations
 
@@ -9,18 +12,16 @@ import asyncio
 import hashlib
 import logging
 import os
-import time
 
 from ..fsutil import write_atomic
 from ..runtime import process
-from .state import Container, LocalState
+from .state import Container
 
 log = logging.getLogger(__name__)
 
 
 class HostsFiles:
-    def __init__(self, state: LocalState) -> None:
-        self.state = state
+    def __init__(self) -> None:
         # container id -> digest of what its file holds (the files themselves grow with the
         # network: 1,000 names make 1,000 files of 1,000 lines on a host running them all)
         self.content: dict[str, bytes] = {}
@@ -52,8 +53,7 @@ class HostsFiles:
                 if c.status != "running" or not c.pid:
                     write_atomic(c.hosts_file, content)   # not mounted anywhere yet
                     continue
-                new = os.path.join(self.state.container_dir(c.id),
-                                   f"hosts.{time.monotonic_ns()}")
+                new = c.hosts_file + ".new"
                 write_atomic(new, content)
                 swaps[c.pid] = (c, new)
             if swaps:
@@ -63,17 +63,14 @@ class HostsFiles:
         failures = await asyncio.get_running_loop().run_in_executor(
             None, process.replace_hosts_many, {pid: new for pid, (_, new) in swaps.items()})
         for pid, (c, new) in swaps.items():
-            old = c.hosts_file
-            if pid in failures:
-                log.warning("container %s: could not update /etc/hosts: %s", c.name,
-                            failures[pid])
-                self.content.pop(c.id, None)
-                old = new
-            else:
-                c.hosts_file = new
-                self.state.save(c)
             try:
-                os.unlink(old)
+                if pid in failures:
+                    log.warning("container %s: could not update /etc/hosts: %s", c.name,
+                                failures[pid])
+                    self.content.pop(c.id, None)
+                    os.unlink(new)
+                else:
+                    os.replace(new, c.hosts_file)
             except FileNotFoundError:
                 pass
 

@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..fsutil import write_atomic
@@ -72,7 +72,7 @@ class Container:
     env: dict = field(default_factory=dict)
     links: list = field(default_factory=list)    # [[container name, alias], ...]
     netns: str = ""                              # path, empty for host networking
-    hosts_file: str = ""                         # the file now mounted on /etc/hosts
+    hosts_file: str = ""                         # the file /etc/hosts is mounted from
     pid: int = 0
     start_time: int = 0
     status: str = "created"                      # created | running | exited
@@ -85,6 +85,12 @@ class Container:
     @property
     def hostname(self) -> str:
         return self.id[:12]
+
+
+def _dump(record: Any) -> str:
+    """A journal record as JSON: its fields hold only JSON types, so the instance's own dict
+    serves as is (asdict's deep copy cost more than the write, on every start)."""
+    return json.dumps(vars(record), separators=(",", ":"))
 
 
 def _from_dict(cls: Any, data: dict) -> Any:
@@ -112,8 +118,7 @@ class LocalState:
 
     def save(self, c: Container) -> None:
         os.makedirs(self.container_dir(c.id), exist_ok=True)
-        write_atomic(os.path.join(self.container_dir(c.id), "config.json"),
-                     json.dumps(asdict(c), indent=1))
+        write_atomic(os.path.join(self.container_dir(c.id), "config.json"), _dump(c))
 
     def load_all(self) -> list[Container]:
         return [c for c in (self._load(os.path.join(self.containers_dir, cid, "config.json"),
@@ -129,7 +134,7 @@ class LocalState:
         return os.path.join(self.endpoints_dir, f"{container_id}~{ifname}.json")
 
     def save_endpoint(self, ep: LocalEndpoint) -> None:
-        write_atomic(self._endpoint_path(*ep.ref), json.dumps(asdict(ep), indent=1))
+        write_atomic(self._endpoint_path(*ep.ref), _dump(ep))
 
     def remove_endpoint(self, ep: LocalEndpoint) -> None:
         try:

@@ -188,9 +188,12 @@ class NetlinkDataplane(Dataplane):
         self._closed = False
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._check_open()
+        return await self.thread.run(fn, *args)
+
+    def _check_open(self) -> None:
         if self._closed:
             raise DataplaneError("the data plane is closed")
-        return await self.thread.run(fn, *args)
 
     async def create_netns(self, path: str) -> None:
         await self._run(_create_netns, path)
@@ -202,7 +205,8 @@ class NetlinkDataplane(Dataplane):
         return await self._run(lambda k: netns.list_netns(directory))
 
     async def is_netns(self, path: str) -> bool:
-        return await self._run(lambda k: netns.is_netns(path))
+        self._check_open()
+        return netns.is_netns(path)    # a few syscalls on a file: no need for the kernel thread
 
     async def ensure_private_dir(self, directory: str) -> None:
         await self._run(_ensure_private_dir, directory)

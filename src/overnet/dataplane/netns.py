@@ -13,6 +13,7 @@ import fcntl
 import os
 import re
 import socket
+import stat
 import struct
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from overnet.dataplane import syscalls
 
 _SELF_NET = "/proc/thread-self/ns/net"
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_NS_GET_NSTYPE = 0xB703          # ioctl on a namespace file: its CLONE_NEW* type
+_NSFS_DEV: int | None = None
 
 
 def _unescape(field: str) -> str:
@@ -43,8 +46,30 @@ def _netns_mounts() -> set[str]:
 
 
 def is_netns(path: str) -> bool:
-    """True if `path` is a bind mount pinning a network namespace."""
-    return os.path.realpath(path) in _netns_mounts()
+    """True if `path` is a network namespace's file: a bind mount pinning one (what `ip netns
+    add` makes), or /proc/PID/ns/net. Asked of the file itself (nsfs, then its type), a few
+    syscalls: reading the mount table instead costs more with every container."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_dev != _nsfs_dev():
+            return False   # e.g. the empty file left where a namespace was unmounted
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, _NS_GET_NSTYPE) == syscalls.CLONE_NEWNET
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _nsfs_dev() -> int:
+    """The device of nsfs, where every namespace file lives."""
+    global _NSFS_DEV
+    if _NSFS_DEV is None:
+        _NSFS_DEV = os.stat(_SELF_NET).st_dev
+    return _NSFS_DEV
 
 
 def list_netns(directory: str) -> list[str]:

@@ -24,17 +24,22 @@ class Peer:
     aliases: tuple[str, ...] = ()
 
 
-def render(own_ip: str | None, hostname: str, peers: Iterable[Peer],
+def render(own_ip: str | None, hostname: str, peers: Iterable[Peer] | str,
            links: Iterable[tuple[str, str]] = ()) -> str:
     """The seed's layout: own address and hostname, the standard lines, then for every
     container of each network one `IP name` and one `IP name.network` line (peers in the order
-    given: the caller sorts them by creation), then `IP alias name` lines for --link."""
-    lines = [f"{own_ip}\t{hostname}\n"] if own_ip else []
-    lines.append(STANDARD)
+    given: the caller sorts them by creation), then `IP alias name` lines for --link.
+    `peers` may come already rendered by peer_lines (the same for every container of a
+    network: rendered once per refresh, not once per container)."""
+    head = f"{own_ip}\t{hostname}\n" if own_ip else ""
+    block = peers if isinstance(peers, str) else peer_lines(peers)
+    return "".join([head, STANDARD, block, *(f"{ip}\t{names}\n" for ip, names in links)])
+
+
+def peer_lines(peers: Iterable[Peer]) -> str:
+    lines = []
     for p in peers:
         lines.append(f"{p.ip}\t{p.name}\n")
         lines.append(f"{p.ip}\t{p.name}.{p.network}\n")
         lines.extend(f"{p.ip}\t{alias}\n" for alias in p.aliases)
-    for ip, names in links:
-        lines.append(f"{ip}\t{names}\n")
     return "".join(lines)
