@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from overnet.dataplane import netns
+from overnet.dataplane import netns, veth
 from overnet.dataplane.kernel import DataplaneError, Kernel
 
 try:  # works whether or not tests/integration is a package
@@ -313,6 +313,28 @@ def test_reattach_repairs_drift(lab: Lab, kernels: list[Kernel]) -> None:
     assert ",UP" in eth0 and f"mtu {MTU} " in eth0
     assert f"inet {ip1}/16" in in_ns(c1, "ip", "-o", "-4", "addr", "show", "eth0").stdout
     assert ping(c1, ip2)
+
+
+def test_fresh_attach_takes_the_packed_path(lab: Lab, kernels: list[Kernel],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new container's pair is made by the hand-packed requests alone (rtnl.py): were they
+    to fail, attach() would still succeed the slow way, and only this test would tell."""
+    k, host = kernels[0], lab.hosts[0]
+    net = lab.net_ns(host, "net1")
+    k.ensure_overlay(net, VNI, GW, MTU, host.underlay_ip)
+    c = lab.container("packed")
+
+    def slow(*_: object) -> None:
+        raise AssertionError("the slow path was taken for a fresh pair")
+    monkeypatch.setattr(veth._Pair, "plug", slow)
+    k.attach(net, c, "vethpacked1", "10.0.1.77/16", mac_of(77), MTU, gateway="10.0.0.1")
+    host_end = in_ns(net, "ip", "-o", "link", "show", "vethpacked1").stdout
+    assert "master br0" in host_end and ",UP" in host_end and f"mtu {MTU} " in host_end
+    eth0 = in_ns(c, "ip", "-o", "link", "show", "eth0").stdout
+    assert ",UP" in eth0 and f"mtu {MTU} " in eth0 and mac_of(77) in eth0
+    assert "inet 10.0.1.77/16" in in_ns(c, "ip", "-o", "-4", "addr", "show", "eth0").stdout
+    assert "default via 10.0.0.1 dev eth0" in in_ns(c, "ip", "route").stdout
+    assert ",UP" in in_ns(c, "ip", "-o", "link", "show", "lo").stdout
 
 
 def test_detach(lab: Lab, kernels: list[Kernel]) -> None:

@@ -26,6 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from overnet.dataplane import netns
 from overnet.dataplane.model import DataplaneError
+from overnet.dataplane.rtnl import Rtnl
 
 IFF_UP = 1  # ifinfomsg flag: administratively up
 
@@ -151,6 +152,7 @@ class Netlink:
             self._home_fd = os.open(host_ns or "/proc/thread-self/ns/net",
                                     os.O_RDONLY | os.O_CLOEXEC)
         self._sockets: dict[str | None, IPRoute] = {}
+        self._rtnl: dict[str | None, Rtnl] = {}      # hand-packed requests (rtnl.py)
         self._indexes: dict[tuple[str | None, str], int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # of the transient sockets
         self._owner: int | None = None
@@ -168,6 +170,9 @@ class Netlink:
         for ipr in self._sockets.values():
             ipr.close()
         self._sockets.clear()
+        for raw in self._rtnl.values():
+            raw.close()
+        self._rtnl.clear()
         self._indexes.clear()
         if self._loop is not None:
             self._loop.close()
@@ -184,6 +189,9 @@ class Netlink:
         if ipr is not None:
             self._check_thread()
             ipr.close()
+        raw = self._rtnl.pop(key, None)
+        if raw is not None:
+            raw.close()
 
     def index(self, path: str | None, name: str, refresh: bool = False) -> int | None:
         """ifindex of a device we keep (a bridge), remembered; None if there is none.
@@ -243,6 +251,30 @@ class Netlink:
             self._sockets[key] = ipr
         _drop_stale_replies(ipr)
         return ipr
+
+    def rtnl(self, path: str | None) -> Rtnl:
+        """The cached raw socket of a namespace we keep (see rtnl.py)."""
+        self._check_thread()
+        key = self._key(path)
+        raw = self._rtnl.get(key)
+        if raw is None:
+            if self._home_fd < 0:
+                raise DataplaneError("Kernel is closed")
+            with netns.entered(self._home_fd if path is None else path):
+                raw = Rtnl()
+            self._rtnl[key] = raw
+        return raw
+
+    @contextmanager
+    def transient_rtnl(self, path: str) -> Iterator[Rtnl]:
+        """A raw socket in a namespace we do not keep one for (a container's)."""
+        self._check_thread()
+        with netns.entered(path):
+            raw = Rtnl()
+        try:
+            yield raw
+        finally:
+            raw.close()
 
     @contextmanager
     def transient(self, path: str) -> Iterator[IPRoute]:

@@ -17,7 +17,7 @@ from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from overnet.crashpoints import crashpoint
-from overnet.dataplane import netns
+from overnet.dataplane import netns, rtnl
 from overnet.dataplane.model import BRIDGE, LOOPBACK_INDEX, DataplaneError, check_ifname, check_mac
 from overnet.dataplane.plumbing import (
     IFF_UP as _IFF_UP,
@@ -51,6 +51,9 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
     with failing(what):
         addr = ipaddress.IPv4Interface(ip_cidr)
         check_mac(mac)
+    if _attach_fresh(k, net_ns, container_ns, host_ifname, ifname, addr, mac.lower(), mtu,
+                     gateway, bridge):
+        return
     ipr = k.socket(net_ns)
     with failing(what), k.transient(container_ns) as cipr:
         pair = _Pair(k, net_ns, ipr, cipr, host_ifname, ifname, mac.lower(), mtu, what)
@@ -65,6 +68,53 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
                 except DataplaneError:
                     pass  # the original error matters more
             raise
+
+
+def _attach_fresh(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str,
+                  ifname: str, addr: ipaddress.IPv4Interface, mac: str, mtu: int,
+                  gateway: str | None, bridge: str) -> bool:
+    """The common case, a new container, in two round trips of hand-packed requests (rtnl.py):
+    the host end made a port of the bridge, up, with its peer born in the container, named,
+    addressed by MAC and sized; then the peer up, its address, `lo` up and the default route
+    in one send. False, with nothing left behind, when anything is not as expected (a name taken, a
+    stale bridge index, a kernel that echoes nothing): attach() then converges the slow way
+    and says what is wrong."""
+    master = k.index(net_ns, bridge)
+    if master is None:
+        return False
+    try:
+        with k.fd(container_ns) as cfd:
+            flags, body = rtnl.new_veth(host_ifname, mtu, master, ifname, mac, cfd)
+            [made] = k.rtnl(net_ns).requests([(rtnl.RTM_NEWLINK, flags, body)])
+    except OSError:
+        return False
+    if made.error:
+        return False
+    crashpoint("veth:created")      # mid-netlink: the pair exists, unconfigured
+    peer = next((rtnl.u32(a[rtnl.IFLA_LINK]) for _, a in made.links or ()
+                 if rtnl.IFLA_LINK in a), None)
+    try:
+        if peer is None:
+            raise rtnl.RtnlError(errno.ENODATA, "the kernel did not echo the new pair")
+        msgs = [(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(peer, up=True)),
+                (rtnl.RTM_NEWADDR, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL,
+                 rtnl.new_address(peer, str(addr.ip), addr.network.prefixlen)),
+                (rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(LOOPBACK_INDEX, up=True))]
+        if gateway is not None:
+            msgs.append((rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE,
+                         rtnl.default_route(peer, gateway)))
+        with k.transient_rtnl(container_ns) as craw:
+            for reply in craw.requests(msgs):
+                reply.check(f"configuring {ifname} in {container_ns}")
+    except BaseException as e:
+        try:
+            delete_link(k, net_ns, host_ifname)   # the pair goes as one
+        except DataplaneError:
+            pass  # the original error matters more
+        if isinstance(e, OSError):
+            return False
+        raise
+    return True
 
 
 def attach_handover(k: Netlink, net_ns: str | None, host_ifname: str, peer_ifname: str,
