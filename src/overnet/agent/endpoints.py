@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 from ..crashpoints import crashpoint
 from ..drivers import Driver, HostInfo, RemotePeer
@@ -128,6 +128,15 @@ class EndpointService(Recovery):
                 pass
         return used
 
+    def taken(self, net_id: str, free: str | None = None) -> Taken:
+        """used_ips() asked one address at a time: what a pick looks at, not every address
+        of the network (a start would otherwise parse the whole network's keys). `free`: an
+        address held for the asking attach (hold_address)."""
+        local = {ep.ip for ep in self.local.values() if ep.network == net_id and ep.ip}
+        local |= self.held.get(net_id, set())
+        free = free if free in self.held.get(net_id, ()) else None
+        return Taken(local, keys.endpoints(net_id), self.view.items, free)
+
     def peers(self, net: NetworkRecord) -> set[RemotePeer]:
         return {RemotePeer(ep.mac, ep.ip, ep.host_address)
                 for ep in self.view.endpoints(net.id) if ep.host != self.host.name}
@@ -227,9 +236,8 @@ class EndpointService(Recovery):
 
     async def _allocate(self, net: NetworkRecord, driver: Driver, requested: str | None,
                         held: bool = False) -> ipaddress.IPv4Address:
-        used = self.used_ips(net.id)
-        if held and requested in self.held.get(net.id, ()):
-            used.discard(ipaddress.IPv4Address(requested))   # set aside for this very attach
+        # an address held by hold_address() is set aside for this very attach
+        used = self.taken(net.id, requested if held else None)
         if requested:
             try:
                 ip = ipaddress.IPv4Address(requested)
@@ -391,6 +399,20 @@ class EndpointService(Recovery):
         for ref in gone:
             await self.detach(*ref)
         return gone
+
+
+@dataclass
+class Taken:
+    """Addresses of one network no new endpoint may take: this host's (any phase, and held)
+    and every address the store holds an endpoint key for, admitted or not."""
+    local: set[str]
+    prefix: str              # the network's endpoint keys, ending in the address
+    items: Mapping[str, object]
+    free: str | None = None  # held for the attach asking: not taken for it
+
+    def __contains__(self, ip: object) -> bool:
+        a = str(ip)
+        return a != self.free and (a in self.local or self.prefix + a in self.items)
 
 
 def _user_error(e: BaseException, what: str) -> BaseException:

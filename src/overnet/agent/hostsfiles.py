@@ -56,6 +56,9 @@ class HostsFiles:
                 new = c.hosts_file + ".new"
                 write_atomic(new, content)
                 swaps[c.pid] = (c, new)
+                # A file at a time: a start waiting for its store answer gets the loop back
+                # between two files, not after a hundred.
+                await asyncio.sleep(0)
             if swaps:
                 await self._swap(swaps)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import zlib
+from collections.abc import Container
 
 from ..store import keys
 from ..store.base import Store
@@ -52,7 +53,7 @@ class HostAllocator:
             self._mine[net.id] = {b for b, h in claimed.items() if h == self.host}
         return self._mine[net.id]
 
-    async def allocate(self, net: NetworkRecord, used: set[IPv4Address]) -> IPv4Address:
+    async def allocate(self, net: NetworkRecord, used: Container[IPv4Address]) -> IPv4Address:
         """Hold `lock(net.id)` while calling and until the address is recorded in `used`."""
         subnet, gateway = net.network, IPv4Address(net.gateway)
         mine = await self._my_blocks(net)

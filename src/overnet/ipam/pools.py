@@ -8,7 +8,7 @@ container start needs no cluster-wide lock.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Iterator
+from typing import Container, Iterable, Iterator
 
 IPv4Network = ipaddress.IPv4Network
 IPv4Address = ipaddress.IPv4Address
@@ -141,7 +141,7 @@ def usable(subnet: IPv4Network, block: IPv4Network, gateway: IPv4Address) -> Ite
 
 
 def pick_address(subnet: IPv4Network, gateway: IPv4Address, my_blocks: Iterable[IPv4Network],
-                 used: set[IPv4Address]) -> IPv4Address | None:
+                 used: Container[IPv4Address]) -> IPv4Address | None:
     """Lowest free address in the host's own blocks, or None if they are all full."""
     for block in sorted(my_blocks):
         for addr in usable(subnet, block, gateway):
