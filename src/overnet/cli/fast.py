@@ -274,6 +274,9 @@ def main() -> None:
     try:
         code = dispatch(argv)
     except Fallback:
+        if sys.flags.no_site:     # started by the lean launcher: click lives in site-packages
+            import site
+            site.main()
         from .main import main as click_main
         click_main()
         return
