@@ -1,6 +1,6 @@
 """overnet bench: overnet against the underlay, the reference CNI plugins and Docker's overlay.
 
-    sudo .venv/bin/python -m bench all [--quick]        # everything, ~6 minutes on 2 cores
+    sudo .venv/bin/python -m bench all [--quick]        # everything, ~12 minutes on 2 cores (--quick: under 3)
     sudo .venv/bin/python -m bench throughput|convergence|setup|scale [--quick]
     .venv/bin/python -m bench report     # redraw tables, chart, README section from latest.json
 

@@ -112,7 +112,7 @@ def overnet_vs_cni(ctx: Context, res: Results, lab: BenchLab) -> None:
         res.skip(BENCH, "overnet agent-side set-up", "the agent does not report "
                  "NetworkSetupSeconds (src/overnet/api/server.py container_json)")
     res.add_ratio("setup.attach_vs_cni", BENCH, "overnet endpoint attach / CNI ADD",
-                  "setup.overnet.attach", "setup.cni.add", "<=", 1.0)
+                  "setup.overnet.attach", "setup.cni.add", "<=", 0.7)
     res.add_ratio("setup.agent_vs_cni", BENCH, "overnet agent-side set-up (namespace + "
                   "attach) / `ip netns add` + CNI ADD", "setup.overnet.agent",
                   "setup.cni.netns_add")

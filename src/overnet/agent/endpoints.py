@@ -18,8 +18,8 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping
 
 from ..crashpoints import crashpoint
 from ..drivers import Driver, HostInfo, RemotePeer

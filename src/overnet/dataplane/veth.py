@@ -76,9 +76,9 @@ def _attach_fresh(k: Netlink, net_ns: str | None, container_ns: str, host_ifname
     """The common case, a new container, in two round trips of hand-packed requests (rtnl.py):
     the host end made a port of the bridge, up, with its peer born in the container, named,
     addressed by MAC and sized; then the peer up, its address, `lo` up and the default route
-    in one send. False, with nothing left behind, when anything is not as expected (a name taken, a
-    stale bridge index, a kernel that echoes nothing): attach() then converges the slow way
-    and says what is wrong."""
+    in one send. False, with nothing left behind, when anything is not as expected (a name
+    taken, a stale bridge index, a kernel that echoes nothing): attach() then converges the
+    slow way and says what is wrong."""
     master = k.index(net_ns, bridge)
     if master is None:
         return False
