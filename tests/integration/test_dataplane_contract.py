@@ -349,6 +349,28 @@ async def test_peers(env: Env) -> None:
     await dp.remove_peer(plain, *moved)  # nothing to remove
 
 
+async def test_add_peers(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    dp, net = env.dp, env.path("net1")
+    await dp.ensure_overlay(net, VNI, GW, MTU, UNDERLAY)
+    # More than one send's worth, one replacing an entry already there.
+    first = (mac_of(20), "10.0.1.20", "192.168.77.2")
+    await dp.add_peer(net, *first)
+    want = [(mac_of(i), f"10.0.1.{i}", f"192.168.77.{i % 3 + 2}") for i in range(20, 100)]
+    if env.kind == "netlink":   # batched for real: the one-at-a-time path is not taken
+        from overnet.dataplane import vxlan
+
+        def one_at_a_time(*_: object) -> None:
+            raise AssertionError("add_peer called for a peer the batch should have added")
+        monkeypatch.setattr(vxlan, "add_peer", one_at_a_time)
+    await dp.add_peers(net, [(m.upper(), ip, vtep) for m, ip, vtep in want])
+    assert await dp.peers(net) == set(want)
+    monkeypatch.undo()
+    plain = await env.container("plain")
+    with pytest.raises(DataplaneError, match="no vxlan0"):
+        await dp.add_peers(plain, want[:1])
+    await dp.add_peers(net, [])
+
+
 # -- host subnets (flannel backends) ----------------------------------------------------------
 
 async def test_underlay(env: Env) -> None:

@@ -64,3 +64,14 @@ def test_error_and_echo_parsing() -> None:
     msgs = b"".join(rtnl._NLMSGHDR.pack(16 + len(b), 2, 0, seq, 0) + b + b"\0" * (-len(b) % 4)
                     for seq, b in ((1, b"\0" * 4), (2, b"\0" * 6)))
     assert [(k, s) for k, s, _ in rtnl._messages(msgs)] == [(2, 1), (2, 2)]
+
+
+def test_fdb_and_neighbour_entries() -> None:
+    from pyroute2.netlink.rtnl.ndmsg import ndmsg
+    f = _decode(ndmsg, rtnl.RTM_NEWNEIGH, 0, rtnl.fdb_entry(5, "02:42:0a:00:00:07", "192.0.2.9"))
+    assert (f["family"], f["ifindex"], f["state"], f["flags"]) == \
+        (rtnl.AF_BRIDGE, 5, rtnl.NUD_PERMANENT | rtnl.NUD_NOARP, rtnl.NTF_SELF)
+    assert (f.get_attr("NDA_LLADDR"), f.get_attr("NDA_DST")) == ("02:42:0a:00:00:07", "192.0.2.9")
+    n = _decode(ndmsg, rtnl.RTM_NEWNEIGH, 0, rtnl.neighbour(5, "10.0.0.7", "02:42:0a:00:00:07"))
+    assert (n["family"], n["ifindex"], n["state"], n["flags"]) == (2, 5, rtnl.NUD_PERMANENT, 0)
+    assert (n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")) == ("10.0.0.7", "02:42:0a:00:00:07")

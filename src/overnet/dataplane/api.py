@@ -130,6 +130,11 @@ class Dataplane(abc.ABC):
     async def add_peer(self, ns_path: str, mac: str, ip: str, vtep: str) -> None:
         """Static FDB (mac -> vtep) and neighbour (ip -> mac) entries (replacing)."""
 
+    async def add_peers(self, ns_path: str, peers: list[Peer]) -> None:
+        """add_peer for each (mac, ip, vtep); an implementation may batch them."""
+        for mac, ip, vtep in peers:
+            await self.add_peer(ns_path, mac, ip, vtep)
+
     @abc.abstractmethod
     async def remove_peer(self, ns_path: str, mac: str, ip: str, vtep: str) -> None:
         """Remove that exact peer's entries; entries of a newer endpoint (mac moved to
@@ -255,6 +260,9 @@ class NetlinkDataplane(Dataplane):
 
     async def add_peer(self, ns_path: str, mac: str, ip: str, vtep: str) -> None:
         await self._run(Kernel.add_peer, ns_path, mac, ip, vtep)
+
+    async def add_peers(self, ns_path: str, peers: list[Peer]) -> None:
+        await self._run(Kernel.add_peers, ns_path, list(peers))
 
     async def remove_peer(self, ns_path: str, mac: str, ip: str, vtep: str) -> None:
         await self._run(Kernel.remove_peer, ns_path, mac, ip, vtep)

@@ -54,6 +54,7 @@ class Kernel(Netlink):
     vxlan_info = vxlan.vxlan_info
     peers = vxlan.peers
     add_peer = vxlan.add_peer
+    add_peers = vxlan.add_peers
     remove_peer = vxlan.remove_peer
     # containers
     attach = veth.attach

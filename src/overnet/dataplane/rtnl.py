@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 
 # linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/if_addr.h
-NLMSG_ERROR, RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 2, 16, 20, 24
+NLMSG_ERROR, RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 2, 16, 20, 24, 28
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x4, 0x8
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
@@ -25,6 +25,9 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_OIF, RTA_GATEWAY = 4, 5
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_NOARP, NUD_PERMANENT, NTF_SELF = 0x40, 0x80, 0x02
+AF_BRIDGE = 7
 IFF_UP = 0x1
 LOOPBACK_INDEX = 1
 
@@ -32,6 +35,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBi")
 _RTMSG = struct.Struct("=BBBBBBBBI")
+_NDMSG = struct.Struct("=BxxxiHBB")
 _RTATTR = struct.Struct("=HH")
 
 
@@ -63,7 +67,7 @@ def new_veth(host_ifname: str, mtu: int, master: int, peer_ifname: str, peer_mac
     `master`; its peer born in `peer_ns_fd`, named, with its MAC and MTU, down (asked to come
     up in the same request, the peer fails with ENOTCONN after ~15 ms: set it up afterwards)."""
     peer = (ifinfo() + attr(IFLA_IFNAME, _str(peer_ifname))
-            + attr(IFLA_ADDRESS, bytes.fromhex(peer_mac.replace(":", "")))
+            + attr(IFLA_ADDRESS, _mac(peer_mac))
             + attr(IFLA_MTU, _u32(mtu)) + attr(IFLA_NET_NS_FD, _u32(peer_ns_fd)))
     info = attr(IFLA_INFO_KIND, _str("veth")) + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer))
     body = (ifinfo(up=True) + attr(IFLA_IFNAME, _str(host_ifname)) + attr(IFLA_MTU, _u32(mtu))
@@ -81,6 +85,22 @@ def default_route(index: int, gateway: str) -> bytes:
     return (_RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, 0, RTN_UNICAST,
                         0)
             + attr(RTA_GATEWAY, socket.inet_aton(gateway)) + attr(RTA_OIF, _u32(index)))
+
+
+def _mac(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def fdb_entry(index: int, mac: str, vtep: str) -> bytes:
+    """`bridge fdb replace MAC dev VXLAN dst VTEP self permanent` (with CREATE|REPLACE)."""
+    return (_NDMSG.pack(AF_BRIDGE, index, NUD_PERMANENT | NUD_NOARP, NTF_SELF, 0)
+            + attr(NDA_LLADDR, _mac(mac)) + attr(NDA_DST, socket.inet_aton(vtep)))
+
+
+def neighbour(index: int, ip: str, mac: str) -> bytes:
+    """`ip neigh replace IP lladdr MAC dev VXLAN nud permanent` (with CREATE|REPLACE)."""
+    return (_NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0)
+            + attr(NDA_DST, socket.inet_aton(ip)) + attr(NDA_LLADDR, _mac(mac)))
 
 
 @dataclass

@@ -85,9 +85,10 @@ class OverlayDriver(Driver):
             for peer in held - peers:
                 await self.dp.remove_peer(path, peer.mac, peer.ip, peer.vtep)
                 held.discard(peer)
-            for peer in peers - held:
-                await self.dp.add_peer(path, peer.mac, peer.ip, peer.vtep)
-                held.add(peer)
+            new = peers - held
+            if new:
+                await self.dp.add_peers(path, [(p.mac, p.ip, p.vtep) for p in new])
+                held |= new
 
     async def _remove(self, net: NetworkRecord) -> None:
         self._ready.discard(net.id)
