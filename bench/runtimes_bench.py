@@ -1,7 +1,9 @@
 """Runtimes on overnet, each against its reference measured side by side in the same run:
 
-1. CNI ADD: `overnet-cni` onto an overlay network against the reference `bridge` +
-   `host-local` ADD, interleaved round by round (each followed by its DEL), on one sandbox host.
+1. CNI ADD: `overnet-cni` (the compiled shim `overnet cni install` puts in place) onto an
+   overlay network against the reference `bridge` + `host-local` ADD, interleaved round by
+   round (each followed by its DEL), on one sandbox host, with the Python plugin alone
+   (`overnet-cni-python`) beside them; then where the shim's ADD goes (bench/cni_steps.py).
 2. DNS: overnet's resolver on a network's gateway against Docker's embedded DNS (127.0.0.11 in a
    container on a user-defined Docker network), same client (bench/dns_bench.py client mode),
    same host: latency p50/p99 and queries per second.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,7 @@ from overnet.cni import install as installer
 from overnet.sandbox.lab import Lab
 from overnet.sandbox.runtimes import IMAGE
 
+from .cni_steps import cni_steps
 from .dockerlab import docker_missing
 from .labs import ROOT, Skip, pick_underlay
 from .stats import percentile
@@ -67,20 +71,24 @@ def _plugin_dir(prefix: str, reference: tuple[str, ...]) -> tuple[str, str]:
 
 
 def cni_add(lab: Lab, rounds: int, say) -> dict[str, list[float]]:
-    """ADD times in ms, overnet-cni's and the reference's, round by round."""
+    """ADD times in ms, overnet-cni's (the installed shim), the reference's and the Python
+    plugin's, round by round."""
     tmp, bindir = _plugin_dir("bench-cni-", ("bridge", "host-local", "portmap"))
     ours = {"cniVersion": "1.0.0", "name": "multihost", "type": "overnet-cni"}
     ref = {"cniVersion": "1.0.0", "name": "ref", "type": "bridge", "bridge": "bref0",
            "isGateway": True, "ipam": {"type": "host-local", "subnet": "10.222.0.0/16",
                                        "dataDir": os.path.join(tmp, "ipam")}}
-    times: dict[str, list[float]] = {"overnet-cni": [], "reference": []}
+    times: dict[str, list[float]] = {"overnet-cni": [], "reference": [], "python": []}
     # a resident container on each network, as on any host in use: the network's devices
     # exist (the reference's bridge likewise stays after its first ADD)
     lab.run("net-1", ["overnet", "run", "-d", "--name", "resident", "sleep", "infinity"])
     _plugin(lab, "net-1", "bridge", "ADD", ref, "resident", _netns(lab, "resident"), bindir)
     for i in range(rounds):
-        for name, binary, conf in (("overnet-cni", "overnet-cni", ours),
-                                   ("reference", "bridge", ref))[::1 if i % 2 else -1]:
+        # the shim, the reference, and the Python plugin alone (the shim's fallback, and what
+        # overnet-cni was before the shim), in a rotating order
+        systems = (("overnet-cni", "overnet-cni", ours), ("reference", "bridge", ref),
+                   ("python", "overnet-cni-python", ours))
+        for name, binary, conf in systems[i % 3:] + systems[:i % 3]:
             ns_name = f"bn{secrets.token_hex(3)}"
             lab.run("net-1", ["ip", "netns", "add", ns_name])
             cid = secrets.token_hex(16)
@@ -93,6 +101,24 @@ def cni_add(lab: Lab, rounds: int, say) -> dict[str, list[float]]:
         if i % 10 == 9:
             say(f"cni: {i + 1}/{rounds} rounds")
     return {k: [1000 * t for t in v] for k, v in times.items()}
+
+
+STEPS = (("spawn", "start of a trivial process (/bin/true), the floor of any plugin"),
+         ("shim", "overnet-cni shim process: start, stdin, one call to an instant stub agent"),
+         ("route", "agent's POST /cni ADD on its socket, no plugin process"),
+         ("attach", "agent's POST /endpoints (the attach POST /cni makes in-process)"))
+
+
+def _cni_steps(lab: Lab, res, rounds: int) -> None:
+    """Where overnet-cni's ADD goes: bench/cni_steps.py."""
+    tmp, bindir = _plugin_dir("bench-steps-", ("portmap",))
+    try:
+        steps = cni_steps(lab, rounds, bindir, "multihost")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for key, label in STEPS:
+        res.add_figure(f"rt.cni.step.{key}", "runtimes", f"overnet-cni ADD step: {label}", "ms",
+                       steps[key])
 
 
 def _dns_client(argv_prefix: list[str], server: str, name: str, count: int) -> dict:
@@ -176,7 +202,13 @@ def run(ctx, res) -> None:
         res.add_figure("rt.cni.reference", bench, "reference CNI bridge + host-local ADD", "ms",
                        cni["reference"])
         res.add_ratio("rt.cni_vs_reference", bench, "overnet-cni ADD / reference CNI ADD",
-                      "rt.cni.overnet", "rt.cni.reference", "<=", 1.0)
+                      "rt.cni.overnet", "rt.cni.reference", "<=", 0.7)
+        res.add_figure("rt.cni.python", bench, "overnet-cni-python ADD (the Python plugin "
+                       "alone: the shim's fallback)", "ms", cni["python"])
+        res.add_ratio("rt.cni_python_vs_reference", bench, "overnet-cni-python ADD / reference "
+                      "CNI ADD", "rt.cni.python", "rt.cni.reference")
+        _cni_steps(lab, res, 10 if quick else 30)
+        say("cni: steps measured")
         if docker:
             d = dns(lab, 500 if quick else 2000, say)
             for who, label in (("overnet", "overnet's resolver"),

@@ -9,21 +9,20 @@ import json
 import pytest
 
 from overnet.api import http as web
-from overnet.api.cniroute import LocalApi, decode_call, encode_answer, handle
+from overnet.api.cniroute import LocalApi, decode_call, encode_answer, encode_call, handle
 from overnet.cni.spec import CniError
 
 CONF = b'{"cniVersion": "1.0.0", "name": "foobar", "type": "overnet-cni"}'
 
 
 def frame(env: dict[str, str], conf: bytes = CONF) -> bytes:
-    """What overnet_cni.c's build_body sends."""
-    return b"".join(f"{k}={v}".encode("utf-8", "surrogateescape") + b"\0"
-                    for k, v in env.items()) + b"\0" + conf
+    return encode_call(env, conf)
 
 
 def test_decode_call_splits_variables_from_the_config():
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_ARGS": "A=b=c;X=",
            "CNI_NETNS": "/run/netns/caf\u00e9", "CNI_IFNAME": "", "CNI_PATH": "/a:/b"}
+    assert frame(env).startswith(b"CNI_COMMAND=ADD\0CNI_CONTAINERID=abc\0CNI_ARGS=A=b=c;X=\0")
     assert decode_call(frame(env)) == (env, CONF)
     assert decode_call(b"\0" + CONF) == ({}, CONF)
     assert decode_call(frame({"CNI_COMMAND": "DEL"}, b"")) == ({"CNI_COMMAND": "DEL"}, b"")

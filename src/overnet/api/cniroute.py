@@ -36,6 +36,12 @@ CNI_VARIABLES = frozenset(("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_I
 OnError = Callable[[web.Request, Exception], web.Response]
 
 
+def encode_call(environ: dict[str, str], conf: bytes) -> bytes:
+    """What the shim sends (its build_body): for tests and the benchmark's direct calls."""
+    return b"".join(f"{k}={v}".encode("utf-8", "surrogateescape") + b"\0"
+                    for k, v in environ.items()) + b"\0" + conf
+
+
 def decode_call(body: bytes) -> tuple[dict[str, str], bytes]:
     """The request body -> (CNI_* environment, network config bytes). A framing the shim
     would not send is an INVALID_ENVIRONMENT error naming what is wrong."""

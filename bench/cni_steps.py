@@ -1,0 +1,121 @@
+"""Where an `overnet-cni` ADD's time goes (part of the runtimes benchmark): each step measured
+on its own, round by round, beside the whole ADD of runtimes_bench.cni_add.
+
+- spawn: starting a trivial program from this process (/bin/true), the floor of any plugin;
+- shim: the installed shim, started the same way, sending its call to a stub agent that
+  answers at once (its own cost: this minus spawn);
+- route: the agent's POST /cni for an ADD, sent straight to its socket (no plugin process);
+- attach: the agent's POST /endpoints, what the route calls in-process (route minus attach:
+  the route's own cost);
+each ADD followed by its DEL, untimed. Milliseconds per sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from overnet.api import wire
+from overnet.api.cniroute import encode_call
+from overnet.sandbox.lab import Lab
+
+STUB_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n0\n{}\n"
+
+
+class StubAgent:
+    """A unix socket that answers every POST /cni with an empty success, at once."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="bench-stub-")
+        self.path = os.path.join(self.dir, "stub.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return      # closed
+            with conn:
+                data = b""
+                while (b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2])
+                       < int(data.split(b"Content-Length: ")[1].split(b"\r\n")[0])):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                else:
+                    conn.sendall(STUB_ANSWER)
+
+    def close(self) -> None:
+        self.sock.close()
+        os.unlink(self.path)
+        os.rmdir(self.dir)
+
+
+def _spawn(argv: list[str], stdin: bytes, env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, input=stdin, env=env, capture_output=True, timeout=60,
+                          check=False)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]}: {proc.stdout.decode()} {proc.stderr.decode()}")
+    return took
+
+
+def _request(sock: str, method: str, target: str, body: bytes | None) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    status, _, data = wire.exchange(sock, 60, method, target, body)
+    took = time.perf_counter() - t0
+    if status >= 300 or (target == "/cni" and not data.startswith(b"0\n")):
+        raise RuntimeError(f"{method} {target}: {status} {data[:300]!r}")
+    return took, data
+
+
+def _route(sock: str, env: dict[str, str], conf: bytes) -> float:
+    took, _ = _request(sock, "POST", "/cni", encode_call(dict(env, CNI_COMMAND="ADD"), conf))
+    _request(sock, "POST", "/cni", encode_call(dict(env, CNI_COMMAND="DEL"), conf))
+    return took
+
+
+def _attach(sock: str, env: dict[str, str], network: str) -> float:
+    body = {"network": network, "container_id": env["CNI_CONTAINERID"], "runtime": "cni",
+            "netns": env["CNI_NETNS"], "ifname": "eth0", "name": env["CNI_CONTAINERID"][:12]}
+    took, _ = _request(sock, "POST", "/endpoints", json.dumps(body).encode())
+    _request(sock, "DELETE", f"/endpoints/{env['CNI_CONTAINERID']}/eth0", None)
+    return took
+
+
+def cni_steps(lab: Lab, rounds: int, bindir: str, network: str) -> dict[str, list[float]]:
+    """ms per step, `rounds` samples each, on sandbox host net-1 (its agent and /run)."""
+    sock = os.path.join(lab.host("net-1").run_dir, "overnet", "overnet.sock")
+    stub = StubAgent()
+    conf = {"cniVersion": "1.0.0", "name": network, "type": "overnet-cni"}
+    times: dict[str, list[float]] = {"spawn": [], "shim": [], "route": [], "attach": []}
+    try:
+        stub_conf = json.dumps(dict(conf, agentSocket=stub.path)).encode()
+        for _ in range(rounds):
+            ns_name, cid = f"bs{secrets.token_hex(3)}", secrets.token_hex(16)
+            env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0",
+                   "CNI_NETNS": f"/run/netns/{ns_name}", "CNI_PATH": bindir}
+            times["spawn"].append(_spawn(["/bin/true"], stub_conf, env))
+            times["shim"].append(_spawn([os.path.join(bindir, "overnet-cni")], stub_conf, env))
+            lab.run("net-1", ["ip", "netns", "add", ns_name])
+            try:
+                times["route"].append(_route(sock, env, json.dumps(conf).encode()))
+                times["attach"].append(_attach(sock, dict(env, CNI_CONTAINERID=cid[::-1]),
+                                               network))
+            finally:
+                lab.run("net-1", ["ip", "netns", "del", ns_name])
+    finally:
+        stub.close()
+    return {k: [1000 * t for t in v] for k, v in times.items()}
