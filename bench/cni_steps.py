@@ -2,6 +2,8 @@
 on its own, round by round, beside the whole ADD of runtimes_bench.cni_add.
 
 - spawn: starting a trivial program from this process (/bin/true), the floor of any plugin;
+- enter: the same through the sandbox host's namespaces (nsenter), as every plugin here is run
+  (the reference's ADD pays it too);
 - shim: the installed shim, started the same way, sending its call to a stub agent that
   answers at once (its own cost: this minus spawn);
 - route: the agent's POST /cni for an ADD, sent straight to its socket (no plugin process);
@@ -100,13 +102,16 @@ def cni_steps(lab: Lab, rounds: int, bindir: str, network: str) -> dict[str, lis
     sock = os.path.join(lab.host("net-1").run_dir, "overnet", "overnet.sock")
     stub = StubAgent()
     conf = {"cniVersion": "1.0.0", "name": network, "type": "overnet-cni"}
-    times: dict[str, list[float]] = {"spawn": [], "shim": [], "route": [], "attach": []}
+    times: dict[str, list[float]] = {"enter": [], "spawn": [], "shim": [], "route": [],
+                                     "attach": []}
     try:
         stub_conf = json.dumps(dict(conf, agentSocket=stub.path)).encode()
         for _ in range(rounds):
             ns_name, cid = f"bs{secrets.token_hex(3)}", secrets.token_hex(16)
             env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0",
                    "CNI_NETNS": f"/run/netns/{ns_name}", "CNI_PATH": bindir}
+            times["enter"].append(_spawn(lab.enter_argv(lab.host("net-1")) + ["/bin/true"],
+                                         stub_conf, env))
             times["spawn"].append(_spawn(["/bin/true"], stub_conf, env))
             times["shim"].append(_spawn([os.path.join(bindir, "overnet-cni")], stub_conf, env))
             lab.run("net-1", ["ip", "netns", "add", ns_name])

@@ -103,7 +103,9 @@ def cni_add(lab: Lab, rounds: int, say) -> dict[str, list[float]]:
     return {k: [1000 * t for t in v] for k, v in times.items()}
 
 
-STEPS = (("spawn", "start of a trivial process (/bin/true), the floor of any plugin"),
+STEPS = (("enter", "start of /bin/true in the sandbox host's namespaces (nsenter), as the "
+                   "plugins here are run"),
+         ("spawn", "start of a trivial process (/bin/true), the floor of any plugin"),
          ("shim", "overnet-cni shim process: start, stdin, one call to an instant stub agent"),
          ("route", "agent's POST /cni ADD on its socket, no plugin process"),
          ("attach", "agent's POST /endpoints (the attach POST /cni makes in-process)"))
