@@ -1,5 +1,5 @@
 """Where an `overnet-cni` ADD's time goes (part of the runtimes benchmark): each step measured
-on its own, round by round, beside the whole ADD of runtimes_bench.cni_add.
+on its own, in the same rounds as the whole ADDs of runtimes_bench.cni_add.
 
 - spawn: starting a trivial program from this process (/bin/true), the floor of any plugin;
 - enter: the same through the sandbox host's namespaces (nsenter), as every plugin here is run
@@ -27,6 +27,7 @@ from overnet.api import wire
 from overnet.api.cniroute import encode_call
 from overnet.sandbox.lab import Lab
 
+STEPS = ("spawn", "enter", "shim", "route", "attach")
 STUB_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n0\n{}\n"
 
 
@@ -97,30 +98,43 @@ def _attach(sock: str, env: dict[str, str], network: str) -> float:
     return took
 
 
-def cni_steps(lab: Lab, rounds: int, bindir: str, network: str) -> dict[str, list[float]]:
-    """ms per step, `rounds` samples each, on sandbox host net-1 (its agent and /run)."""
-    sock = os.path.join(lab.host("net-1").run_dir, "overnet", "overnet.sock")
-    stub = StubAgent()
-    conf = {"cniVersion": "1.0.0", "name": network, "type": "overnet-cni"}
-    times: dict[str, list[float]] = {"enter": [], "spawn": [], "shim": [], "route": [],
-                                     "attach": []}
-    try:
-        stub_conf = json.dumps(dict(conf, agentSocket=stub.path)).encode()
-        for _ in range(rounds):
-            ns_name, cid = f"bs{secrets.token_hex(3)}", secrets.token_hex(16)
-            env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0",
-                   "CNI_NETNS": f"/run/netns/{ns_name}", "CNI_PATH": bindir}
-            times["enter"].append(_spawn(lab.enter_argv(lab.host("net-1")) + ["/bin/true"],
-                                         stub_conf, env))
-            times["spawn"].append(_spawn(["/bin/true"], stub_conf, env))
-            times["shim"].append(_spawn([os.path.join(bindir, "overnet-cni")], stub_conf, env))
-            lab.run("net-1", ["ip", "netns", "add", ns_name])
-            try:
-                times["route"].append(_route(sock, env, json.dumps(conf).encode()))
-                times["attach"].append(_attach(sock, dict(env, CNI_CONTAINERID=cid[::-1]),
-                                               network))
-            finally:
-                lab.run("net-1", ["ip", "netns", "del", ns_name])
-    finally:
-        stub.close()
-    return {k: [1000 * t for t in v] for k, v in times.items()}
+class StepTimer:
+    """One sample of each step per `round()`, on sandbox host net-1 (its agent and /run), run
+    between the whole ADDs of the same round so that both see the same load."""
+
+    def __init__(self, lab: Lab, bindir: str, network: str) -> None:
+        self.lab, self.bindir = lab, bindir
+        self.sock = os.path.join(lab.host("net-1").run_dir, "overnet", "overnet.sock")
+        self.conf = json.dumps({"cniVersion": "1.0.0", "name": network,
+                                "type": "overnet-cni"}).encode()
+        self.network = network
+        self.stub = StubAgent()
+        self.stub_conf = json.dumps({"cniVersion": "1.0.0", "name": network,
+                                     "type": "overnet-cni", "agentSocket": self.stub.path}
+                                    ).encode()
+        self.times: dict[str, list[float]] = {k: [] for k in STEPS}
+
+    def round(self) -> None:
+        ns_name, cid = f"bs{secrets.token_hex(3)}", secrets.token_hex(16)
+        env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0",
+               "CNI_NETNS": f"/run/netns/{ns_name}", "CNI_PATH": self.bindir}
+        t = self.times
+        t["spawn"].append(_spawn(["/bin/true"], self.stub_conf, env))
+        t["enter"].append(_spawn(self.lab.enter_argv(self.lab.host("net-1")) + ["/bin/true"],
+                                 self.stub_conf, env))
+        t["shim"].append(_spawn([os.path.join(self.bindir, "overnet-cni")], self.stub_conf,
+                                env))
+        self.lab.run("net-1", ["ip", "netns", "add", ns_name])
+        try:
+            t["route"].append(_route(self.sock, env, self.conf))
+            t["attach"].append(_attach(self.sock, dict(env, CNI_CONTAINERID=cid[::-1]),
+                                       self.network))
+        finally:
+            self.lab.run("net-1", ["ip", "netns", "del", ns_name])
+
+    def samples(self) -> dict[str, list[float]]:
+        """ms per step."""
+        return {k: [1000 * t for t in v] for k, v in self.times.items()}
+
+    def close(self) -> None:
+        self.stub.close()

@@ -30,7 +30,7 @@ from overnet.cni import install as installer
 from overnet.sandbox.lab import Lab
 from overnet.sandbox.runtimes import IMAGE
 
-from .cni_steps import cni_steps
+from .cni_steps import StepTimer
 from .dockerlab import docker_missing
 from .labs import ROOT, Skip, pick_underlay
 from .stats import percentile
@@ -79,28 +79,41 @@ def cni_add(lab: Lab, rounds: int, say) -> dict[str, list[float]]:
            "isGateway": True, "ipam": {"type": "host-local", "subnet": "10.222.0.0/16",
                                        "dataDir": os.path.join(tmp, "ipam")}}
     times: dict[str, list[float]] = {"overnet-cni": [], "reference": [], "python": []}
+    steps = StepTimer(lab, bindir, "multihost")
     # a resident container on each network, as on any host in use: the network's devices
     # exist (the reference's bridge likewise stays after its first ADD)
     lab.run("net-1", ["overnet", "run", "-d", "--name", "resident", "sleep", "infinity"])
     _plugin(lab, "net-1", "bridge", "ADD", ref, "resident", _netns(lab, "resident"), bindir)
-    for i in range(rounds):
-        # the shim, the reference, and the Python plugin alone (the shim's fallback, and what
-        # overnet-cni was before the shim), in a rotating order
-        systems = (("overnet-cni", "overnet-cni", ours), ("reference", "bridge", ref),
-                   ("python", "overnet-cni-python", ours))
-        for name, binary, conf in systems[i % 3:] + systems[:i % 3]:
-            ns_name = f"bn{secrets.token_hex(3)}"
-            lab.run("net-1", ["ip", "netns", "add", ns_name])
-            cid = secrets.token_hex(16)
-            try:
-                times[name].append(_plugin(lab, "net-1", binary, "ADD", conf, cid,
-                                           f"/run/netns/{ns_name}", bindir))
-                _plugin(lab, "net-1", binary, "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
-            finally:
-                lab.run("net-1", ["ip", "netns", "del", ns_name])
-        if i % 10 == 9:
-            say(f"cni: {i + 1}/{rounds} rounds")
-    return {k: [1000 * t for t in v] for k, v in times.items()}
+    try:
+        for i in range(rounds):
+            _cni_round(lab, i, bindir, (ours, ref), times)
+            steps.round()
+            if i % 10 == 9:
+                say(f"cni: {i + 1}/{rounds} rounds")
+    finally:
+        steps.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {k: [1000 * t for t in v] for k, v in times.items()} | {
+        f"step.{k}": v for k, v in steps.samples().items()}
+
+
+def _cni_round(lab: Lab, i: int, bindir: str, confs: tuple[dict, dict],
+               times: dict[str, list[float]]) -> None:
+    """One round: each system's ADD (then its DEL): the shim, the reference, and the Python
+    plugin alone (the shim's fallback, and what overnet-cni was before the shim)."""
+    ours, ref = confs
+    systems = (("overnet-cni", "overnet-cni", ours), ("reference", "bridge", ref),
+               ("python", "overnet-cni-python", ours))
+    for name, binary, conf in systems[i % 3:] + systems[:i % 3]:
+        ns_name = f"bn{secrets.token_hex(3)}"
+        lab.run("net-1", ["ip", "netns", "add", ns_name])
+        cid = secrets.token_hex(16)
+        try:
+            times[name].append(_plugin(lab, "net-1", binary, "ADD", conf, cid,
+                                       f"/run/netns/{ns_name}", bindir))
+            _plugin(lab, "net-1", binary, "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
+        finally:
+            lab.run("net-1", ["ip", "netns", "del", ns_name])
 
 
 STEPS = (("enter", "start of /bin/true in the sandbox host's namespaces (nsenter), as the "
@@ -109,18 +122,6 @@ STEPS = (("enter", "start of /bin/true in the sandbox host's namespaces (nsenter
          ("shim", "overnet-cni shim process: start, stdin, one call to an instant stub agent"),
          ("route", "agent's POST /cni ADD on its socket, no plugin process"),
          ("attach", "agent's POST /endpoints (the attach POST /cni makes in-process)"))
-
-
-def _cni_steps(lab: Lab, res, rounds: int) -> None:
-    """Where overnet-cni's ADD goes: bench/cni_steps.py."""
-    tmp, bindir = _plugin_dir("bench-steps-", ("portmap",))
-    try:
-        steps = cni_steps(lab, rounds, bindir, "multihost")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for key, label in STEPS:
-        res.add_figure(f"rt.cni.step.{key}", "runtimes", f"overnet-cni ADD step: {label}", "ms",
-                       steps[key])
 
 
 def _dns_client(argv_prefix: list[str], server: str, name: str, count: int) -> dict:
@@ -209,8 +210,9 @@ def run(ctx, res) -> None:
                        "alone: the shim's fallback)", "ms", cni["python"])
         res.add_ratio("rt.cni_python_vs_reference", bench, "overnet-cni-python ADD / reference "
                       "CNI ADD", "rt.cni.python", "rt.cni.reference")
-        _cni_steps(lab, res, 10 if quick else 30)
-        say("cni: steps measured")
+        for key, label in STEPS:
+            res.add_figure(f"rt.cni.step.{key}", bench, f"overnet-cni ADD step: {label}", "ms",
+                           cni[f"step.{key}"])
         if docker:
             d = dns(lab, 500 if quick else 2000, say)
             for who, label in (("overnet", "overnet's resolver"),
