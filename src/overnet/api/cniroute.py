@@ -55,8 +55,8 @@ def decode_call(body: bytes) -> tuple[dict[str, str], bytes]:
         key = name.decode("latin-1")
         if not sep or key not in CNI_VARIABLES:
             raise CniError(INVALID_ENVIRONMENT, f"malformed overnet-cni call: unexpected "
-                           f"variable {_show(body[pos:end])}",
-                           f"expected NAME=value with NAME one of {', '.join(sorted(CNI_VARIABLES))}")
+                           f"variable {_show(body[pos:end])}", "expected NAME=value with NAME "
+                           f"one of {', '.join(sorted(CNI_VARIABLES))}")
         # as os.environ decodes the environment: bytes that are not UTF-8 stay as they were
         environ[key] = value.decode("utf-8", "surrogateescape")
         pos = end + 1
