@@ -113,6 +113,7 @@ class StepTimer:
                                      "type": "overnet-cni", "agentSocket": self.stub.path}
                                     ).encode()
         self.times: dict[str, list[float]] = {k: [] for k in STEPS}
+        self.turn = 0
 
     def round(self) -> None:
         ns_name, cid = f"bs{secrets.token_hex(3)}", secrets.token_hex(16)
@@ -125,9 +126,11 @@ class StepTimer:
         t["shim"].append(_spawn([os.path.join(self.bindir, "overnet-cni")], self.stub_conf,
                                 env))
         self.lab.run("net-1", ["ip", "netns", "add", ns_name])
+        self.turn ^= 1      # which of the two goes first alternates
         try:
-            t["route"].append(_route(self.sock, env, self.conf))
-            t["attach"].append(_attach(self.sock, dict(env, CNI_CONTAINERID=cid[::-1]),
+            for step in ("route", "attach")[::1 if self.turn else -1]:
+                t[step].append(_route(self.sock, env, self.conf) if step == "route" else
+                               _attach(self.sock, dict(env, CNI_CONTAINERID=cid[::-1]),
                                        self.network))
         finally:
             self.lab.run("net-1", ["ip", "netns", "del", ns_name])

@@ -213,6 +213,12 @@ def run(ctx, res) -> None:
         for key, label in STEPS:
             res.add_figure(f"rt.cni.step.{key}", bench, f"overnet-cni ADD step: {label}", "ms",
                            cni[f"step.{key}"])
+        res.add_ratio("rt.cni.route_vs_attach", bench, "agent's POST /cni ADD / its POST "
+                      "/endpoints (the route's own cost)", "rt.cni.step.route",
+                      "rt.cni.step.attach", paired=True)
+        res.add_ratio("rt.cni.shim_vs_spawn", bench, "overnet-cni shim process / start of "
+                      "/bin/true (the shim's own cost)", "rt.cni.step.shim", "rt.cni.step.spawn",
+                      paired=True)
         if docker:
             d = dns(lab, 500 if quick else 2000, say)
             for who, label in (("overnet", "overnet's resolver"),
