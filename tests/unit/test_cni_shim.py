@@ -26,8 +26,9 @@ class Stub:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n0\n{}\n"
+        self.answer: bytes | None = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n0\n{}\n"
         self.calls: list[bytes] = []
+        self.held: list[socket.socket] = []     # answer None: connections left unanswered
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
         self.sock.listen(4)
@@ -42,6 +43,8 @@ class Stub:
                 return
             with conn:
                 data = b""
+                if self.answer is None:
+                    self.held.append(conn.dup())
                 while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
                         data.split(b"Content-Length: ")[1].split(b"\r\n")[0]):
                     chunk = conn.recv(65536)
@@ -49,10 +52,13 @@ class Stub:
                         break
                     data += chunk
                 self.calls.append(data)
-                conn.sendall(self.answer)
+                if self.answer is not None:
+                    conn.sendall(self.answer)
 
     def close(self) -> None:
         self.sock.close()
+        for conn in self.held:
+            conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +182,18 @@ def test_the_python_plugin_gets_the_same_stdin_and_environment(shim, tmp_path):
     assert proc.stdout == stdin + f"|ADD|e\r\n0|{python}\n".encode()
     version = run(str(copy), b"", dict(ENV, CNI_COMMAND="VERSION"))
     assert version.stdout == f"|VERSION|eth0|{python}\n".encode()   # stdin left alone
+
+
+def test_an_agent_that_does_not_answer_in_time(tmp_path, stub):
+    """ADD is not run a second time (in Python) while the agent may still be doing it: the
+    runtime is asked to try again; a DEL (idempotent) is handed over."""
+    quick = str(tmp_path / "overnet-cni")
+    subprocess.run(["cc", "-O2", "-std=c99", "-DTIMEOUT_S=1", "-o", quick,
+                    installer.SHIM_SOURCE], check=True, timeout=120)
+    stub.answer = None
+    proc = run(quick, conf(stub))
+    err = json.loads(proc.stdout)
+    assert (proc.returncode, err["code"], err["details"]) == (1, 11, stub.path), err
+    assert "did not answer in time" in err["msg"]
+    handed_over(run(quick, conf(stub), dict(ENV, CNI_COMMAND="DEL")))
+    assert len(stub.calls) == 2

@@ -27,7 +27,9 @@
 #define FALLBACK "overnet-cni-python"
 #define DEFAULT_SOCKET "/run/overnet/overnet.sock"
 #define MAX_BODY (1 << 20)      /* the agent's limit on a request body (api/http.py) */
+#ifndef TIMEOUT_S
 #define TIMEOUT_S 60            /* as the Python plugin waits for the agent */
+#endif
 
 /* How `overnet cni install` knows this file as its own (install.py: MARK). */
 __attribute__((used)) static const char mark[] =
@@ -269,11 +271,16 @@ int main(void) {
         return fallback(&in, version);        /* DEL kept, ADD asked to retry: in Python */
     int n = snprintf(head, sizeof head, "POST /cni HTTP/1.1\r\nHost: localhost\r\n"
                      "Connection: close\r\nContent-Length: %zu\r\n\r\n", req.len);
-    int status = -1;
-    if (!write_all(fd, head, (size_t)n, 1) && !write_all(fd, req.data, req.len, 1) &&
-        !read_all(fd, &ans))
-        status = parse_answer(&ans, &out, &out_len);
+    int status = -1, late = 0;
+    if (!write_all(fd, head, (size_t)n, 1) && !write_all(fd, req.data, req.len, 1)) {
+        if (!read_all(fd, &ans)) status = parse_answer(&ans, &out, &out_len);
+        else late = errno == EAGAIN || errno == EWOULDBLOCK;
+    }
     close(fd);
+    /* An agent still busy with the call: running it again in Python could do it twice. A
+     * DEL may run again (it is idempotent, and kept for later if the agent is away). */
+    if (late && strcmp(command, "DEL"))
+        return fail(version, 11, "the overnet agent did not answer in time", c.socket);
     if (status < 0)
         return fallback(&in, version);
     if (write_all(1, out, out_len, 0)) return 1;
