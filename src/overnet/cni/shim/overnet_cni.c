@@ -1,17 +1,12 @@
 /* overnet-cni: the CNI plugin's fast path, compiled by `overnet cni install`.
  *
- * A runtime starts one plugin process per call; a Python one costs ~20-30 ms before its
- * first request, this one well under 1 ms. It hands the call to the local agent whole: one
- * HTTP/1.1 request, POST /cni, on the agent's unix socket, whose body is the CNI_* variables
- * ("NAME=value\0" each, then "\0") followed by the network config as read from stdin. The
- * agent answers 200 with "0\n" or "1\n" (the exit status) and then what goes to stdout.
- *
- * Everything else is left to the Python plugin, installed beside this file as
- * overnet-cni-python, which this program execs with the same stdin and environment: VERSION,
- * the flannel type, an agent that cannot be reached (a DEL is then kept for later, an ADD
- * asks to try again), an agent without the /cni route, a config this small scan does not
- * read plainly (a key or value with escapes), and any failure here. So every answer, and
- * every error in the spec's JSON form, comes from the agent or from the Python plugin.
+ * A Python plugin costs ~20-30 ms per call before its first request; this, well under 1 ms.
+ * It hands the call whole to the local agent: one POST /cni on its unix socket, the body the
+ * CNI_* variables ("NAME=value\0" each, then "\0") and then stdin (the network config). The
+ * agent answers 200 with "0\n" or "1\n" (the exit status) and what goes to stdout.
+ * The rest goes to the Python plugin beside this file (overnet-cni-python), exec'd with the
+ * same stdin and environment: VERSION, the flannel type, an agent it cannot reach or that
+ * lacks the route, a config this scan does not read plainly (escapes), any failure here.
  */
 #define _GNU_SOURCE
 #include <errno.h>
