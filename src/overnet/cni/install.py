@@ -2,8 +2,8 @@
 configuration list in their conf dir. Everything is checked first and written whole (temporary
 file, then rename), so a failed install leaves nothing half-written.
 
-`overnet-cni` is the compiled shim (shim/overnet_cni.c: one request to the agent, well under a
-millisecond of its own) when a C compiler is there; `overnet-cni-python` beside it is the
+`overnet-cni` is the compiled shim (shim/overnet_cni.c: one request to the agent, ~0.1 ms of
+its own beyond a process start) when a C compiler is there; `overnet-cni-python` beside it is the
 Python plugin it hands the rest to, and `flannel` runs that Python plugin directly."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 /* overnet-cni: the CNI plugin's fast path, compiled by `overnet cni install`.
  *
- * A Python plugin costs ~20-30 ms per call before its first request; this, well under 1 ms.
+ * A Python plugin costs ~20-30 ms per call before its first request; this, a process start.
  * It hands the call whole to the local agent: one POST /cni on its unix socket, the body the
  * CNI_* variables ("NAME=value\0" each, then "\0") and then stdin (the network config). The
  * agent answers 200 with "0\n" or "1\n" (the exit status) and what goes to stdout.
