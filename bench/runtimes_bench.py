@@ -159,26 +159,29 @@ def dns(lab: Lab, count: int, say) -> dict:
 def add_to_name(lab: Lab, rounds: int, say) -> list[float]:
     """ADD on net-1 (overnet-cni, a new name) -> a container on net-2 resolves and pings it;
     ms per round."""
-    _tmp, bindir = _plugin_dir("bench-conv-", ("portmap",))
+    tmp, bindir = _plugin_dir("bench-conv-", ("portmap",))
     conf = {"cniVersion": "1.0.0", "name": "multihost", "type": "overnet-cni"}
     lab.run("net-2", ["overnet", "run", "-d", "--name", "watcher", "sleep", "infinity"])
     out = []
-    for i in range(rounds):
-        name, ns_name, cid = f"pod{i}x{secrets.token_hex(2)}", f"bc{i}", secrets.token_hex(16)
-        lab.run("net-1", ["ip", "netns", "add", ns_name])
-        probe = subprocess.Popen(
-            lab.ssh_argv("net-2", ["overnet", "exec", "watcher", "sh", "-c",
-                                   f"until ping -c 1 -W 0.05 {name} >/dev/null 2>&1; "
-                                   "do :; done"])[0],
-            env=lab.ssh_argv("net-2", [])[1])
-        time.sleep(0.3)   # the probe is looping
-        t0 = time.perf_counter()
-        _plugin(lab, "net-1", "overnet-cni", "ADD", conf, cid, f"/run/netns/{ns_name}", bindir,
-                args=f"K8S_POD_NAME={name}")
-        probe.wait(timeout=30)
-        out.append(time.perf_counter() - t0)
-        _plugin(lab, "net-1", "overnet-cni", "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
-        lab.run("net-1", ["ip", "netns", "del", ns_name])
+    try:
+        for i in range(rounds):
+            name, ns_name, cid = f"pod{i}x{secrets.token_hex(2)}", f"bc{i}", secrets.token_hex(16)
+            lab.run("net-1", ["ip", "netns", "add", ns_name])
+            probe = subprocess.Popen(
+                lab.ssh_argv("net-2", ["overnet", "exec", "watcher", "sh", "-c",
+                                       f"until ping -c 1 -W 0.05 {name} >/dev/null 2>&1; "
+                                       "do :; done"])[0],
+                env=lab.ssh_argv("net-2", [])[1])
+            time.sleep(0.3)   # the probe is looping
+            t0 = time.perf_counter()
+            _plugin(lab, "net-1", "overnet-cni", "ADD", conf, cid, f"/run/netns/{ns_name}", bindir,
+                    args=f"K8S_POD_NAME={name}")
+            probe.wait(timeout=30)
+            out.append(time.perf_counter() - t0)
+            _plugin(lab, "net-1", "overnet-cni", "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
+            lab.run("net-1", ["ip", "netns", "del", ns_name])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     say(f"add-to-name: {rounds} rounds")
     return [1000 * t for t in out]
 
