@@ -1,7 +1,9 @@
 """Runtimes on overnet, each against its reference measured side by side in the same run:
 
-1. CNI ADD: `overnet-cni` onto an overlay network against the reference `bridge` +
-   `host-local` ADD, interleaved round by round (each followed by its DEL), on one sandbox host.
+1. CNI ADD: `overnet-cni` (the compiled shim `overnet cni install` puts in place) onto an
+   overlay network against the reference `bridge` + `host-local` ADD, interleaved round by
+   round (each followed by its DEL), on one sandbox host, with the Python plugin alone
+   (`overnet-cni-python`) beside them; then where the shim's ADD goes (bench/cni_steps.py).
 2. DNS: overnet's resolver on a network's gateway against Docker's embedded DNS (127.0.0.11 in a
    container on a user-defined Docker network), same client (bench/dns_bench.py client mode),
    same host: latency p50/p99 and queries per second.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,7 @@ from overnet.cni import install as installer
 from overnet.sandbox.lab import Lab
 from overnet.sandbox.runtimes import IMAGE
 
+from .cni_steps import StepTimer
 from .dockerlab import docker_missing
 from .labs import ROOT, Skip, pick_underlay
 from .stats import percentile
@@ -67,32 +71,57 @@ def _plugin_dir(prefix: str, reference: tuple[str, ...]) -> tuple[str, str]:
 
 
 def cni_add(lab: Lab, rounds: int, say) -> dict[str, list[float]]:
-    """ADD times in ms, overnet-cni's and the reference's, round by round."""
+    """ADD times in ms, overnet-cni's (the installed shim), the reference's and the Python
+    plugin's, round by round."""
     tmp, bindir = _plugin_dir("bench-cni-", ("bridge", "host-local", "portmap"))
     ours = {"cniVersion": "1.0.0", "name": "multihost", "type": "overnet-cni"}
     ref = {"cniVersion": "1.0.0", "name": "ref", "type": "bridge", "bridge": "bref0",
            "isGateway": True, "ipam": {"type": "host-local", "subnet": "10.222.0.0/16",
                                        "dataDir": os.path.join(tmp, "ipam")}}
-    times: dict[str, list[float]] = {"overnet-cni": [], "reference": []}
+    times: dict[str, list[float]] = {"overnet-cni": [], "reference": [], "python": []}
+    steps = StepTimer(lab, bindir, "multihost")
     # a resident container on each network, as on any host in use: the network's devices
     # exist (the reference's bridge likewise stays after its first ADD)
     lab.run("net-1", ["overnet", "run", "-d", "--name", "resident", "sleep", "infinity"])
     _plugin(lab, "net-1", "bridge", "ADD", ref, "resident", _netns(lab, "resident"), bindir)
-    for i in range(rounds):
-        for name, binary, conf in (("overnet-cni", "overnet-cni", ours),
-                                   ("reference", "bridge", ref))[::1 if i % 2 else -1]:
-            ns_name = f"bn{secrets.token_hex(3)}"
-            lab.run("net-1", ["ip", "netns", "add", ns_name])
-            cid = secrets.token_hex(16)
-            try:
-                times[name].append(_plugin(lab, "net-1", binary, "ADD", conf, cid,
-                                           f"/run/netns/{ns_name}", bindir))
-                _plugin(lab, "net-1", binary, "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
-            finally:
-                lab.run("net-1", ["ip", "netns", "del", ns_name])
-        if i % 10 == 9:
-            say(f"cni: {i + 1}/{rounds} rounds")
-    return {k: [1000 * t for t in v] for k, v in times.items()}
+    try:
+        for i in range(rounds):
+            _cni_round(lab, i, bindir, (ours, ref), times)
+            steps.round()
+            if i % 10 == 9:
+                say(f"cni: {i + 1}/{rounds} rounds")
+    finally:
+        steps.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {k: [1000 * t for t in v] for k, v in times.items()} | {
+        f"step.{k}": v for k, v in steps.samples().items()}
+
+
+def _cni_round(lab: Lab, i: int, bindir: str, confs: tuple[dict, dict],
+               times: dict[str, list[float]]) -> None:
+    """One round: each system's ADD (then its DEL): the shim, the reference, and the Python
+    plugin alone (the shim's fallback, and what overnet-cni was before the shim)."""
+    ours, ref = confs
+    systems = (("overnet-cni", "overnet-cni", ours), ("reference", "bridge", ref),
+               ("python", "overnet-cni-python", ours))
+    for name, binary, conf in systems[i % 3:] + systems[:i % 3]:
+        ns_name = f"bn{secrets.token_hex(3)}"
+        lab.run("net-1", ["ip", "netns", "add", ns_name])
+        cid = secrets.token_hex(16)
+        try:
+            times[name].append(_plugin(lab, "net-1", binary, "ADD", conf, cid,
+                                       f"/run/netns/{ns_name}", bindir))
+            _plugin(lab, "net-1", binary, "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
+        finally:
+            lab.run("net-1", ["ip", "netns", "del", ns_name])
+
+
+STEPS = (("enter", "start of /bin/true in the sandbox host's namespaces (nsenter), as the "
+                   "plugins here are run"),
+         ("spawn", "start of a trivial process (/bin/true), the floor of any plugin"),
+         ("shim", "overnet-cni shim process: start, stdin, one call to an instant stub agent"),
+         ("route", "agent's POST /cni ADD on its socket, no plugin process"),
+         ("attach", "agent's POST /endpoints (the attach POST /cni makes in-process)"))
 
 
 def _dns_client(argv_prefix: list[str], server: str, name: str, count: int) -> dict:
@@ -130,26 +159,29 @@ def dns(lab: Lab, count: int, say) -> dict:
 def add_to_name(lab: Lab, rounds: int, say) -> list[float]:
     """ADD on net-1 (overnet-cni, a new name) -> a container on net-2 resolves and pings it;
     ms per round."""
-    _tmp, bindir = _plugin_dir("bench-conv-", ("portmap",))
+    tmp, bindir = _plugin_dir("bench-conv-", ("portmap",))
     conf = {"cniVersion": "1.0.0", "name": "multihost", "type": "overnet-cni"}
     lab.run("net-2", ["overnet", "run", "-d", "--name", "watcher", "sleep", "infinity"])
     out = []
-    for i in range(rounds):
-        name, ns_name, cid = f"pod{i}x{secrets.token_hex(2)}", f"bc{i}", secrets.token_hex(16)
-        lab.run("net-1", ["ip", "netns", "add", ns_name])
-        probe = subprocess.Popen(
-            lab.ssh_argv("net-2", ["overnet", "exec", "watcher", "sh", "-c",
-                                   f"until ping -c 1 -W 0.05 {name} >/dev/null 2>&1; "
-                                   "do :; done"])[0],
-            env=lab.ssh_argv("net-2", [])[1])
-        time.sleep(0.3)   # the probe is looping
-        t0 = time.perf_counter()
-        _plugin(lab, "net-1", "overnet-cni", "ADD", conf, cid, f"/run/netns/{ns_name}", bindir,
-                args=f"K8S_POD_NAME={name}")
-        probe.wait(timeout=30)
-        out.append(time.perf_counter() - t0)
-        _plugin(lab, "net-1", "overnet-cni", "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
-        lab.run("net-1", ["ip", "netns", "del", ns_name])
+    try:
+        for i in range(rounds):
+            name, ns_name, cid = f"pod{i}x{secrets.token_hex(2)}", f"bc{i}", secrets.token_hex(16)
+            lab.run("net-1", ["ip", "netns", "add", ns_name])
+            probe = subprocess.Popen(
+                lab.ssh_argv("net-2", ["overnet", "exec", "watcher", "sh", "-c",
+                                       f"until ping -c 1 -W 0.05 {name} >/dev/null 2>&1; "
+                                       "do :; done"])[0],
+                env=lab.ssh_argv("net-2", [])[1])
+            time.sleep(0.3)   # the probe is looping
+            t0 = time.perf_counter()
+            _plugin(lab, "net-1", "overnet-cni", "ADD", conf, cid, f"/run/netns/{ns_name}", bindir,
+                    args=f"K8S_POD_NAME={name}")
+            probe.wait(timeout=30)
+            out.append(time.perf_counter() - t0)
+            _plugin(lab, "net-1", "overnet-cni", "DEL", conf, cid, f"/run/netns/{ns_name}", bindir)
+            lab.run("net-1", ["ip", "netns", "del", ns_name])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     say(f"add-to-name: {rounds} rounds")
     return [1000 * t for t in out]
 
@@ -176,7 +208,20 @@ def run(ctx, res) -> None:
         res.add_figure("rt.cni.reference", bench, "reference CNI bridge + host-local ADD", "ms",
                        cni["reference"])
         res.add_ratio("rt.cni_vs_reference", bench, "overnet-cni ADD / reference CNI ADD",
-                      "rt.cni.overnet", "rt.cni.reference", "<=", 1.0)
+                      "rt.cni.overnet", "rt.cni.reference", "<=", 0.7)
+        res.add_figure("rt.cni.python", bench, "overnet-cni-python ADD (the Python plugin "
+                       "alone: the shim's fallback)", "ms", cni["python"])
+        res.add_ratio("rt.cni_python_vs_reference", bench, "overnet-cni-python ADD / reference "
+                      "CNI ADD", "rt.cni.python", "rt.cni.reference")
+        for key, label in STEPS:
+            res.add_figure(f"rt.cni.step.{key}", bench, f"overnet-cni ADD step: {label}", "ms",
+                           cni[f"step.{key}"])
+        res.add_ratio("rt.cni.route_vs_attach", bench, "agent's POST /cni ADD / its POST "
+                      "/endpoints (the route's own cost)", "rt.cni.step.route",
+                      "rt.cni.step.attach", paired=True)
+        res.add_ratio("rt.cni.shim_vs_spawn", bench, "overnet-cni shim process / start of "
+                      "/bin/true (the shim's own cost)", "rt.cni.step.shim", "rt.cni.step.spawn",
+                      paired=True)
         if docker:
             d = dns(lab, 500 if quick else 2000, say)
             for who, label in (("overnet", "overnet's resolver"),

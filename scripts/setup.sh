@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 DEBS=(etcd-server etcd-client iproute2 iptables nftables iputils-ping iperf3 tcpdump
       containernetworking-plugins util-linux procps python3-venv
-      podman docker.io busybox-static)
+      podman docker.io busybox-static gcc libc6-dev)
 # Podman, Docker 20.10 and busybox (their image): real runtimes on overnet (tests, `sandbox up
 # --runtimes`) and the benchmarks' overlay reference.
+# gcc, libc6-dev: `overnet cni install` compiles the overnet-cni shim (else the slower Python one).
 # ethtool: `python -m bench tuning` switches GRO on the overlay's devices with it.
 [ "${1:-}" = "--bench" ] && DEBS+=(ethtool)
 missing=()

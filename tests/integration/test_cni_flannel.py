@@ -174,3 +174,15 @@ def test_unknown_delegate_and_missing_lease(world):
     proc = world.plugin("flannel", "ADD", world.conf("1.0.0"))
     err = json.loads(proc.stdout)
     assert proc.returncode == 1 and err["code"] == 11 and "subnet.env" in err["msg"]
+
+
+def test_the_flannel_type_through_the_overnet_cni_shim(world):
+    """A conflist may name the overnet-cni executable with type flannel: the compiled shim
+    hands it to the Python plugin, which runs flannel's logic."""
+    with open(os.path.join(world.bin, "overnet-cni"), "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    res = ok(world.plugin("overnet-cni", "ADD", world.conf("1.0.0")))
+    assert ipaddress.ip_interface(res["ips"][0]["address"]) in world.subnet
+    assert os.path.exists(os.path.join(world.root, "flannel", "ctr1"))
+    ok(world.plugin("overnet-cni", "DEL", world.conf("1.0.0")))
+    assert world.ip(world.cont, "link", "show", "type", "veth") == []

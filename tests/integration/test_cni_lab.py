@@ -1,7 +1,11 @@
 """overnet-cni against real agents in a two-host lab: ADD/CHECK/DEL per cniVersion, DEL
 twice, ADD twice, DEL while the agent is stopped (kept, then finished), GC, STATUS, traffic
 between containers of two hosts, and a chain with Debian's portmap. The plugin runs as a
-runtime runs it: inside the host's namespaces, with only the CNI_* variables set."""
+runtime runs it: inside the host's namespaces, with only the CNI_* variables set.
+
+`overnet-cni` is the compiled shim (the agent's POST /cni does the work); what it leaves to
+the Python plugin beside it (agent away, VERSION, configs with escapes, bad input it does not
+read) is tested here too, and the Python plugin on its own (`overnet-cni-python`)."""
 
 from __future__ import annotations
 
@@ -42,16 +46,20 @@ class CniHost:
         for name in self.made:
             self.lab.run(self.name, ["ip", "netns", "del", name])
 
-    def plugin(self, verb: str, conf: dict, cid: str = "", netns: str = "",
+    def plugin(self, verb: str, conf: dict | bytes, cid: str = "", netns: str = "",
                ifname: str = "eth0", exe: str = "overnet-cni", args: str = "",
-               path: str = "") -> subprocess.CompletedProcess:
+               path: str = "", bindir: str = "") -> subprocess.CompletedProcess:
         env = {"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
                "CNI_IFNAME": ifname, "CNI_PATH": self.bin, "CNI_ARGS": args}
+        if not verb:
+            del env["CNI_COMMAND"]
         if path:
             env["PATH"] = path
-        argv = self.lab.enter_argv(self.lab.host(self.name)) + [os.path.join(self.bin, exe)]
-        return subprocess.run(argv, input=json.dumps(conf).encode(), env=env,
-                              capture_output=True, timeout=90, check=False)
+        argv = self.lab.enter_argv(self.lab.host(self.name)) + [
+            os.path.join(bindir or self.bin, exe)]
+        stdin = conf if isinstance(conf, bytes) else json.dumps(conf).encode()
+        return subprocess.run(argv, input=stdin, env=env, capture_output=True, timeout=90,
+                              check=False)
 
     def in_ns(self, ns_name: str, *cmd: str) -> subprocess.CompletedProcess:
         return self.lab.run(self.name, ["ip", "netns", "exec", ns_name, *cmd])
@@ -294,3 +302,102 @@ def test_del_after_the_container_is_gone(world):
     assert lab.run(a.name, ["ip", "netns", "del", ns_name]).returncode == 0
     ok(a.plugin("DEL", conf(net), cid, ns))
     assert cid not in {e["container_id"] for e in lab.api(a.name).get("/endpoints")}
+
+
+def test_the_shim_does_every_verb_through_the_agent(world):
+    """In a bin dir without the Python plugin, every verb but VERSION still works: the shim
+    and the agent's POST /cni alone. Where it would hand over to Python, it says what is
+    missing in the spec's error JSON."""
+    lab, hosts, net = world
+    a = hosts["a"]
+    alone = os.path.join(a.root, f"alone-{secrets.token_hex(2)}")
+    os.makedirs(alone)
+    shutil.copy(os.path.join(a.bin, "overnet-cni"), alone)
+    ns_name, ns = a.netns()
+    cid = secrets.token_hex(16)
+    v11 = conf(net, "1.1.0")
+    res = ok(a.plugin("ADD", v11, cid, ns, bindir=alone, args="K8S_POD_NAME=Alone_1"))
+    assert a.addresses(ns_name) == [res["ips"][0]["address"].split("/")[0]]
+    assert res["interfaces"][1]["mtu"] > 0
+    assert lab.api(a.name).get(f"/endpoints/{cid}/eth0")["name"] == "alone-1"
+    ok(a.plugin("CHECK", dict(v11, prevResult=res), cid, ns, bindir=alone))
+    assert ok(a.plugin("STATUS", v11, bindir=alone)) is None
+    assert "already" in failed(a.plugin("ADD", v11, cid, ns, bindir=alone))["msg"]
+    gc = dict(v11, **{"cni.dev/valid-attachments": [{"containerID": cid, "ifname": "eth0"}]})
+    ok(a.plugin("GC", gc, bindir=alone))
+    assert a.addresses(ns_name) != []
+    ok(a.plugin("DEL", v11, cid, ns, bindir=alone))
+    assert a.addresses(ns_name) == []
+    assert failed(a.plugin("CHECK", v11, cid, ns, bindir=alone))["code"] == 3
+    # what it leaves to Python: it says so, naming the missing plugin
+    for verb, c in (("ADD", conf(net, agentSocket="/run/overnet/nothing.sock")),
+                    ("VERSION", {})):
+        err = failed(a.plugin(verb, c, cid, ns, bindir=alone))
+        assert err["code"] == 999 and "overnet-cni-python" in err["details"], err
+
+
+def test_the_python_plugin_alone(world):
+    """overnet-cni-python (what the shim falls back to, and overnet-cni without a compiler)
+    does ADD, CHECK, DEL through the agent's /endpoints API."""
+    _, hosts, net = world
+    a = hosts["a"]
+    ns_name, ns = a.netns()
+    cid = secrets.token_hex(16)
+    py = "overnet-cni-python"
+    res = ok(a.plugin("ADD", conf(net), cid, ns, exe=py))
+    assert a.addresses(ns_name) == [res["ips"][0]["address"].split("/")[0]]
+    ok(a.plugin("CHECK", conf(net, prevResult=res), cid, ns, exe=py))
+    ok(a.plugin("DEL", conf(net), cid, ns, exe=py))
+    assert a.addresses(ns_name) == []
+
+
+def test_bad_input_through_the_shim(world):
+    """Each answered with the spec's error JSON naming the bad value (by the agent, or by the
+    Python plugin where the shim hands over)."""
+    lab, hosts, net = world
+    a = hosts["a"]
+    _, ns = a.netns()
+    err = failed(a.plugin("ADD", b'{"cniVersion": "1.0.0", "name": ', "c1", ns))
+    assert err["code"] == 6 and "decoding" in err["msg"]
+    err = failed(a.plugin("", conf(net), "c1", ns))
+    assert err["code"] == 4 and "CNI_COMMAND" in err["msg"]
+    err = failed(a.plugin("ADD", conf(net), "c1", ns, ifname="eth\r\n0"))
+    assert err["code"] == 4 and "'eth\\r\\n0'" in err["msg"]
+    err = failed(a.plugin("ADD", conf(net), "c1\nHost: x", ns))
+    assert err["code"] == 4 and "'c1\\nHost: x'" in err["msg"]
+    quoted = conf(net, agentSocket='/run/overnet/x"y.sock')
+    err = failed(a.plugin("ADD", quoted, "c1", ns))
+    assert err["code"] == 11 and 'x"y.sock' in err["details"], err
+    err = failed(a.plugin("ADD", conf(net, agentSocket="run/overnet.sock"), "c1", ns))
+    assert err["code"] == 7 and "'run/overnet.sock'" in err["msg"]
+    # an escape the shim leaves to Python, naming the agent's real socket: it works
+    escaped = json.dumps(conf(net)).replace('"name"', '"agentSocket": '
+                                            '"\\u002frun/overnet/overnet.sock", "name"')
+    cid = secrets.token_hex(16)
+    ok(a.plugin("ADD", escaped.encode(), cid, ns))
+    ok(a.plugin("DEL", escaped.encode(), cid, ns))
+    assert cid not in {e["container_id"] for e in lab.api(a.name).get("/endpoints")}
+
+
+def test_pending_dels_are_finished_by_the_next_add(world):
+    """A DEL kept while the agent was away (as the Python fallback keeps it) is finished by
+    the agent's POST /cni before its next ADD, and the address is free again."""
+    lab, hosts, net = world
+    a = hosts["a"]
+    host = lab.host(a.name)
+    kept = os.path.join(host.run_dir, "overnet", f"pend-{secrets.token_hex(2)}")
+    inside = "/run/overnet/" + os.path.basename(kept)        # the same dir, seen by the host
+    ns_name, ns = a.netns()
+    cid = secrets.token_hex(16)
+    ok(a.plugin("ADD", conf(net, pendingDir=inside), cid, ns))
+    try:
+        pending.remember(kept, cid, "eth0", net)
+        _, ns2 = a.netns()
+        cid2 = secrets.token_hex(16)
+        ok(a.plugin("ADD", conf(net, pendingDir=inside), cid2, ns2))
+        assert pending.entries(kept) == []
+        assert cid not in {e["container_id"] for e in lab.api(a.name).get("/endpoints")}
+        assert a.addresses(ns_name) == []
+        ok(a.plugin("DEL", conf(net, pendingDir=inside), cid2, ns2))
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)

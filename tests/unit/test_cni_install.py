@@ -45,7 +45,9 @@ def test_install_writes_plugins_and_conflist(dirs):
     assert [p["type"] for p in conf["plugins"]] == ["overnet-cni", "portmap"]
     assert conf["plugins"][0]["network"] == "foobar"
     assert conf["plugins"][0]["agentSocket"] == "/run/x/overnet.sock"
-    for name in ("overnet-cni", "flannel"):
+    with open(os.path.join(bin_dir, "overnet-cni"), "rb") as f:
+        assert f.read(4) == b"\x7fELF"       # the compiled shim (gcc is in scripts/setup.sh)
+    for name in ("overnet-cni", "flannel", "overnet-cni-python"):
         exe = os.path.join(bin_dir, name)
         out = subprocess.run([exe], env={"CNI_COMMAND": "VERSION"}, input=b"",
                              capture_output=True, timeout=30, check=False)
@@ -54,7 +56,32 @@ def test_install_writes_plugins_and_conflist(dirs):
     again = CliRunner().invoke(cli, ["cni", "install", "--bin-dir", bin_dir,
                                      "--conf-dir", conf_dir, "--network", "foobar"])
     assert again.exit_code == 0, again.output
-    assert sorted(os.listdir(bin_dir)) == ["flannel", "overnet-cni", "portmap"]
+    assert sorted(os.listdir(bin_dir)) == ["flannel", "overnet-cni", "overnet-cni-python",
+                                           "portmap"]
+
+
+def test_without_a_compiler_overnet_cni_is_the_python_plugin(tmp_path, dirs, monkeypatch,
+                                                             capsys):
+    bin_dir, conf_dir = dirs
+    (tmp_path / "nothing").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))     # no cc to be found
+    assert installer.shutil.which("cc") is None and installer.shutil.which("gcc") is None
+    installer.install([bin_dir], conf_dir, "overnet", "1.0.0")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no C compiler" in err[0] and "Python plugin" in err[0]
+    with open(os.path.join(bin_dir, "overnet-cni")) as f:
+        script = f.read()
+    assert script.startswith("#!") and installer.MARK in script
+    out = subprocess.run([os.path.join(bin_dir, "overnet-cni")], env={"CNI_COMMAND": "VERSION"},
+                         input=b"", capture_output=True, timeout=30, check=False)
+    assert out.returncode == 0 and "1.1.0" in json.loads(out.stdout)["supportedVersions"]
+
+
+def test_a_shim_that_does_not_compile_says_why(tmp_path):
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main(void) { return missing_function_x(); }\n")
+    shim, why = installer.compile_shim(str(tmp_path), str(bad))
+    assert shim is None and "bad.c" in why
 
 
 @pytest.mark.parametrize("args,word", [

@@ -62,8 +62,14 @@ class Client:
             from urllib.parse import urlencode
             path += "?" + urlencode(query)
         payload = wire.dumps(body).encode() if body is not None else None
+        return answer(*self.exchange(method, path, payload), raw=raw)
+
+    def exchange(self, method: str, target: str, payload: bytes | None
+                 ) -> tuple[int, str, bytes]:
+        """One request on the socket: (status, reason, body). The agent's own plugin code,
+        run inside the agent, answers it in-process instead (api/cniroute.py)."""
         try:
-            status, reason, data = wire.exchange(self.path, self.timeout, method, path, payload)
+            return wire.exchange(self.path, self.timeout, method, target, payload)
         except TimeoutError:
             raise ApiError(f"the overnet agent at {self.path} did not answer in time") from None
         except ValueError:
@@ -71,13 +77,6 @@ class Client:
                 from None
         except OSError as e:
             raise AgentUnreachable(unreachable(self.path, e)) from None
-        if status >= 400:
-            try:
-                message = wire.loads(data)["message"]
-            except (ValueError, KeyError, TypeError):
-                message = data.decode(errors="replace") or reason
-            raise ApiError(message, status)
-        return data if raw else wire.loads(data)
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query={k: v for k, v in query.items() if v})
@@ -87,6 +86,17 @@ class Client:
 
     def delete(self, path: str, **query: Any) -> Any:
         return self.request("DELETE", path, query={k: v for k, v in query.items() if v})
+
+
+def answer(status: int, reason: str, data: bytes, raw: bool = False) -> Any:
+    """An answer's body as JSON (or bytes); an error status as ApiError with its message."""
+    if status >= 400:
+        try:
+            message = wire.loads(data)["message"]
+        except (ValueError, KeyError, TypeError):
+            message = data.decode(errors="replace") or reason
+        raise ApiError(message, status)
+    return data if raw else wire.loads(data)
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")

@@ -160,20 +160,27 @@ class Server:
                 return
 
     async def _dispatch(self, request: Request) -> Response:
-        handler, params, exists = self.routes.find(request.method, request.path)
-        if handler is None:
-            status = 405 if exists else 404
-            return Response.json({"message": f"{request.method} {request.path[:200]}: "
-                                  f"{REASONS[status].lower()}"}, status)
-        request.match_info = params
+        return await dispatch(self.routes, self.on_error, request)
+
+
+async def dispatch(routes: RouteTableDef, on_error: Callable[[Request, Exception], Response],
+                   request: Request) -> Response:
+    """A request's answer from its route; the agent also calls its own routes this way,
+    in-process (api/cniroute.py)."""
+    handler, params, exists = routes.find(request.method, request.path)
+    if handler is None:
+        status = 405 if exists else 404
+        return Response.json({"message": f"{request.method} {request.path[:200]}: "
+                              f"{REASONS[status].lower()}"}, status)
+    request.match_info = params
+    try:
+        return await handler(request)
+    except Exception as e:  # noqa: BLE001 - every error becomes a JSON answer
         try:
-            return await handler(request)
-        except Exception as e:  # every error becomes a JSON answer, never a dropped connection
-            try:
-                return self.on_error(request, e)
-            except Exception:
-                log.exception("%s %s: error handler failed", request.method, request.path)
-                return Response.json({"message": "internal error"}, 500)
+            return on_error(request, e)
+        except Exception:
+            log.exception("%s %s: error handler failed", request.method, request.path)
+            return Response.json({"message": "internal error"}, 500)
 
 
 class _BadRequest(Exception):

@@ -22,8 +22,8 @@ from ..agent.state import Container, LocalEndpoint
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..store.base import StoreError
 from ..store.records import NetworkRecord
+from . import cniroute, schema
 from . import http as web
-from . import schema
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ def make_app(agent: Agent) -> web.RouteTableDef:
     _endpoint_routes(routes, agent)
     _subnet_routes(routes, agent)
     _observe_routes(routes, agent)
+    cniroute.add_routes(routes, error_response)    # the compiled overnet-cni's calls
 
     @routes.get("/info")
     async def info(request: web.Request) -> web.Response:

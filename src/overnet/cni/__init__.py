@@ -1,7 +1,10 @@
 """overnet's CNI plugin, a thin client of the local agent, for Podman and containerd.
 
-One executable (`overnet-cni`, also installed as `flannel` by `overnet cni install`) that
-dispatches on the config's `type`:
+One Python entry point (main.py; installed by `overnet cni install` as `flannel` and as
+`overnet-cni-python`) that dispatches on the config's `type`. `overnet-cni` itself is a small
+compiled shim (shim/overnet_cni.c) that hands the whole call to the agent's POST /cni, where
+this same code runs (api/cniroute.py), and execs the Python entry point for what it leaves
+(VERSION, flannel, an agent it cannot reach, configs with escapes):
 
 - `overnet-cni` (any type but flannel): ADD/DEL/CHECK/GC/STATUS/VERSION through the agent's
   /endpoints API. Config fields: `cniVersion` (0.3.0 .. 1.1.0), `name`, `type`, `network`
@@ -12,6 +15,6 @@ dispatches on the config's `type`:
 - `flannel`: flannel's own CNI plugin over the subnet.env the agent writes (`subnetFile`,
   `dataDir`, `delegate`, `ipam`), delegating to bridge + host-local from CNI_PATH.
 
-Kept free of heavy imports (no click, pyroute2, asyncio, json, re, socket): a runtime starts
-one process per call, and that start is most of what the plugin itself costs.
+Kept free of heavy imports (no click, pyroute2, asyncio, json, re, socket): when the Python
+plugin runs as its own process (the fallback), that start is most of what it costs.
 """

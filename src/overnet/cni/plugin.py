@@ -15,13 +15,13 @@ RUNTIME = "cni"
 _LABEL = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
-def run(inv: Invocation, raw: dict) -> dict | None:
+def run(inv: Invocation, raw: dict, client: Client | None = None) -> dict | None:
     conf = OvernetConf(raw)
     if inv.command == "CHECK":
         require(conf.version, "0.4.0", "CHECK")
     elif inv.command in ("GC", "STATUS"):
         require(conf.version, "1.1.0", inv.command)
-    client = connect(conf.socket)
+    client = client or connect(conf.socket)
     if inv.command == "STATUS":
         return cmd_status(client, conf)
     flush(client, conf)
@@ -44,11 +44,20 @@ def flush(client: Client, conf: OvernetConf) -> None:
 
 
 def cmd_add(client: Client, inv: Invocation, conf: OvernetConf) -> dict:
-    what = f"attaching container {inv.container_id} ({inv.ifname}) to network {conf.network}"
     try:
         endpoint = client.post("/endpoints", attach_request(inv, conf))
     except ApiError as e:
-        raise to_cni_error(e, what) from None
+        raise add_error(inv, conf, e) from None
+    return add_answer(inv, conf, endpoint)
+
+
+def add_error(inv: Invocation, conf: OvernetConf, e: ApiError) -> CniError:
+    return to_cni_error(e, f"attaching container {inv.container_id} ({inv.ifname}) to "
+                        f"network {conf.network}")
+
+
+def add_answer(inv: Invocation, conf: OvernetConf, endpoint: dict) -> dict:
+    """The agent's endpoint record as the ADD result, chained after the previous one."""
     return chain(conf.prev_result, add_result(endpoint, inv.ifname, inv.netns, conf.version))
 
 
