@@ -32,3 +32,9 @@ def write_atomic(path: str, content: str | bytes, mode: int | None = None) -> No
         except FileNotFoundError:
             pass
         raise
+
+
+def package_root() -> str:
+    """The directory holding the `overnet` package: what a script started with python -I -S
+    (no site processing, so no .pth of an editable install) puts first on sys.path."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

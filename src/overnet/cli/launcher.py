@@ -11,10 +11,9 @@ site-packages).
 
 from __future__ import annotations
 
-import os
 import sys
 
-from ..fsutil import write_atomic
+from ..fsutil import package_root, write_atomic
 
 MARK = "overnet's lean launcher"
 
@@ -24,10 +23,6 @@ def script(python: str, root: str) -> str:
             f"# {MARK} (python -m overnet.cli.launcher), in place of pip's wrapper\n"
             f"import sys\nsys.path.insert(0, {root!r})\n"
             "from overnet.cli.fast import main\nmain()\n")
-
-
-def package_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv: list[str]) -> int:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 
+from ..fsutil import package_root
 from .spec import VERSIONS, at_least
 
 DEFAULT_BIN_DIR = "/usr/lib/cni"
@@ -34,11 +35,6 @@ class InstallError(Exception):
 
 def default_bin_dirs() -> list[str]:
     return [DEFAULT_BIN_DIR] + ([EXTRA_BIN_DIR] if os.path.isdir(EXTRA_BIN_DIR) else [])
-
-
-def package_root() -> str:
-    import overnet
-    return os.path.dirname(os.path.dirname(os.path.abspath(overnet.__file__)))
 
 
 def wrapper(python: str, root: str) -> str:
