@@ -133,6 +133,7 @@ class Run:
         self.lab = Lab(args.lab, say=lambda s: None)
         self.snap = os.path.join(tempfile.mkdtemp(prefix="overnet-mem-"), "snapshot")
         self.prev = None
+        self.base = self.last = None
         self.rows: list[dict] = []
 
     def up(self) -> None:
@@ -186,6 +187,22 @@ class Run:
             where = " <- ".join(f"{_short(fr.filename)}:{fr.lineno}" for fr in frames[::-1])
             print(f"    {diff / 1024:+9.1f} KiB {getattr(s, 'count_diff', s.count):+7d}  {where}")
         self.prev = snap
+        if self.base is None and len(self.rows) == 2:
+            self.base = snap
+        self.last = snap
+
+    def growth(self) -> None:
+        """Sites that grew from the step after the local containers to the last step."""
+        if self.base is None or self.last is None:
+            return
+        print("growth from the local containers' step to the last, by site:")
+        for s in self.last.compare_to(self.base, "lineno")[:self.args.top]:
+            print(f"    {s.size_diff / 1024:+9.1f} KiB {s.count_diff:+7d}  "
+                  f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}")
+        print("by file:")
+        for s in self.last.compare_to(self.base, "filename")[:self.args.top]:
+            print(f"    {s.size_diff / 1024:+9.1f} KiB {s.count_diff:+7d}  "
+                  f"{_short(s.traceback[0].filename)}")
 
     def local_containers(self, count: int) -> dict[str, int]:
         api = self.lab.client(self.host.name)
@@ -233,9 +250,13 @@ class Run:
                 names |= {f"r{i}fake{i % a.hosts:02d}" for i in range(n)}
                 took = self.wait_names(pids, names)
                 self.measure(f"remotes ({took:.1f}s)", n, a.locals)
+            if a.linger:     # a resync or two (every 10 s) re-reads the kernel's peers
+                self.args.settle = a.linger
+                self.measure("lingered", a.remotes, a.locals)
         finally:
             feeder.close()
         self._slopes()
+        self.growth()
 
     def _slopes(self) -> None:
         r = self.rows
@@ -243,10 +264,11 @@ class Run:
             per_local = (r[1]["rss"] - r[0]["rss"]) * 1024 / self.args.locals
             print(f"per local container: {per_local:.1f} KB RSS")
         if len(r) >= 4 and self.args.remotes:
-            span = r[-1]["remotes"] - r[2]["remotes"]
+            span = r[-1]["remotes"] - r[1]["remotes"]
             for k in ("rss", "pss", "anonymous"):
                 print(f"per remote endpoint ({k}): "
-                      f"{(r[-1][k] - r[2][k]) * 1024 / span:.1f} KB (from step 2 to the last)")
+                      f"{(r[-1][k] - r[1][k]) * 1024 / span:.1f} KB (from the local "
+                      f"containers' step to the last)")
         print(json.dumps(self.rows))
 
     def down(self) -> None:
@@ -267,6 +289,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hosts", type=int, default=49)
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--settle", type=float, default=3.0, help="seconds before each sample")
+    p.add_argument("--linger", type=float, default=25.0,
+                   help="seconds before a last sample at the largest size")
     p.add_argument("--trace", action="store_true")
     p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
     p.add_argument("--top", type=int, default=15)

@@ -21,7 +21,7 @@ from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_NOARP, NUD_PERMANENT
 
-from overnet.dataplane import netns
+from overnet.dataplane import netns, nldump
 from overnet.dataplane.bridge import ensure_bridge_in
 from overnet.dataplane.model import BRIDGE, VXLAN, VXLAN_PORT, DataplaneError
 from overnet.dataplane.plumbing import (
@@ -172,18 +172,12 @@ def peers(k: Netlink, ns_path: str) -> set[tuple[str, str, str]]:
     ipr = k.socket(ns_path)
     with failing(f"cannot read the peers of network namespace {ns_path}"):
         vx = int(_vxlan_link(ipr, ns_path)["index"])
-        vteps: dict[str, str] = {}
-        for m in ipr.fdb("dump", ifindex=vx):
-            # The bridge's own entries for the port are NTF_MASTER and have no dst.
-            if (m["ifindex"] == vx and m["flags"] & NTF_SELF
-                    and m["state"] & NUD_PERMANENT and m.get("dst")):
-                vteps[m.get("lladdr")] = m.get("dst")
-        found = set()
-        for m in ipr.neigh("dump", ifindex=vx, family=AF_INET):
-            mac = m.get("lladdr")
-            if m["ifindex"] == vx and m["state"] & NUD_PERMANENT and mac in vteps:
-                found.add((mac, m.get("dst"), vteps[mac]))
-        return found
+        # Read with nldump, not pyroute2: see there why (a dump per resync, 1,000s of peers).
+        # The bridge's own entries for the port are NTF_MASTER and have no dst.
+        vteps = {mac: dst for _, state, flags, mac, dst in nldump.fdb(ns_path, vx)
+                 if flags & NTF_SELF and state & NUD_PERMANENT and dst}
+        return {(mac, ip, vteps[mac]) for _, state, _, mac, ip in nldump.neighbours(ns_path, vx)
+                if state & NUD_PERMANENT and mac in vteps}
 
 
 def add_peer(k: Netlink, ns_path: str, mac: str, ip: str, vtep_ip: str) -> None:
