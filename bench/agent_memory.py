@@ -3,7 +3,7 @@ containers through its API and remote endpoints written straight into etcd for ~
 hosts, with the agent's RSS, PSS and anonymous memory after every step.
 
     python -m bench.agent_memory [--locals 20] [--remotes 980] [--hosts 49] [--steps 7]
-                                 [--trace] [--lab NAME] [--underlay CIDR]
+                                 [--pace S] [--trace] [--lab NAME] [--underlay CIDR]
 
 --trace runs the agent under tracemalloc and prints, per step, the allocation sites that grew
 most (tracemalloc itself costs memory: read RSS from a run without it). The feeder that writes
@@ -38,8 +38,8 @@ runpy.run_module("overnet", run_name="__main__")
 # --- the feeder (inside the store's namespace) -----------------------------------------------
 
 async def feed(store_url: str, net_name: str, hosts: int, subnet_base: str) -> None:
-    """Commands on stdin: 'remotes N' (bring the remote endpoints to N, spread over the
-    hosts), 'quit'. Answers 'ok N' or 'error MSG'."""
+    """Commands on stdin: 'remotes N PACE' (bring the remote endpoints to N, spread over the
+    hosts, PACE seconds apart), 'quit'. Answers 'ok N' or 'error MSG'."""
     from overnet.ipam.allocator import HostAllocator
     from overnet.ipam.pools import mac_for
     from overnet.store import keys, open_store
@@ -76,8 +76,9 @@ async def feed(store_url: str, net_name: str, hosts: int, subnet_base: str) -> N
         line = (await loop.run_in_executor(None, sys.stdin.readline)).split()
         if not line or line[0] == "quit":
             break
-        target = int(line[1])
+        target, pace = int(line[1]), float(line[2])
         while made < target:
+            await asyncio.sleep(pace)
             host = names[made % hosts]
             ip = await allocators[host].allocate(net, used)
             used.add(ip)
@@ -245,8 +246,8 @@ class Run:
         try:
             for step in range(1, a.steps + 1):
                 n = a.remotes * step // a.steps
-                feeder.send(f"remotes {n}")
-                feeder.expect("ok", 300)
+                feeder.send(f"remotes {n} {a.pace}")
+                feeder.expect("ok", 300 + a.remotes * a.pace)
                 names |= {f"r{i}fake{i % a.hosts:02d}" for i in range(n)}
                 took = self.wait_names(pids, names)
                 self.measure(f"remotes ({took:.1f}s)", n, a.locals)
@@ -288,6 +289,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--remotes", type=int, default=980)
     p.add_argument("--hosts", type=int, default=49)
     p.add_argument("--steps", type=int, default=7)
+    p.add_argument("--pace", type=float, default=0.0,
+                   help="seconds between two remote endpoints (the scale bench: ~0.2)")
     p.add_argument("--settle", type=float, default=3.0, help="seconds before each sample")
     p.add_argument("--linger", type=float, default=25.0,
                    help="seconds before a last sample at the largest size")
