@@ -31,6 +31,10 @@ def test_agent_loads_only_the_netlink_part_of_pyroute2() -> None:
 AGENT = """
 import sys
 import overnet.api.agentd
+from overnet.api.server import _observe_routes
+from overnet.api import http
+from types import SimpleNamespace
+_observe_routes(http.RouteTableDef(), SimpleNamespace(observer=SimpleNamespace()))  # its API
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("prometheus_client", "dns",
                                                              "graphviz")
                 or m in ("overnet.observe.metrics", "overnet.dns.server"))
