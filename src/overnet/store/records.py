@@ -76,7 +76,7 @@ class Record:
 
     Records have slots and their repeated strings (network IDs, host names, ...: the
     `SHARED` fields) are interned when read: an agent holds every endpoint of the cluster
-    decoded, and these saved ~0.8 KB per endpoint."""
+    decoded, and these saved ~0.6 KB per endpoint (tracemalloc, 1,000 endpoints)."""
 
     SHARED: ClassVar[tuple[str, ...]] = ()
 
