@@ -3,7 +3,7 @@ containers through its API and remote endpoints written straight into etcd for ~
 hosts, with the agent's RSS, PSS and anonymous memory after every step.
 
     python -m bench.agent_memory [--locals 20] [--remotes 980] [--hosts 49] [--steps 7]
-                                 [--pace S] [--trace] [--lab NAME] [--underlay CIDR]
+                                 [--pace S] [--stall S] [--trace] [--lab NAME] [--underlay CIDR]
 
 --trace runs the agent under tracemalloc and prints, per step, the allocation sites that grew
 most (tracemalloc itself costs memory: read RSS from a run without it). The feeder that writes
@@ -205,6 +205,14 @@ class Run:
             print(f"    {s.size_diff / 1024:+9.1f} KiB {s.count_diff:+7d}  "
                   f"{_short(s.traceback[0].filename)}")
 
+    def stall(self, seconds: float) -> None:
+        pid = self.lab.state.stores[0].etcd_pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     def local_containers(self, count: int) -> dict[str, int]:
         api = self.lab.client(self.host.name)
         pids = {}
@@ -254,6 +262,9 @@ class Run:
             if a.linger:     # a resync or two (every 10 s) re-reads the kernel's peers
                 self.args.settle = a.linger
                 self.measure("lingered", a.remotes, a.locals)
+            if a.stall:      # an overloaded etcd: calls time out, the agent re-connects
+                self.stall(a.stall)
+                self.measure("after an etcd stall", a.remotes, a.locals)
         finally:
             feeder.close()
         self._slopes()
@@ -294,6 +305,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=3.0, help="seconds before each sample")
     p.add_argument("--linger", type=float, default=25.0,
                    help="seconds before a last sample at the largest size")
+    p.add_argument("--stall", type=float, default=0.0,
+                   help="then stop etcd this many seconds (calls time out after 3 s)")
     p.add_argument("--trace", action="store_true")
     p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per site")
     p.add_argument("--top", type=int, default=15)
