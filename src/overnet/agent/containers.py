@@ -206,13 +206,12 @@ class ContainerService:
         self.hosts.write_initial(c, content)
 
     async def refresh_network(self, net_id: str) -> None:
-        # rendered one at a time (a generator): each file grows with the network
-        await self.hosts.refresh((c, self.render_hosts(c)) for c in list(self.containers.values())
-                                 if c.network == net_id and c.status != "exited")
+        await self.hosts.refresh([(c, self.render_hosts(c)) for c in self.containers.values()
+                                  if c.network == net_id and c.status != "exited"])
 
     async def refresh_all(self) -> None:
-        await self.hosts.refresh((c, self.render_hosts(c)) for c in list(self.containers.values())
-                                 if c.status != "exited")
+        await self.hosts.refresh([(c, self.render_hosts(c)) for c in self.containers.values()
+                                  if c.status != "exited"])
 
     def spec(self, c: Container) -> process.ContainerSpec:
         d = self.state.container_dir(c.id)

@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterable
 
 from ..fsutil import write_atomic
 from ..runtime import process
@@ -41,9 +40,8 @@ class HostsFiles:
         except OSError:
             pass
 
-    async def refresh(self, wanted: Iterable[tuple[Container, str]]) -> None:
-        """Give each container the content it should have, changing only what differs
-        (`wanted` may render lazily: only one file's content need be held at a time)."""
+    async def refresh(self, wanted: list[tuple[Container, str]]) -> None:
+        """Give each container the content it should have, changing only what differs."""
         async with self._lock:
             swaps: dict[int, tuple[Container, str]] = {}
             for c, content in wanted:
