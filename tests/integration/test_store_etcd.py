@@ -269,3 +269,33 @@ def test_etcd_process_in_network_namespace() -> None:
         assert not etcd.tmp.exists()
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+async def test_list_reads_in_pages_at_one_revision(etcd_server: EtcdProcess) -> None:
+    store = EtcdStore(etcd_server.endpoint)
+    store.list_page = 3
+    try:
+        for i in range(10):
+            await store.put(f"/paged/k{i:02d}", f"v{i}".encode())
+        await store.put("/pagedother", b"x")           # shares the prefix's bytes, not its keys
+        kvs, rev = await store.list("/paged/")
+        assert [kv.key for kv in kvs] == [f"/paged/k{i:02d}" for i in range(10)]
+        assert [kv.value for kv in kvs] == [f"v{i}".encode() for i in range(10)]
+        assert rev == max(kv.mod_revision for kv in kvs) + 1    # the put after them
+        everything, _ = await store.list("")
+        assert {kv.key for kv in kvs} | {"/pagedother"} <= {kv.key for kv in everything}
+        pages, real_range = [], store._range
+
+        async def range_then_write(*args):            # a write lands between two pages
+            got = await real_range(*args)
+            if not pages:
+                await store.put("/paged/k05x", b"late")
+            pages.append(got)
+            return got
+
+        store._range = range_then_write
+        kvs, rev2 = await store.list("/paged/")
+        assert len(pages) == 4 and "/paged/k05x" not in [kv.key for kv in kvs] and rev2 == rev
+    finally:
+        await store.delete("/paged", prefix=True)
+        await store.close()

@@ -26,3 +26,27 @@ def test_agent_loads_only_the_netlink_part_of_pyroute2() -> None:
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=False,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+AGENT = """
+import sys
+import overnet.api.agentd
+from overnet.api.server import _observe_routes
+from overnet.api import http
+from types import SimpleNamespace
+_observe_routes(http.RouteTableDef(), SimpleNamespace(observer=SimpleNamespace()))  # its API
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("prometheus_client", "dns",
+                                                             "graphviz")
+                or m in ("overnet.observe.metrics", "overnet.dns.server"))
+assert loaded == [], loaded
+from overnet.dns import DnsServer              # what an agent loads once it serves names
+from overnet.observe.metrics import AgentCollector   # and once /metrics is scraped
+assert "dns.message" in sys.modules and "prometheus_client" in sys.modules
+print("ok")
+"""
+
+
+def test_agent_loads_metrics_and_dns_only_when_used() -> None:
+    out = subprocess.run([sys.executable, "-c", AGENT], capture_output=True, text=True,
+                         check=False, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import struct
 
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
@@ -75,3 +77,47 @@ def test_fdb_and_neighbour_entries() -> None:
     n = _decode(ndmsg, rtnl.RTM_NEWNEIGH, 0, rtnl.neighbour(5, "10.0.0.7", "02:42:0a:00:00:07"))
     assert (n["family"], n["ifindex"], n["state"], n["flags"]) == (2, 5, rtnl.NUD_PERMANENT, 0)
     assert (n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")) == ("10.0.0.7", "02:42:0a:00:00:07")
+
+
+def _answers(*msgs: tuple[int, int, bytes]) -> rtnl.Rtnl:
+    """An Rtnl whose socket is one end of a datagram pair, the answers already queued."""
+    import socket as s
+    ours, theirs = s.socketpair(s.AF_UNIX, s.SOCK_DGRAM)
+    for kind, seq, body in msgs:
+        theirs.send(rtnl._NLMSGHDR.pack(16 + len(body), kind, 2, seq, 0) + body)
+    r = object.__new__(rtnl.Rtnl)
+    r.sock, r._seq, r.peer = ours, 0, theirs   # type: ignore[attr-defined]
+    return r
+
+
+def _entry(ifindex: int, mac: str, dst: str | None, family: int = rtnl.AF_BRIDGE) -> bytes:
+    body = rtnl._NDMSG.pack(family, ifindex, rtnl.NUD_PERMANENT, rtnl.NTF_SELF, 0)
+    body += rtnl.attr(rtnl.NDA_LLADDR, bytes.fromhex(mac.replace(":", "")))
+    return body + (rtnl.attr(rtnl.NDA_DST, socket.inet_aton(dst)) if dst else b"")
+
+
+def test_a_dump_is_read_as_tuples_until_done() -> None:
+    raw = _answers((rtnl.RTM_NEWNEIGH, 9, _entry(5, "02:42:0a:00:00:09", "10.0.0.9")),  # stale
+                   (rtnl.RTM_NEWNEIGH, 1, _entry(5, "02:42:0a:00:00:02", "192.168.1.2")),
+                   (rtnl.RTM_NEWNEIGH, 1, _entry(6, "02:42:0a:00:00:03", "192.168.1.3")),
+                   (rtnl.RTM_NEWNEIGH, 1, _entry(5, "02:00:00:00:00:01", None)),
+                   (rtnl.NLMSG_DONE, 1, b"\0" * 4))
+    assert rtnl.fdb_dump(raw, 5) == [
+        (5, rtnl.NUD_PERMANENT, rtnl.NTF_SELF, "02:42:0a:00:00:02", "192.168.1.2"),
+        (5, rtnl.NUD_PERMANENT, rtnl.NTF_SELF, "02:00:00:00:00:01", "")]
+
+
+def test_a_dump_error_or_a_malformed_answer_raises() -> None:
+    raw = _answers((rtnl.NLMSG_ERROR, 1, struct.pack("=i", -errno.EPERM)))
+    try:
+        rtnl.neighbour_dump(raw, 5)
+    except rtnl.RtnlError as e:
+        assert e.errno == errno.EPERM
+    else:
+        raise AssertionError("no error raised")
+    try:
+        rtnl._messages(struct.pack("=IHHII", 4, rtnl.RTM_NEWNEIGH, 0, 1, 0))
+    except rtnl.RtnlError as e:
+        assert e.errno == errno.EPROTO
+    else:
+        raise AssertionError("no error raised")

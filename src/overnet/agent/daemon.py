@@ -24,7 +24,7 @@ from ..dataplane.api import Dataplane
 from ..drivers import DRIVERS, Driver, DriverOptions, HostInfo
 from ..errors import Conflict, Invalid
 from ..ipam.allocator import HostAllocator
-from ..observe.metrics import counting
+from ..observe.counting import counting
 from ..observe.observer import Observer
 from ..store import keys, open_store
 from ..store.base import Store, StoreError, StoreUnavailable

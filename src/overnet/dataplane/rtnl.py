@@ -1,21 +1,28 @@
-"""A few rtnetlink requests packed by hand, for the one path run at every container start.
+"""A few rtnetlink requests packed by hand, for the paths that run per container.
 
 pyroute2 spends ~0.3 ms of Python on each request (a `link get` of lo costs as much as the
-kernel's creation of a device); a veth attach makes five. Here the messages are packed with
-struct, several go out in one send, and the answers are read straight from the socket: the
-attach of a fresh pair costs two round trips. Everything else stays with pyroute2.
+kernel's creation of a device) and turns each dumped entry into a tree of message objects
+(~6 KB each, in reference cycles only the cyclic collector frees). A veth attach makes five
+requests; a host programs and re-reads a peer per remote endpoint of its networks (a dump of
+1,000 peers: ~6 MB of garbage and ~0.6 s; adding them, 3.7 s). Here the messages are packed
+with struct, several go out in one send, and answers are read straight from the socket as
+tuples: a fresh pair in two round trips, peers in batches. Everything else stays with
+pyroute2.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 
 # linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/if_addr.h
-NLMSG_ERROR, RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 2, 16, 20, 24, 28
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x4, 0x8
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH, RTM_GETNEIGH = 16, 20, 24, 28, 30
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_DUMP = 0x1, 0x4, 0x8, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
@@ -25,7 +32,7 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_OIF, RTA_GATEWAY = 4, 5
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
-NDA_DST, NDA_LLADDR = 1, 2
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
 NUD_NOARP, NUD_PERMANENT, NTF_SELF = 0x40, 0x80, 0x02
 AF_BRIDGE = 7
 IFF_UP = 0x1
@@ -161,12 +168,61 @@ class Rtnl:
         return [replies[s] for s in seqs]
 
 
+    def dump(self, kind: int, body: bytes) -> list[bytes]:
+        """The payloads of a dump request's answers (raises OSError on an error answer)."""
+        self._seq = self._seq % 0x7FFFFFFF + 1
+        seq = self._seq
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind,
+                                      NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
+        out = []
+        while True:
+            for mkind, mseq, payload in _messages(self.sock.recv(65536)):
+                if mseq != seq:
+                    continue               # a late answer to an earlier, abandoned request
+                if mkind == NLMSG_DONE:
+                    return out
+                if mkind == NLMSG_ERROR:
+                    code, message = _error(payload)
+                    raise RtnlError(code, message or os.strerror(code))
+                out.append(payload)
+
+
+# -- the neighbour tables of a vxlan device (its remote peers) ------------------------------
+
+Entry = tuple[int, int, int, str, str]       # ifindex, state, flags, lladdr, dst
+
+
+def fdb_dump(sock: Rtnl, ifindex: int) -> list[Entry]:
+    """The bridge FDB entries of device `ifindex` (a vxlan device's own entries carry their
+    VTEP in dst; "" where an entry has none)."""
+    # An ifinfomsg header (not an ndmsg) asks the kernel for that port's entries only.
+    body = _IFINFOMSG.pack(AF_BRIDGE, 0, ifindex, 0, 0)
+    return [e for e in map(neighbour_entry, sock.dump(RTM_GETNEIGH, body)) if e[0] == ifindex]
+
+
+def neighbour_dump(sock: Rtnl, ifindex: int) -> list[Entry]:
+    """The IPv4 neighbour entries of device `ifindex`."""
+    body = _NDMSG.pack(socket.AF_INET, 0, 0, 0, 0) + attr(NDA_IFINDEX, _u32(ifindex))
+    return [e for e in map(neighbour_entry, sock.dump(RTM_GETNEIGH, body)) if e[0] == ifindex]
+
+
+def neighbour_entry(payload: bytes) -> Entry:
+    _, ifindex, state, flags, _ = _NDMSG.unpack_from(payload)
+    attrs = _attrs(payload, _NDMSG.size)
+    lladdr = attrs.get(NDA_LLADDR, b"").hex(":")
+    dst = attrs.get(NDA_DST, b"")
+    # interned: an FDB's VTEPs repeat (one per host), and the caller keeps them
+    return ifindex, state, flags, lladdr, sys.intern(
+        socket.inet_ntop(socket.AF_INET if len(dst) == 4 else socket.AF_INET6, dst)
+        if len(dst) in (4, 16) else "")
+
+
 def _messages(data: bytes) -> list[tuple[int, int, bytes]]:
     out, off = [], 0
     while off + _NLMSGHDR.size <= len(data):
         length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, off)
         if length < _NLMSGHDR.size:
-            break
+            raise RtnlError(errno.EPROTO, "malformed netlink message")
         out.append((kind, seq, data[off + _NLMSGHDR.size:off + length]))
         off += (length + 3) & ~3
     return out

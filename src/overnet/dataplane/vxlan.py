@@ -19,7 +19,7 @@ from typing import Any
 
 from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_NOARP, NUD_PERMANENT
+from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
 
 from overnet.dataplane import netns, rtnl
 from overnet.dataplane.bridge import ensure_bridge_in
@@ -172,57 +172,59 @@ def peers(k: Netlink, ns_path: str) -> set[tuple[str, str, str]]:
     ipr = k.socket(ns_path)
     with failing(f"cannot read the peers of network namespace {ns_path}"):
         vx = int(_vxlan_link(ipr, ns_path)["index"])
-        vteps: dict[str, str] = {}
-        for m in ipr.fdb("dump", ifindex=vx):
-            # The bridge's own entries for the port are NTF_MASTER and have no dst.
-            if (m["ifindex"] == vx and m["flags"] & NTF_SELF
-                    and m["state"] & NUD_PERMANENT and m.get("dst")):
-                vteps[m.get("lladdr")] = m.get("dst")
-        found = set()
-        for m in ipr.neigh("dump", ifindex=vx, family=AF_INET):
-            mac = m.get("lladdr")
-            if m["ifindex"] == vx and m["state"] & NUD_PERMANENT and mac in vteps:
-                found.add((mac, m.get("dst"), vteps[mac]))
-        return found
+        raw = k.rtnl(ns_path)     # read as tuples, not pyroute2 objects: see rtnl.py why
+        # The bridge's own entries for the port are NTF_MASTER and have no dst.
+        vteps = {mac: dst for _, state, flags, mac, dst in rtnl.fdb_dump(raw, vx)
+                 if flags & NTF_SELF and state & NUD_PERMANENT and dst}
+        return {(mac, ip, vteps[mac]) for _, state, _, mac, ip in rtnl.neighbour_dump(raw, vx)
+                if state & NUD_PERMANENT and mac in vteps}
 
 
 def add_peer(k: Netlink, ns_path: str, mac: str, ip: str, vtep_ip: str) -> None:
-    """Static FDB (mac -> vtep) and neighbour (ip -> mac) entries on vxlan0 (replace)."""
-    mac = mac.lower()
-    ipr = k.socket(ns_path)
+    """Static FDB (mac -> vtep) and neighbour (ip -> mac) entries on vxlan0 (replace), to
+    the remembered ifindex of vxlan0 (asked again if stale)."""
     with failing(f"cannot add peer {ip} {mac} via {vtep_ip} in {ns_path}"):
-        vx = int(_vxlan_link(ipr, ns_path)["index"])
-        ipr.fdb("replace", ifindex=vx, lladdr=mac, dst=vtep_ip,
-                state=NUD_PERMANENT | NUD_NOARP, flags=NTF_SELF)
-        ipr.neigh("replace", ifindex=vx, dst=ip, lladdr=mac, state=NUD_PERMANENT)
+        for refresh in (False, True):
+            vx = _vxlan_index(k, ns_path, refresh)
+            replies = k.rtnl(ns_path).requests(_peer_requests(vx, mac, ip, vtep_ip))
+            errors = [r for r in replies if r.error]
+            if not errors:
+                return
+            if errors[0].error != errno.ENODEV or refresh:
+                errors[0].check("the kernel refused it")
 
 
 _PEERS_PER_SEND = 32     # two requests each; their acknowledgements must fit the socket buffer
 
 
 def add_peers(k: Netlink, ns_path: str, peers: list[tuple[str, str, str]]) -> None:
-    """add_peer for many (mac, ip, vtep) at once: hand-packed requests, a few dozen peers per
-    send (rtnl.py), instead of three pyroute2 requests each: a host joining a network of a
-    thousand containers programs them in milliseconds. Anything refused is done again one
-    at a time by add_peer, which says what is wrong."""
-    vx = k.index(ns_path, VXLAN)
-    if vx is None:
-        raise DataplaneError(f"no {VXLAN} in network namespace {ns_path}", errno.ENODEV)
-    replace = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+    """add_peer for many (mac, ip, vtep) at once, a few dozen peers per send: a host joining
+    a network of a thousand containers programs them in milliseconds. Anything refused is
+    done again one at a time by add_peer, which says what is wrong."""
+    vx = _vxlan_index(k, ns_path)
     for start in range(0, len(peers), _PEERS_PER_SEND):
         chunk = peers[start:start + _PEERS_PER_SEND]
-        msgs = []
-        for mac, ip, vtep in chunk:
-            msgs.append((rtnl.RTM_NEWNEIGH, replace, rtnl.fdb_entry(vx, mac.lower(), vtep)))
-            msgs.append((rtnl.RTM_NEWNEIGH, replace, rtnl.neighbour(vx, ip, mac.lower())))
+        msgs = [m for peer in chunk for m in _peer_requests(vx, *peer)]
         try:
             replies = k.rtnl(ns_path).requests(msgs)
         except OSError:
             replies = [rtnl.Reply(errno.EIO)] * len(msgs)
-        for i, (mac, ip, vtep) in enumerate(chunk):
+        for i, peer in enumerate(chunk):
             if replies[2 * i].error or replies[2 * i + 1].error:
-                k.index(ns_path, VXLAN, refresh=True)   # e.g. vxlan0 made again meanwhile
-                add_peer(k, ns_path, mac, ip, vtep)
+                add_peer(k, ns_path, *peer)
+
+
+def _peer_requests(vx: int, mac: str, ip: str, vtep: str) -> list[tuple[int, int, bytes]]:
+    replace = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
+    return [(rtnl.RTM_NEWNEIGH, replace, rtnl.fdb_entry(vx, mac.lower(), vtep)),
+            (rtnl.RTM_NEWNEIGH, replace, rtnl.neighbour(vx, ip, mac.lower()))]
+
+
+def _vxlan_index(k: Netlink, ns_path: str, refresh: bool = False) -> int:
+    vx = k.index(ns_path, VXLAN, refresh)
+    if vx is None:
+        raise DataplaneError(f"no {VXLAN} in network namespace {ns_path}", errno.ENODEV)
+    return vx
 
 
 def remove_peer(k: Netlink, ns_path: str, mac: str, ip: str, vtep_ip: str) -> None:

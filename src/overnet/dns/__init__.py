@@ -21,9 +21,18 @@ from overnet.dns.resolvconf import (
     resolv_conf,
     upstreams_from_resolv_conf,
 )
+from typing import Any
+
 from overnet.dns.resolvers import Resolvers, ResolverSpec
-from overnet.dns.server import DnsServer
 from overnet.dns.table import Entry, NameTable
 
 __all__ = ["DnsServer", "Entry", "NameTable", "ResolverSpec", "Resolvers", "host_upstreams",
            "parse_upstream", "resolv_conf", "upstreams_from_resolv_conf"]
+
+
+def __getattr__(name: str) -> Any:
+    # DnsServer loads dnspython: only an agent that serves a network's names needs it.
+    if name == "DnsServer":
+        from overnet.dns.server import DnsServer
+        return DnsServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

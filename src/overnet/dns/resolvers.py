@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from overnet.dns.resolvconf import parse_upstream
-from overnet.dns.server import DnsServer
 from overnet.dns.table import NameTable
+
+if TYPE_CHECKING:       # the server (and dnspython, ~1.5 MB) loads with the first resolver
+    from overnet.dns.server import DnsServer
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class Resolvers:
             return running.server.address
         if running is not None:
             await self.remove(network)
+        from overnet.dns.server import DnsServer
         entry = _Running(server=DnsServer(lambda: entry.spec.table, self._upstreams,
                                           self._timeout), spec=spec)
         where = await entry.server.start(spec.address, self._port, spec.netns_path)

@@ -17,8 +17,6 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
 
 def normalize(name: str) -> str:
     """A name as the table keys it: lower case, no trailing dot."""
@@ -39,8 +37,11 @@ class NameTable:
     network: str  # normalized network name
     domain: str  # normalized cluster domain, e.g. "overnet"
     subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None
+    # Keyed by the bare names only: the three qualified spellings of each are found by
+    # stripping their suffix at query time (an agent keeps a table per network with every
+    # endpoint of the cluster: four keys per name cost ~0.4 KB more per endpoint).
     _names: dict[str, tuple[str, ...]] = field(repr=False)
-    _ptr: dict[str, str] = field(repr=False)
+    _ptr: dict[str, str] = field(repr=False)          # address -> bare name
     _parents: frozenset[str] = field(repr=False)
 
     @classmethod
@@ -57,24 +58,34 @@ class NameTable:
         names: dict[str, list[str]] = {}
         ptr: dict[str, str] = {}
         for entry in entries:
-            ip = str(_ip_or_fail(entry))
-            canonical = f"{_name_or_fail('name', entry.name)}.{network}.{dom}"
-            ptr.setdefault(ip, canonical)
+            ip = _ip_or_fail(entry)
+            ptr.setdefault(ip, _name_or_fail("name", entry.name))
             for raw in (entry.name, *entry.aliases):
-                base = _name_or_fail("alias", raw)
-                for key in (base, f"{base}.{network}", f"{base}.{dom}", f"{base}.{network}.{dom}"):
-                    ips = names.setdefault(key, [])
-                    if ip not in ips:
-                        ips.append(ip)
+                ips = names.setdefault(_name_or_fail("alias", raw), [])
+                if ip not in ips:
+                    ips.append(ip)
         frozen = {k: tuple(v) for k, v in names.items()}
-        parents = frozenset(_ancestors(frozen, dom)) | {dom, f"{network}.{dom}"}
+        parents = frozenset(_ancestors(frozen, network, dom)) | {dom, f"{network}.{dom}"}
         return cls(network=network, domain=dom, subnet=net, _names=frozen, _ptr=ptr,
-                   _parents=parents - frozen.keys())
+                   _parents=parents)
+
+    def _bare(self, name: str) -> list[str]:
+        """The bare names `name` may spell: itself, and itself less one of the suffixes."""
+        out = [name]
+        for suffix in (f".{self.network}.{self.domain}", f".{self.domain}", f".{self.network}"):
+            if name.endswith(suffix) and len(name) > len(suffix):
+                out.append(name[:-len(suffix)])
+        return out
 
     def addresses(self, qname: str) -> list[str] | None:
         """The addresses (IPv4 and IPv6, as given) of `qname`, or None if it is not known."""
-        found = self._names.get(normalize(qname))
-        return list(found) if found is not None else None
+        found: list[str] | None = None
+        for bare in self._bare(normalize(qname)):
+            ips = self._names.get(bare)
+            if ips is not None:
+                found = list(ips) if found is None else found + [i for i in ips
+                                                                  if i not in found]
+        return found
 
     def ptr(self, ip: str) -> str | None:
         """The canonical name `name.network.domain` of an address, or None if unknown."""
@@ -82,7 +93,8 @@ class NameTable:
             key = str(ipaddress.ip_address(ip))
         except ValueError:
             return None
-        return self._ptr.get(key)
+        name = self._ptr.get(key)
+        return None if name is None else f"{name}.{self.network}.{self.domain}"
 
     def in_domain(self, qname: str) -> bool:
         """True if the name is the cluster domain or under it: unknown ones are NXDOMAIN."""
@@ -101,15 +113,20 @@ class NameTable:
     def is_parent(self, qname: str) -> bool:
         """True if the name exists only as an ancestor of names we hold (`overnet`,
         `foobar.overnet`): such a name has no records but is no NXDOMAIN either (RFC 8020)."""
-        return normalize(qname) in self._parents
+        name = normalize(qname)
+        return name in self._parents and self.addresses(name) is None
 
 
-def _ancestors(names: Iterable[str], domain: str) -> Iterable[str]:
-    # Every proper suffix of a name under the domain, down to the domain itself.
+def _ancestors(names: Iterable[str], network: str, domain: str) -> Iterable[str]:
+    # Every proper suffix under the domain of a name's qualified spellings (a dotted name
+    # has more than the domain and the network's own).
     for name in names:
-        while name.endswith("." + domain):
-            name = name.split(".", 1)[1]
-            yield name
+        if "." not in name:
+            continue
+        for full in (f"{name}.{domain}", f"{name}.{network}.{domain}"):
+            while full.endswith("." + domain):
+                full = full.split(".", 1)[1]
+                yield full
 
 
 def _name_or_fail(what: str, value: str) -> str:
@@ -120,11 +137,13 @@ def _name_or_fail(what: str, value: str) -> str:
     return name
 
 
-def _ip_or_fail(entry: Entry) -> IPAddress:
+def _ip_or_fail(entry: Entry) -> str:
+    """The entry's address in its canonical spelling (the entry's own string when it is)."""
     try:
-        return ipaddress.ip_address(entry.ip)
+        ip = str(ipaddress.ip_address(entry.ip))
     except ValueError:
         raise ValueError(f"bad address {entry.ip!r} for DNS name {entry.name!r}") from None
+    return entry.ip if ip == entry.ip else ip
 
 
 def _subnet_or_fail(subnet: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -79,7 +79,10 @@ class OverlayDriver(Driver):
                 return
             await self._ensure(net)
             if verify:   # what the kernel holds, not what we believe we put there
-                self._programmed[net.id] = await self._held(net)
+                held = await self._held(net)
+                # one copy of a peer per host: where the kernel agrees, keep the caller's
+                # (equal) objects, which the observer holds too
+                self._programmed[net.id] = {p for p in peers if p in held} | (held - peers)
             held = self._programmed[net.id]
             path = self.namespace(net)
             for peer in held - peers:

@@ -15,7 +15,7 @@ TYPES = ("container", "network", "peer", "host", "lease")
 RING = 2048
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Event:
     seq: int
     time: float

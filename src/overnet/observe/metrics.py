@@ -6,7 +6,6 @@ paths pay nothing for metrics, except the store request counter (a dict incremen
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -19,38 +18,9 @@ from prometheus_client.core import (
     Metric,
 )
 
-COUNTED = ("get", "list", "put", "delete", "txn", "grant", "refresh", "revoke")
+from .counting import COUNTED, CountingStore, counting  # noqa: F401 - callers import them here
+
 RESYNC_STATES = {"waiting": 1, "resyncing": 2, "in-sync": 3}     # as felix_resync_state
-
-
-class CountingStore:
-    """A Store that counts its requests by operation and result ("ok" or the error's class
-    name); anything else is the wrapped store's."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.requests: Counter[tuple[str, str]] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name in COUNTED and inspect.iscoroutinefunction(attr):
-            return self._counted(name, attr)
-        return attr
-
-    def _counted(self, name: str, call: Any) -> Any:
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            try:
-                out = await call(*args, **kwargs)
-            except Exception as e:
-                self.requests[name, type(e).__name__] += 1
-                raise
-            self.requests[name, "ok"] += 1
-            return out
-        return counted
-
-
-def counting(store: Any) -> Any:
-    return store if isinstance(store, CountingStore) else CountingStore(store)
 
 
 class AgentCollector:

@@ -7,11 +7,9 @@ import asyncio
 import ipaddress
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from ..api import http as web
 from ..errors import Invalid
-from . import health, metrics
+from . import health
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -39,6 +37,12 @@ def health_routes(routes: web.RouteTableDef, agent: Any) -> None:
 
 
 def metrics_app(agent: Any) -> web.RouteTableDef:
+    # here, not at the top: the agent's API serves health_routes too, and only a metrics
+    # address needs prometheus_client (~2 MB of an agent's resident memory)
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from . import metrics
+
     routes = web.RouteTableDef()
     reg = metrics.registry(agent)
     health_routes(routes, agent)

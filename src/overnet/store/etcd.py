@@ -80,6 +80,7 @@ _UNAVAILABLE_CODES = {
 _REQUIRE_LEADER = (("hasleader", "true"),)
 
 T = TypeVar("T")
+LIST_PAGE = 256      # keys per range request of a list (see EtcdStore.list)
 
 __all__ = ["EtcdStore", "key_range", "parse_endpoint"]
 
@@ -115,6 +116,7 @@ class EtcdStore(Store):
         self.failover_timeout = (call_timeout + 1 if failover_timeout is None
                                  else failover_timeout)
         self.failovers = 0  # moves to another member after a failure
+        self.list_page = LIST_PAGE
         self._revision = 0  # the highest store revision a response showed us
 
     # --- connection and error mapping --------------------------------------------------
@@ -215,9 +217,37 @@ class EtcdStore(Store):
         return self._kv(got) if got is not None else None
 
     async def list(self, prefix: str) -> tuple[list[KV], int]:
+        """Every key under `prefix` at one revision, in key order, read `list_page` keys at
+        a time: one response for a whole prefix grows with the cluster (gRPC refuses more
+        than 4 MB, a few thousand endpoints) and is decoded at once (an agent re-listing
+        after an outage held ~2 MB more at 1,000 endpoints). If the revision of the first
+        page is compacted before the last page, the list starts over."""
+        for _ in range(3):
+            try:
+                return await self._list_at_one_revision(prefix)
+            except StoreError as e:
+                if "compacted" not in str(e):
+                    raise
+        return await self._list_at_one_revision(prefix)
+
+    async def _list_at_one_revision(self, prefix: str) -> tuple[builtins.list[KV], int]:
         start, end = key_range(prefix)
-        got = await self._call(lambda c: c.get_range(start, end, sort_order="ascend"))
-        return [self._kv(kv) for kv in got.kvs], self._seen(got.header.revision)
+        out: builtins.list[KV] = []
+        revision = 0        # the first page's; the following pages are read at it
+        while True:
+            got = await self._call(lambda c, key=start, at=revision: self._range(c, key, end, at))
+            revision = revision or got.header.revision
+            out.extend(self._kv(kv) for kv in got.kvs)
+            if not got.more or not got.kvs:
+                return out, self._seen(revision)
+            start = got.kvs[-1].key + b"\0"
+
+    async def _range(self, client: aetcd.Client, key: bytes, end: bytes, revision: int) -> Any:
+        request = rpc.RangeRequest(key=key, range_end=end, limit=self.list_page,
+                                   revision=revision, sort_order=rpc.RangeRequest.ASCEND,
+                                   sort_target=rpc.RangeRequest.KEY)
+        return await client.kvstub.Range(request, timeout=self.call_timeout,
+                                         metadata=client.metadata)
 
     async def put(self, key: str, value: bytes, lease: int = 0) -> int:
         got = await self._call(lambda c: c.put(key.encode(), value, lease=lease or None))

@@ -20,9 +20,9 @@ from .base import Compacted, Event, Store, StoreUnavailable
 log = logging.getLogger("overnet.store.mirror")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
-    """What the mirror keeps per key."""
+    """What the mirror keeps per key (slots: one per key of the cluster)."""
     value: bytes
     mod_revision: int
 
