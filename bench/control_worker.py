@@ -1,13 +1,25 @@
 """A worker of the simulated control plane: many overnet agents in one process.
 
-Each agent is the real `overnet.agent.daemon.Agent` with its own etcd connection, liveness
-lease and mirror of the store, over a FakeDataplane (no kernel state). The coordinator
+Each agent is the real `overnet.agent.daemon.Agent` (its own liveness lease, mirror of the
+store, watch stream and reconciler) over a FakeDataplane (no kernel state). The coordinator
 (bench/control.py) drives the workers with one JSON command per line on stdin; each answer
 is one line `ok {json}` or `error "message"` on stdout.
 
-Every mirror is instrumented (Mirror._apply wrapped): it counts the watch events it receives
-and notes, for each endpoint key, when it first saw it, in CLOCK_MONOTONIC, which every process
-of the machine shares, so the coordinator can compare with the moment an attach started.
+What is instrumented (times in CLOCK_MONOTONIC, which every process of the machine shares, so
+the coordinator can compare them with the moment an attach started):
+  - every mirror (Mirror._apply wrapped) counts the watch events it receives and notes when it
+    first had each endpoint key;
+  - every reconcile pass of a network (Agent._reconcile wrapped) notes when it began and
+    ended, so "the peer is programmed" = the end of the first pass begun after the mirror had it;
+  - the event loop's lag (a 50 ms timer's overshoot): how far behind this process runs.
+
+Levers of the simulation, each said in the results (none changes what etcd sees per host):
+  - CHANNEL=worker: the agents of one worker share one etcd client (one gRPC channel); each
+    still has its own lease and its own watch stream on it;
+  - records decoded once per worker (view.decode cached on the value's bytes): a real host
+    decodes each record once too, this only avoids doing it once per simulated host;
+  - garbage collection and the stray-record sweep every HOUSEKEEPING s instead of 5 s (each
+    pass reads every endpoint record: the coordinator times one pass on one agent instead).
 """
 
 from __future__ import annotations
@@ -26,47 +38,63 @@ from overnet.store.mirror import Mirror
 
 UNDERLAY = ipaddress.IPv4Network("100.64.0.0/10")
 RESYNC = 60.0
+HOUSEKEEPING = 60.0
 CALL_TIMEOUT = 30.0
-FANOUT = keys.ENDPOINTS + "fanout/"         # keys the plain watchers' probe writes
+PROBE = "probe-"              # the last segment of the keys timed to the plain watchers
 EVENTS: dict[int, int] = {}                  # id(mirror) -> events received
-SEEN: dict[str, list[float]] = {}            # endpoint key -> when each mirror first had it
+SEEN: dict[str, dict[int, float]] = {}       # endpoint key -> id(mirror) -> when it had it
+PASSES: dict[tuple[int, str], list[tuple[float, float]]] = {}  # (id(agent), net) -> passes
+LAGS: list[float] = []                       # event loop lag samples, seconds
 
 
 def _instrument() -> None:
-    apply = Mirror._apply
+    from overnet.agent.daemon import Agent
+    apply, reconcile = Mirror._apply, Agent._reconcile
 
     def counted(self: Mirror, batch: list) -> None:
         now = time.monotonic()
         EVENTS[id(self)] = EVENTS.get(id(self), 0) + len(batch)
         for e in batch:
             if e.type == "put" and e.key.startswith(keys.ENDPOINTS) and e.key not in self.items:
-                SEEN.setdefault(e.key, []).append(now)
+                SEEN.setdefault(e.key, {})[id(self)] = now
         apply(self, batch)
+
+    async def timed(self: Agent, net, verify: bool) -> None:
+        began = time.monotonic()
+        await reconcile(self, net, verify)
+        PASSES.setdefault((id(self), net.id), []).append((began, time.monotonic()))
     Mirror._apply = counted
+    Agent._reconcile = timed
 
 
-class _CachedHints:
-    """`typing` as store/records.py sees it, with get_type_hints cached per class.
+def _share_decoding() -> None:
+    """view.decode cached per worker on (record class, value bytes): every simulated host
+    parses the same bytes into the same record; records are never modified once read."""
+    from overnet.agent import view
+    plain = view.decode
+    cache: dict[tuple[type, bytes], object] = {}
 
-    Record.from_dict calls typing.get_type_hints(cls) on every decode (~0.4 ms, most of an
-    agent's CPU per watch event); hundreds of agents sharing one CPU here would measure that
-    instead of the store. Same result, computed once per record class (the suggested fix)."""
-
-    def __init__(self) -> None:
-        import functools
-        import typing
-        self._typing = typing
-        self.get_type_hints = functools.cache(typing.get_type_hints)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._typing, name)
+    def decode(cls, key, raw):
+        got = cache.get((cls, raw))
+        if got is None:
+            if len(cache) > 500_000:
+                cache.clear()
+            got = cache[(cls, raw)] = plain(cls, key, raw)
+        return got
+    view.decode = decode
 
 
-def _cache_record_hints() -> None:
-    from overnet.store import records
-    if getattr(records, "typing", None) is not None and not isinstance(records.typing,
-                                                                        _CachedHints):
-        records.typing = _CachedHints()
+class SharedStore:
+    """One etcd client for every agent of the worker; close() leaves it to the others."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    async def close(self) -> None:
+        pass
 
 
 def address(index: int) -> str:
@@ -83,19 +111,73 @@ def rss_mb() -> float:
     return 0.0
 
 
+def first_after(passes: list[tuple[float, float]], t: float) -> float | None:
+    """The end of the first reconcile pass that began at or after `t`."""
+    ends = [end for began, end in passes if began >= t]
+    return min(ends) if ends else None
+
+
+def _agent_class():
+    from overnet.agent.daemon import Agent
+    from overnet.store.base import StoreError
+
+    class SimAgent(Agent):
+        """The real agent, its housekeeping loops run every HOUSEKEEPING s (see the doc)."""
+
+        async def _gc_loop(self) -> None:
+            while True:
+                await asyncio.sleep(HOUSEKEEPING)
+                try:
+                    await self.gc.collect()
+                except StoreError:
+                    pass
+
+        async def _owed_loop(self) -> None:
+            while True:
+                await asyncio.sleep(HOUSEKEEPING)
+                try:
+                    await self.endpoints.settle_owed()
+                    await self.endpoints.sweep()
+                except StoreError:
+                    pass
+    return SimAgent
+
+
 class Worker:
-    def __init__(self, store_url: str, workdir: str) -> None:
+    def __init__(self, store_url: str, workdir: str, channel: str) -> None:
+        self.endpoint = store_url.partition("://")[2]
         self.store_url = store_url
         self.workdir = workdir
+        self.channel = channel
         self.agents: dict[str, object] = {}
         self.dps: dict[str, object] = {}
+        self.shared = None
         self.seq = 0
+        self.watchers: list = []
+        self.tasks: list[asyncio.Task] = [asyncio.create_task(self._lag())]
+
+    async def _lag(self, every: float = 0.05) -> None:
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(every)
+            LAGS.append(time.monotonic() - t - every)
+            del LAGS[:-20000]
+
+    def _store(self):
+        from overnet.store.etcd import EtcdStore
+        # Generous timeouts: hundreds of agents share this process's one CPU, so a reply can
+        # wait on the event loop; that is the simulation's limit, not the store's.
+        if self.channel != "worker":
+            return EtcdStore(self.endpoint, call_timeout=CALL_TIMEOUT,
+                             connect_timeout=CALL_TIMEOUT)
+        if self.shared is None:
+            self.shared = EtcdStore(self.endpoint, call_timeout=CALL_TIMEOUT,
+                                    connect_timeout=CALL_TIMEOUT)
+        return SharedStore(self.shared)
 
     async def _start_one(self, name: str, index: int) -> None:
         from overnet.agent.config import AgentConfig
-        from overnet.agent.daemon import Agent
         from overnet.dataplane.fake import FakeDataplane
-        from overnet.store.etcd import EtcdStore
         state = os.path.join(self.workdir, name)
         os.makedirs(state, exist_ok=True)
         # resync_every: a level-triggered re-check per agent every minute instead of 10 s,
@@ -104,43 +186,38 @@ class Worker:
                           socket=os.path.join(state, "overnet.sock"), state_dir=state,
                           default_network=None, resync_every=RESYNC, dns=False)
         dp = FakeDataplane(underlay=f"{address(index)}/10")
-        # Generous timeouts: hundreds of agents share this process's one CPU, so a reply can
-        # wait on the event loop; that is the simulation's limit, not the store's.
-        store = EtcdStore(self.store_url.partition("://")[2], call_timeout=CALL_TIMEOUT,
-                          connect_timeout=CALL_TIMEOUT)
-        agent = Agent(cfg, store=store, dataplane=dp,
-                      host_networks=lambda: [UNDERLAY])
+        agent = _agent_class()(cfg, store=self._store(), dataplane=dp,
+                               host_networks=lambda: [UNDERLAY])
         await agent.start()
         self.agents[name], self.dps[name] = agent, dp
 
-    async def op_start(self, names: list[str], first: int, parallel: int = 50) -> dict:
+    async def op_start(self, hosts: list[list], parallel: int = 50) -> dict:
+        """Start an agent per [name, index] in `hosts` (index: its underlay address)."""
         t = time.monotonic()
         sem = asyncio.Semaphore(parallel)
 
-        async def one(i: int, name: str) -> None:
+        async def one(name: str, index: int) -> None:
             async with sem:
-                await self._start_one(name, first + i)
-        await asyncio.gather(*(one(i, n) for i, n in enumerate(names)))
+                await self._start_one(name, index)
+        await asyncio.gather(*(one(n, i) for n, i in hosts))
         return {"seconds": time.monotonic() - t, "agents": len(self.agents), "rss_mb": rss_mb()}
 
     async def op_network(self, host: str, name: str) -> dict:
-        agent = self.agents[host]
-        net = await agent.networks.ensure(name, "overlay")
+        net = await self.agents[host].networks.ensure(name, "overlay")
         return {"id": getattr(net, "id", None)}
 
-    async def op_sync(self, networks: list[str], timeout: float = 120) -> dict:
-        """Wait until every agent here knows `networks` (its mirror has them)."""
+    async def op_sync(self, pairs: list[list[str]], timeout: float = 300) -> dict:
+        """Wait until each [host, network] of `pairs`: that host's mirror has the network."""
         t = time.monotonic()
-        for agent in self.agents.values():
-            for name in networks:
-                while True:
-                    try:
-                        agent.networks.find(name)
-                        break
-                    except Exception:     # NotFound until the watch delivers
-                        if time.monotonic() - t > timeout:
-                            raise
-                        await asyncio.sleep(0.05)
+        for host, name in pairs:
+            while True:
+                try:
+                    self.agents[host].networks.find(name)
+                    break
+                except Exception:     # NotFound until the watch delivers
+                    if time.monotonic() - t > timeout:
+                        raise
+                    await asyncio.sleep(0.05)
         return {"seconds": time.monotonic() - t}
 
     async def _attach(self, host: str, network: str) -> dict:
@@ -148,8 +225,7 @@ class Worker:
         self.seq += 1
         cid = f"c{os.getpid()}x{self.seq}"
         netns = f"/run/bench-ctl/{cid}"
-        dp = self.dps[host]
-        await dp.create_netns(netns)
+        await self.dps[host].create_netns(netns)
         t0 = time.monotonic()
         ep = await self.agents[host].endpoints.attach(
             AttachRequest(network=network, container_id=cid, netns=netns, runtime="cni"))
@@ -159,84 +235,116 @@ class Worker:
     async def op_attach(self, host: str, network: str) -> dict:
         return await self._attach(host, network)
 
-    async def op_fill_new(self, hosts: list[str], per_host: int, networks: list[str],
-                          parallel: int = 4) -> dict:
-        """`per_host` endpoints on each of `hosts`, on that host's network (`networks[i]`)."""
+    async def op_fill(self, hosts: list[str], networks: list[str], parallel: int = 4) -> dict:
+        """One endpoint on each of `hosts` (a host may come several times), on `networks[i]`."""
         t = time.monotonic()
         sem = asyncio.Semaphore(parallel)
 
         async def one(host: str, network: str) -> None:
             async with sem:
                 await self._attach(host, network)
-        await asyncio.gather(*(one(h, n) for h, n in zip(hosts, networks)
-                               for _ in range(per_host)))
+        await asyncio.gather(*(one(h, n) for h, n in zip(hosts, networks)))
         return {"seconds": time.monotonic() - t, "rss_mb": rss_mb()}
+
+    async def op_housekeeping(self, host: str) -> dict:
+        """One garbage-collection pass and one sweep on `host`, timed (each reads every
+        endpoint record of the store: a real agent does both every 5 s)."""
+        agent = self.agents[host]
+        t = time.process_time()
+        await agent.gc.collect()
+        gc_s = time.process_time() - t
+        await agent.endpoints.sweep()
+        return {"gc_ms": gc_s * 1e3, "sweep_ms": (time.process_time() - t - gc_s) * 1e3}
 
     # --- plain watchers: etcd's fan-out without the agents' own work -------------------
 
-    async def _watch(self, store, rev: int) -> None:
-        async for batch in store.watch(keys.ROOT, rev):
+    async def _watch(self, store, prefix: str, rev: int) -> None:
+        async for batch in store.watch(prefix, rev):
             now = time.monotonic()
             EVENTS[id(store)] = EVENTS.get(id(store), 0) + len(batch)
             for e in batch:
-                if e.key.startswith(FANOUT):
-                    SEEN.setdefault(e.key, []).append(now)
+                if e.key.rpartition("/")[2].startswith(PROBE):
+                    SEEN.setdefault(e.key, {})[id(store)] = now
 
-    async def op_watchers(self, count: int, parallel: int = 50) -> dict:
-        """`count` more watchers of the whole store, one connection each, as an agent's
-        mirror would hold."""
+    async def op_watchers(self, prefixes: list[str], parallel: int = 50) -> dict:
+        """One more watcher per prefix in `prefixes`, each on its own connection (as an
+        agent's mirror holds it)."""
         from overnet.store.etcd import EtcdStore
-        if not hasattr(self, "watchers"):
-            self.watchers, self.tasks = [], []
         sem = asyncio.Semaphore(parallel)
 
-        async def one() -> None:
+        async def one(prefix: str) -> None:
             async with sem:
-                st = EtcdStore(self.store_url.partition("://")[2], call_timeout=CALL_TIMEOUT,
+                st = EtcdStore(self.endpoint, call_timeout=CALL_TIMEOUT,
                                connect_timeout=CALL_TIMEOUT)
                 await st.connect()
-                _, rev = await st.list(FANOUT)
+                _, rev = await st.list(keys.ROOT + PROBE)     # the revision to watch from
                 self.watchers.append(st)
-                self.tasks.append(asyncio.create_task(self._watch(st, rev + 1)))
+                self.tasks.append(asyncio.create_task(self._watch(st, prefix, rev + 1)))
         t = time.monotonic()
-        await asyncio.gather(*(one() for _ in range(count)))
+        await asyncio.gather(*(one(p) for p in prefixes))
         return {"seconds": time.monotonic() - t, "watchers": len(self.watchers),
                 "rss_mb": rss_mb()}
+
+    async def op_unwatch(self) -> dict:
+        for task in self.tasks[1:]:
+            task.cancel()
+        del self.tasks[1:]
+        for st in self.watchers:
+            await st.close()
+        self.watchers = []
+        return {}
 
     async def op_put(self, key: str, size: int) -> dict:
         """One endpoint-sized write; when it started and the revision it made."""
         from overnet.store.etcd import EtcdStore
         if not hasattr(self, "writer"):
-            self.writer = EtcdStore(self.store_url.partition("://")[2])
+            self.writer = EtcdStore(self.endpoint)
             await self.writer.connect()
         t0 = time.monotonic()
         rev = await self.writer.put(key, b"x" * size)
         return {"t0": t0, "t1": time.monotonic(), "revision": rev, "key": key}
 
-    async def op_bulk(self, prefix: str, count: int, size: int, batch: int = 100) -> dict:
-        """`count` endpoint-sized records under `prefix`, `batch` per transaction."""
+    async def op_bulk(self, prefixes: list[str], count: int, size: int, batch: int = 100) -> dict:
+        """`count` endpoint-sized records, spread over `prefixes`, `batch` per transaction."""
         from overnet.store.base import Put
         from overnet.store.etcd import EtcdStore
-        st = EtcdStore(self.store_url.partition("://")[2], call_timeout=CALL_TIMEOUT)
+        st = EtcdStore(self.endpoint, call_timeout=CALL_TIMEOUT)
         await st.connect()
         t = time.monotonic()
         value = b"y" * size
         for lo in range(0, count, batch):
-            await st.txn([], [Put(f"{prefix}{i}", value) for i in range(lo, min(count,
-                                                                              lo + batch))])
+            await st.txn([], [Put(f"{prefixes[i % len(prefixes)]}b{i}", value)
+                              for i in range(lo, min(count, lo + batch))])
         await st.close()
         return {"seconds": time.monotonic() - t}
 
     async def op_phase(self) -> dict:
         EVENTS.clear()
         SEEN.clear()
+        PASSES.clear()
+        LAGS.clear()
         gc.collect()
         return {"rss_mb": rss_mb()}
 
     async def op_report(self, wanted: list[str]) -> dict:
-        return {"seen": {k: SEEN.get(k, []) for k in wanted},
-                "events": sum(EVENTS.values()), "mirrors": len(self.agents),
-                "rss_mb": rss_mb()}
+        """Per wanted key: when each mirror had it; for the hosts with endpoints on its
+        network (the ones that must program it), when they had it and programmed it."""
+        mirrors = {id(a.mirror): a for a in self.agents.values() if a.mirror is not None}
+        out = {}
+        for key in wanted:
+            seen = SEEN.get(key, {})
+            net_id = keys.split(key)[1] if key.startswith(keys.ENDPOINTS) else ""
+            sub = [a for a in self.agents.values() if a.endpoints.on_network(net_id)]
+            had = [seen[id(a.mirror)] for a in sub if id(a.mirror) in seen]
+            done = [first_after(PASSES.get((id(a), net_id), []), seen[id(a.mirror)])
+                    for a in sub if id(a.mirror) in seen]
+            out[key] = {"all": list(seen.values()), "sub": had, "nsub": len(sub),
+                        "prog": [t for t in done if t is not None]}
+        lags = sorted(LAGS)
+        return {"seen": out, "events": sum(EVENTS.values()),
+                "mirrors": len(mirrors) or len(self.watchers), "rss_mb": rss_mb(),
+                "lag_max_ms": 1e3 * lags[-1] if lags else 0.0,
+                "lag_p99_ms": 1e3 * lags[int(0.99 * (len(lags) - 1))] if lags else 0.0}
 
     async def op_stop(self) -> dict:
         failed = 0
@@ -246,17 +354,16 @@ class Worker:
             except Exception:   # noqa: BLE001 - stopping many: count, go on
                 failed += 1
         self.agents.clear()
-        for task in getattr(self, "tasks", []):
-            task.cancel()
-        for st in getattr(self, "watchers", []):
-            try:
-                await st.close()
-            except Exception:   # noqa: BLE001 - stopping many: count, go on
-                failed += 1
+        self.dps.clear()
+        if self.shared is not None:
+            await self.shared.close()
+            self.shared = None
+        await self.op_unwatch()
         return {"failed": failed}
 
 
-async def serve(worker: Worker) -> None:
+async def serve(store_url: str, workdir: str, channel: str) -> None:
+    worker = Worker(store_url, workdir, channel)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -277,11 +384,12 @@ def main() -> None:
     import logging
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     _instrument()
-    if os.environ.get("BENCH_CTL_UNCACHED") != "1":
-        _cache_record_hints()
+    if os.environ.get("BENCH_CTL_SHARED_DECODE", "1") == "1":
+        _share_decoding()
     store_url = sys.argv[1]
     workdir = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp(prefix="bn-ctl-")
-    asyncio.run(serve(Worker(store_url, workdir)))
+    channel = sys.argv[3] if len(sys.argv) > 3 else "agent"
+    asyncio.run(serve(store_url, workdir, channel))
 
 
 if __name__ == "__main__":

@@ -265,21 +265,8 @@ def test_ratio_table_shows_the_interval():
 
 # --- simulated control plane -----------------------------------------------------------------
 
-def test_control_sample_summary_counts_per_start_and_per_host():
-    from bench.control import etcd_counts, summarize_sample
-    done = [{"key": "k1", "t0": 10.0, "t1": 10.004}, {"key": "k2", "t0": 20.0, "t1": 20.002}]
-    seen = {"k1": [10.010, 10.030, 10.020], "k2": [20.050, 20.001]}      # k2: one host missed
-    reps = [{"events": 4, "rss_mb": 100.0}, {"events": 2, "rss_mb": 50.0}]
-    c0 = {"keys_written": 10, "write_requests": 5, "db_bytes": 0, "keys": 3, "watchers": 3}
-    c1 = {"keys_written": 14, "write_requests": 7, "db_bytes": 2**20, "keys": 5, "watchers": 3}
-    s = summarize_sample(done, seen, reps, hosts=3, c0=c0, c1=c1, cpu=0.01)
-    assert s["writes_per_start"] == 2 and s["write_requests_per_start"] == 1
-    assert s["events_per_host_per_start"] == pytest.approx(6 / 3 / 2)
-    assert s["last_host_ms"] == pytest.approx([30.0, 50.0])
-    assert s["attach_ms"] == pytest.approx([4.0, 2.0])
-    assert s["missing"] == 1
-    assert s["etcd_cpu_ms_per_start"] == pytest.approx(5.0)
-    assert s["db_mb"] == 1.0 and s["worker_rss_mb"] == 150.0
+def test_control_etcd_counts_add_puts_and_deletes():
+    from bench.control_procs import etcd_counts
     m = stats.parse_prometheus(PROM)
     assert etcd_counts(m)["keys_written"] == 15 and etcd_counts(m)["write_requests"] == 8
 
