@@ -74,8 +74,9 @@ class Sim:
 
     def grow(self, target: int, per_host: int) -> dict:
         """Start hosts up to `target`, make their networks, give each `per_host` endpoints."""
-        new = list(range(self.hosts, target))
-        t = time.monotonic()
+        new, w = list(range(self.hosts, target)), self.nworkers
+        keys_before = etcd_counts(self.etcd.metrics())["keys"]
+        t, rss = time.monotonic(), 0.0
         for lo in range(0, len(new), CHUNK):
             part = [(i, host_name(i)) for i in new[lo:lo + CHUNK]]
             out = self.workers.ask_all(600, self._per_worker(
@@ -83,7 +84,9 @@ class Sim:
             rss = sum(o["rss_mb"] for o in out if o)
             self.ctx.progress(BENCH, f"  {part[-1][0] + 1} hosts up ({time.monotonic() - t:.0f}"
                               f" s, workers {rss:.0f} MB)")
-        join_s = time.monotonic() - t
+            if rss > self.ctx.cfg.ctl_mem_mb:
+                raise MemoryError(f"the workers hold {rss:.0f} MB, over the run's limit")
+        join_s, join_rss = time.monotonic() - t, rss
         for i in new:      # each network made once, by its first host, before any attach
             if i % self.size == 0:
                 self.workers.ask(i % self.nworkers, 120, op="network", host=host_name(i),
@@ -92,20 +95,27 @@ class Sim:
         self.workers.ask_all(600, self._per_worker(
             "sync", pairs, lambda p: {"pairs": [[h, n] for _, h, n in p]}))
         t = time.monotonic()
-        fills = [(i, host_name(i), self.net(i)) for _ in range(per_host) for i in new]
-        self.workers.ask_all(self.step_limit, self._per_worker(
-            "fill", fills, lambda p: {"hosts": [h for _, h, _ in p],
-                                      "networks": [n for _, _, n in p]}))
+        # host 0 keeps only endpoints of its own making: its sweep is timed (housekeeping)
+        fills = [(i, host_name(i), self.net(i)) for i in new if i]
+        out = self.workers.ask_all(self.step_limit, self._per_worker(
+            "records", fills, lambda p: {"items": [[h, i, n] for i, h, n in p],
+                                         "per_host": per_host, "size": self.size}))
+        rev = max([o["revision"] for o in out if o] or [0])
+        self.workers.ask_all(self.step_limit, [{"op": "catch_up", "revision": rev}] * w)
+        time.sleep(2.0)       # the reconciles the last changes started
         self.hosts = target
-        return {"join_s": join_s, "fill_s": time.monotonic() - t}
+        return {"join_s": join_s, "fill_s": time.monotonic() - t, "join_rss_mb": join_rss,
+                "keys_before": keys_before}
 
     def sample(self, starts: int, idle_s: float = 5.0, settle: float = 60.0) -> dict:
         """`starts` attaches one after another on random hosts, and what they cost."""
         w = self.nworkers
         self.workers.ask_all(120, [{"op": "phase"}] * w)
         cpu0, t = self.etcd.cpu_seconds(), time.monotonic()
+        w0 = self.workers.ask_all(60, [{"op": "cpu"}] * w)
         time.sleep(idle_s)
         idle = (self.etcd.cpu_seconds() - cpu0) / (time.monotonic() - t)
+        w1 = self.workers.ask_all(60, [{"op": "cpu"}] * w)
         m0, cpu0, t = self.etcd.metrics(), self.etcd.cpu_seconds(), time.monotonic()
         rng = random.Random(self.hosts)
         done = []
@@ -122,6 +132,7 @@ class Sim:
             if cs.complete(seen, self.hosts) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
+        w2 = self.workers.ask_all(60, [{"op": "cpu"}] * w)
         return {"hosts": self.hosts, "starts": len(done), "net_size": self.size,
                 "channel": self.channel,
                 "attach_ms": [(d["t1"] - d["t0"]) * 1e3 for d in done],
@@ -131,8 +142,12 @@ class Sim:
                 "events_per_host_per_start": sum(r["events"] for r in reps)
                 / max(1, self.hosts) / max(1, len(done)),
                 "worker_rss_mb": sum(r["rss_mb"] for r in reps),
+                # what each simulated host spent per start (receiving, applying, reconciling)
+                "agent_cpu_us_per_start": 1e6 * cs.busy_cpu(w0, w1, w2)
+                / max(1, self.hosts) / max(1, len(done)),
                 "lag_max_ms": max(r["lag_max_ms"] for r in reps),
-                "lag_p99_ms": max(r["lag_p99_ms"] for r in reps)}
+                "lag_p99_ms": max(r["lag_p99_ms"] for r in reps),
+                "loadavg": os.getloadavg()[0]}
 
     def housekeeping(self) -> dict:
         return self.workers.ask(0, 600, op="housekeeping", host=host_name(0))
@@ -211,14 +226,12 @@ def _cannot_grow(ctx: Context, steps: list[dict], have: int, target: int,
     if not steps:
         return ""
     last = steps[-1]
-    per_host_mb = last["worker_rss_mb"] / max(1, last["hosts"])
-    # every mirror holds the whole store, which grows with the hosts: memory per agent too
-    need = per_host_mb * (target * target / max(1, have) - have) * 1.2
-    if need > mem_available_mb() * 0.8 or need + last["worker_rss_mb"] > ctx.cfg.ctl_mem_mb:
-        return (f"{target - have} more agents, each mirroring the whole store, need ~"
-                f"{need:.0f} MB ({per_host_mb:.1f} MB each at {have} hosts, growing with "
-                f"the hosts); {mem_available_mb():.0f} MB available, limit "
-                f"{ctx.cfg.ctl_mem_mb:.0f} MB")
+    need = cs.memory_need_mb(last, target)
+    if need > mem_available_mb() * 0.8 or need > ctx.cfg.ctl_mem_mb:
+        return (f"{target} agents, each mirroring the whole store (which grows with the "
+                f"hosts), would need ~{need:.0f} MB ({need / target:.1f} MB each; "
+                f"{last['worker_rss_mb'] / last['hosts']:.1f} MB at {last['hosts']} hosts); "
+                f"{mem_available_mb():.0f} MB available, limit {ctx.cfg.ctl_mem_mb:.0f} MB")
     # Every agent handles every change: a step's time grows with the square of the hosts.
     prev = steps[-2]["hosts"] if len(steps) > 1 else 0
     need = last["step_s"] * (target ** 2 - have ** 2) / max(1, have ** 2 - prev ** 2)

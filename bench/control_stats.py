@@ -94,3 +94,26 @@ def per_start(c0: dict, c1: dict, starts: int, cpu_s: float, idle_cpu_per_s: flo
 def starts_per_core(cpu_ms_per_start: float) -> float | None:
     """Container starts per second one etcd core carries at this CPU cost per start."""
     return 1000.0 / cpu_ms_per_start if cpu_ms_per_start > 0 else None
+
+
+def memory_need_mb(step: dict, target: int) -> float:
+    """The workers' memory for `target` agents, from a step: per agent a fixed part plus a
+    part per key of the store (every mirror holds all of it), fitted on the memory right
+    after the hosts joined (store of `keys_before` keys) and after the step (`keys`); the
+    store is assumed to grow in proportion to the hosts."""
+    hosts = max(1, step["hosts"])
+    r1, k1 = step["worker_rss_mb"] / hosts, max(1.0, step["keys"])
+    r0, k0 = step.get("join_rss_mb", 0.0) / hosts, step.get("keys_before", 0.0)
+    per_key = (r1 - r0) / (k1 - k0) if k1 > k0 and r1 > r0 else r1 / k1
+    fixed = max(0.0, r1 - per_key * k1)
+    return target * (fixed + per_key * k1 * target / hosts)
+
+
+def busy_cpu(idle0: list[dict], idle1: list[dict], end: list[dict]) -> float:
+    """CPU seconds the workers spent between idle1 and end beyond their idle rate (measured
+    from idle0 to idle1: leases, timers); each list holds one {"cpu", "t"} per worker."""
+    total = 0.0
+    for a, b, c in zip(idle0, idle1, end):
+        rate = (b["cpu"] - a["cpu"]) / max(1e-9, b["t"] - a["t"])
+        total += max(0.0, c["cpu"] - b["cpu"] - rate * (c["t"] - b["t"]))
+    return total

@@ -18,8 +18,11 @@ Levers of the simulation, each said in the results (none changes what etcd sees 
     still has its own lease and its own watch stream on it;
   - records decoded once per worker (view.decode cached on the value's bytes): a real host
     decodes each record once too, this only avoids doing it once per simulated host;
-  - garbage collection and the stray-record sweep every HOUSEKEEPING s instead of 5 s (each
-    pass reads every endpoint record: the coordinator times one pass on one agent instead).
+  - garbage collection every HOUSEKEEPING s instead of 5 s, and no background sweep of
+    stray records (each pass reads every endpoint record: the coordinator times one pass of
+    each on one agent instead); the background endpoints are written in transactions of 100
+    as their hosts' agents would write them (op_records; the sweep would take them for
+    strays), only the measured starts go through the agent's attach.
 """
 
 from __future__ import annotations
@@ -135,9 +138,8 @@ def _agent_class():
         async def _owed_loop(self) -> None:
             while True:
                 await asyncio.sleep(HOUSEKEEPING)
-                try:
+                try:     # no sweep: the background records have no local endpoint
                     await self.endpoints.settle_owed()
-                    await self.endpoints.sweep()
                 except StoreError:
                     pass
     return SimAgent
@@ -235,16 +237,47 @@ class Worker:
     async def op_attach(self, host: str, network: str) -> dict:
         return await self._attach(host, network)
 
-    async def op_fill(self, hosts: list[str], networks: list[str], parallel: int = 4) -> dict:
-        """One endpoint on each of `hosts` (a host may come several times), on `networks[i]`."""
-        t = time.monotonic()
-        sem = asyncio.Semaphore(parallel)
+    async def op_records(self, items: list[list], per_host: int, size: int,
+                         batch: int = 100) -> dict:
+        """Background endpoints written as their hosts' agents would write them, `batch` per
+        transaction (a burst of starts): for each [host, index, network] of `items`, the
+        host's address block (one of the pool's last, by the host's place in its network)
+        and `per_host` endpoints in it. The agent then allocates from that block."""
+        from overnet.ipam.pools import block_at, block_count, mac_for, usable
+        from overnet.store.base import Put
+        from overnet.store.records import BlockRecord, EndpointRecord
+        puts = []
+        for name, index, network in items:
+            net = self.agents[name].networks.find(network)
+            pool = net.network
+            block = block_at(pool, block_count(pool) - 1 - index % size)
+            puts.append(Put(keys.block(net.id, block), BlockRecord(host=name).to_json()))
+            for slot, ip in zip(range(per_host), usable(pool, block,
+                                                        ipaddress.IPv4Address(net.gateway))):
+                eid = f"b{index}s{slot}x{net.id[:8]}"
+                rec = EndpointRecord(id=eid, network=net.id, container=eid, name="",
+                                     host=name, host_address=address(index), ip=str(ip),
+                                     mac=mac_for(ip), runtime="cni")
+                puts.append(Put(keys.endpoint(net.id, str(ip)), rec.to_json()))
+        writer = await self._writer()
+        t, rev = time.monotonic(), 0
+        for lo in range(0, len(puts), batch):
+            rev = (await writer.txn([], puts[lo:lo + batch])).revision
+        return {"seconds": time.monotonic() - t, "records": len(puts), "revision": rev}
 
-        async def one(host: str, network: str) -> None:
-            async with sem:
-                await self._attach(host, network)
-        await asyncio.gather(*(one(h, n) for h, n in zip(hosts, networks)))
+    async def op_catch_up(self, revision: int, timeout: float = 1800) -> dict:
+        """Wait until every agent's mirror has reached `revision`."""
+        t = time.monotonic()
+        for agent in self.agents.values():
+            await agent.mirror.wait_revision(revision, timeout=timeout)
         return {"seconds": time.monotonic() - t, "rss_mb": rss_mb()}
+
+    async def _writer(self):
+        from overnet.store.etcd import EtcdStore
+        if not hasattr(self, "writer"):
+            self.writer = EtcdStore(self.endpoint, call_timeout=CALL_TIMEOUT)
+            await self.writer.connect()
+        return self.writer
 
     async def op_housekeeping(self, host: str) -> dict:
         """One garbage-collection pass and one sweep on `host`, timed (each reads every
@@ -296,12 +329,9 @@ class Worker:
 
     async def op_put(self, key: str, size: int) -> dict:
         """One endpoint-sized write; when it started and the revision it made."""
-        from overnet.store.etcd import EtcdStore
-        if not hasattr(self, "writer"):
-            self.writer = EtcdStore(self.endpoint)
-            await self.writer.connect()
+        writer = await self._writer()
         t0 = time.monotonic()
-        rev = await self.writer.put(key, b"x" * size)
+        rev = await writer.put(key, b"x" * size)
         return {"t0": t0, "t1": time.monotonic(), "revision": rev, "key": key}
 
     async def op_bulk(self, prefixes: list[str], count: int, size: int, batch: int = 100) -> dict:
@@ -325,6 +355,9 @@ class Worker:
         LAGS.clear()
         gc.collect()
         return {"rss_mb": rss_mb()}
+
+    async def op_cpu(self) -> dict:
+        return {"cpu": time.process_time(), "t": time.monotonic()}
 
     async def op_report(self, wanted: list[str]) -> dict:
         """Per wanted key: when each mirror had it; for the hosts with endpoints on its

@@ -228,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("Error: the benchmarks need root (namespaces, netlink, dockerd)", file=sys.stderr)
         return 1
-    lock = _lock()
+    # The simulated control plane builds no lab (its own etcd on loopback, worker processes):
+    # it may run beside another bench run, and must not tear down that run's labs.
+    labless = args.bench == "control"
+    lock = True if labless else _lock()
     if lock is None:
         print("Error: another bench run is in progress on this machine "
               "(/var/lib/overnet/bench/run.lock); wait for it to finish", file=sys.stderr)
@@ -261,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         progress("bench", line)
         res.note("bench", line)
     res.meta["loadavg_start"] = _loadavg()
-    Context.clean_leftovers(lambda m: progress("cleanup", m))
+    if not labless:
+        Context.clean_leftovers(lambda m: progress("cleanup", m))
     ctx = Context(cfg, progress)
     ctx.out = args.out
     code = 0

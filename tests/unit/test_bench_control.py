@@ -73,3 +73,23 @@ def test_etcd_cpu_per_start_is_net_of_its_idle_load():
 def test_starts_per_core():
     assert cs.starts_per_core(4.0) == 250.0
     assert cs.starts_per_core(0.0) is None
+
+
+def test_memory_need_grows_with_agents_and_with_the_store_each_mirrors():
+    # 100 agents: 1 MB each with 500 keys just after joining, 2 MB each with 1,000 keys
+    step = {"hosts": 100, "worker_rss_mb": 200.0, "keys": 1000, "join_rss_mb": 100.0,
+            "keys_before": 500}
+    # per key 0.002 MB, fixed 0 MB; at 1,000 hosts: 10,000 keys -> 20 MB each
+    assert cs.memory_need_mb(step, 1000) == pytest.approx(20_000.0)
+    assert cs.memory_need_mb(step, 100) == pytest.approx(200.0)
+    flat = {"hosts": 100, "worker_rss_mb": 200.0, "keys": 1000}   # no join figure
+    assert cs.memory_need_mb(flat, 200) == pytest.approx(800.0)    # all of it per key
+
+
+def test_busy_cpu_is_beyond_each_workers_idle_rate():
+    idle0 = [{"cpu": 1.0, "t": 0.0}, {"cpu": 5.0, "t": 0.0}]
+    idle1 = [{"cpu": 1.5, "t": 5.0}, {"cpu": 5.0, "t": 5.0}]     # 0.1 and 0 CPU-s per s
+    end = [{"cpu": 3.5, "t": 15.0}, {"cpu": 6.0, "t": 15.0}]
+    assert cs.busy_cpu(idle0, idle1, end) == pytest.approx((2.0 - 1.0) + 1.0)
+    quiet = [{"cpu": 1.6, "t": 15.0}, {"cpu": 5.0, "t": 15.0}]
+    assert cs.busy_cpu(idle0, idle1, quiet) == 0.0

@@ -280,16 +280,34 @@ def test_control_host_addresses_are_unique_and_in_the_underlay():
     assert all(ipaddress.IPv4Address(a) in UNDERLAY for a in addrs)
 
 
+def _control_step(hosts: int) -> dict:
+    return {"hosts": hosts, "endpoints": 2 * hosts + 40, "writes_per_start": 1.0,
+            "events_per_host_per_start": 1.02, "last_sub_ms": [10.0, 20.0, 30.0],
+            "programmed_ms": [15.0, 25.0], "last_host_ms": [10.0, 40.0],
+            "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 0.8 * hosts,
+            "agent_cpu_us_per_start": 500.0, "keys": 5 * hosts, "gc_ms": 2.0, "net_size": 50}
+
+
+def _fan(mode: str, watchers: int, cpu: float) -> dict:
+    return {"mode": mode, "watchers": watchers, "last_ms": [5.0, 9.0], "bulk": 100_000,
+            "etcd_cpu_ms_per_start": cpu, "db_mb": 50.0,
+            "events_per_watcher_per_write": 1.0 if mode == "whole" else 0.01}
+
+
 def test_readme_section_carries_the_control_plane_run_with_its_commit():
-    step = {"hosts": 1000, "endpoints": 2040, "writes_per_start": 1.0,
-            "events_per_host_per_start": 1.02, "last_host_ms": [10.0, 20.0, 30.0],
-            "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 800.0}
+    steps = [_control_step(100), _control_step(1000)]
+    fan = [_fan("whole", 5000, 40.0), _fan("scoped", 5000, 2.0)]
     ctl = Results(command="python -m bench control", meta={"commit": "abc1234",
-                                                           "control": {"steps": [step]}})
+                                                           "control": {"steps": steps,
+                                                                       "fanout": fan}})
     ctl.note("control", "stopped before 5000 hosts: memory")
     sec = readme_section(_results(), None, ctl, "bench/results/control-scale.png")
     assert "### Control plane, simulated" in sec and "at commit abc1234" in sec
-    assert "| 1,000 | 2,040 | 1 | 1.02 | 20.0 | 29.8 | 12.5 | 3.2 | 0.8 |" in sec
+    assert ("| 1,000 | 2,040 | 1.00 | 1.02 | 20.0 / 29.8 | 20.0 / 24.9 | 39.7 | 12.5 | 3.2 "
+            "| 500 | 0.8 |") in sec
+    assert "| 5,000 | its network's endpoints (50 hosts) | 0.010 | 7.0 / 9.0 | 2.00 | 50 |" in sec
+    assert "one etcd core carries about 25 container starts per second" in sec
+    assert "about 500 starts per second per core" in sec
     assert "stopped before 5000 hosts" in sec
     assert readme_section(_results(), None) == readme_section(_results(), None, None)
 
