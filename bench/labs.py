@@ -60,6 +60,7 @@ class Config:
     ctl_net_size: int = 50                   # hosts per overlay network
     ctl_channel: str = "worker"              # one etcd client per "agent" or per "worker"
     ctl_mem_mb: float = 9000                 # the workers' memory the run stays under
+    ctl_fresh: bool = True                   # each host count on a cluster of its own
     docker: bool = True
     budget_s: float | None = 20 * 60     # whole invocation; the scale rounds adapt to it
 
