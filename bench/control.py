@@ -62,12 +62,6 @@ class Sim:
         self.hosts = 0
         self.step_limit = cfg.ctl_step_limit_s
 
-    def fresh_workers(self) -> None:
-        """New workers (no agents) on the same etcd, after a step that did not finish."""
-        self.workers.kill()
-        self.workers = Workers(self.nworkers, self.etcd.url, self.channel)
-        self.ctx.closers.append(self.workers.close)
-
     def close(self) -> None:
         """Kill the workers and etcd now (their agents need no goodbye)."""
         self.workers.kill()
@@ -84,7 +78,6 @@ class Sim:
     def grow(self, target: int, per_host: int) -> dict:
         """Start hosts up to `target`, make their networks, give each `per_host` endpoints."""
         new, w = list(range(self.hosts, target)), self.nworkers
-        keys_before = etcd_counts(self.etcd.metrics())["keys"]
         t, rss = time.monotonic(), 0.0
         for lo in range(0, len(new), CHUNK):
             part = [(i, host_name(i)) for i in new[lo:lo + CHUNK]]
@@ -101,6 +94,7 @@ class Sim:
         self.workers.ask_all(self.step_limit, [{"op": "catch_up",
                                                 "revision": rev["revision"]}] * w)
         join_s, join_rss = time.monotonic() - t, rss
+        join_keys = etcd_counts(self.etcd.metrics())["keys"]
         self.ctx.progress(BENCH, f"  every host knows the others ({join_s:.0f} s)")
         for i in new:      # each network made once, by its first host, before any attach
             if i % self.size == 0:
@@ -124,7 +118,7 @@ class Sim:
         time.sleep(2.0)       # the reconciles the last changes started
         self.hosts = target
         return {"join_s": join_s, "fill_s": time.monotonic() - t, "join_rss_mb": join_rss,
-                "keys_before": keys_before}
+                "join_keys": join_keys}
 
     def sample(self, starts: int, idle_s: float = 5.0, settle: float = 60.0) -> dict:
         """`starts` attaches one after another on random hosts, and what they cost."""
@@ -215,9 +209,9 @@ def run(ctx: Context, res: Results) -> None:
             step["step_s"], step["grown_from"] = time.monotonic() - t, have
             steps.append(step)
             ctx.progress(BENCH, step_line(step))
-        if cfg.ctl_watchers:
-            if stopped.startswith("failed"):
-                sim.fresh_workers()
+        if cfg.ctl_watchers:      # etcd alone: a fresh etcd, workers without agents
+            sim.close()
+            sim = Sim(ctx)
             fan = fanout(ctx, sim, cfg.ctl_watchers, cfg.ctl_starts, fan)
     except KeyboardInterrupt:
         stopped = stopped or f"interrupted after {sim.hosts} hosts"
@@ -233,10 +227,15 @@ def _finish(ctx: Context, res: Results, steps: list[dict], stopped: str,
     cfg = ctx.cfg
     shared = ("the agents of a worker share one gRPC channel, each with its own lease and "
               "watch stream" if cfg.ctl_channel == "worker" else "its own channel")
-    res.note(BENCH, f"networks of {cfg.ctl_net_size} hosts; one etcd client per "
-             f"{cfg.ctl_channel} ({shared}); records decoded once per worker process; the "
-             "simulated agents' garbage collection and sweep run every minute, not every 5 s "
-             "(one pass of each is timed on one agent instead)")
+    res.note(BENCH, f"simulation: networks of {cfg.ctl_net_size} hosts, each host count on "
+             f"a fresh cluster; one etcd client per {cfg.ctl_channel} ({shared}); records "
+             "decoded once per worker process; background endpoints (and each host's address "
+             "block) written in transactions of 100 as the hosts' agents write them, only the "
+             "measured starts go through an agent's attach; liveness leases of 2 minutes (10 s "
+             "leases expired while the simulation ran behind); garbage collection every 10 "
+             "minutes and no background sweep, not every 5 s (one pass of each is timed on one "
+             "agent instead); the whole run under nice 19 on a machine other sessions share: "
+             "'loop lag' is how far behind the simulated agents ran")
     if steps:
         out = getattr(ctx, "out", None) or os.path.join(HERE, "results")
         os.makedirs(out, exist_ok=True)

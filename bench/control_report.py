@@ -132,9 +132,17 @@ def _agents(top: dict) -> str:
     if cpu:
         text += (f", so at {0.1e6 / cpu:.0f} starts per second cluster-wide every host would "
                  "spend a tenth of a core on other hosts' starts")
+    share = top.get("net_size", 50) / top["hosts"]
+    scoped_keys = top["keys"] - top["endpoints"] * (1 - share)
     return (text + f". What breaks first is the agents' whole-store mirror, not etcd: each "
             f"host holds every record ({top['worker_rss_mb'] / top['hosts']:.1f} MB per agent "
             f"at {top['keys']:,.0f} keys, ~{per_key * big_keys:.0f} MB at {BIG:,} endpoints), "
             f"re-reads every endpoint record in each garbage-collection pass "
             f"({top.get('gc_ms', 0):.1f} ms at {top['endpoints']:,} endpoints, every 5 s), and "
-            "makes etcd send every write to every host.")
+            "makes etcd send every write to every host. A mirror scoped to the host's networks "
+            "(one watch per network it has endpoints on, besides the hosts' and networks' "
+            f"records) would take each host from 1 to {share:.3f} events per start at "
+            f"{top['hosts']:,} hosts and its copy from {top['keys']:,.0f} to "
+            f"~{scoped_keys:,.0f} keys; it is a change to the agent's core (its view reads "
+            "every kind of record from one mirror of the whole store, and garbage collection "
+            "scans every host's records), measured here on etcd's side only.")

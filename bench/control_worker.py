@@ -33,6 +33,7 @@ import gc
 import ipaddress
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -42,7 +43,7 @@ from overnet.store.mirror import Mirror
 
 UNDERLAY = ipaddress.IPv4Network("100.64.0.0/10")
 RESYNC = 60.0
-HOUSEKEEPING = 60.0
+HOUSEKEEPING = 600.0
 # Liveness leases of 2 minutes, not 10 s: when the simulation falls behind (a join storm:
 # every host receives every other's registration), 10 s leases expired, every agent granted
 # a new one and re-registered, two more changes for every host: a storm feeding itself that
@@ -134,6 +135,7 @@ def _agent_class():
         """The real agent, its housekeeping loops run every HOUSEKEEPING s (see the doc)."""
 
         async def _gc_loop(self) -> None:
+            await asyncio.sleep(random.uniform(0, HOUSEKEEPING))     # not all at once
             while True:
                 await asyncio.sleep(HOUSEKEEPING)
                 try:

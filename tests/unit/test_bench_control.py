@@ -78,7 +78,7 @@ def test_starts_per_core():
 def test_memory_need_grows_with_agents_and_with_the_store_each_mirrors():
     # 100 agents: 1 MB each with 500 keys just after joining, 2 MB each with 1,000 keys
     step = {"hosts": 100, "worker_rss_mb": 200.0, "keys": 1000, "join_rss_mb": 100.0,
-            "keys_before": 500}
+            "join_keys": 500}
     # per key 0.002 MB, fixed 0 MB; at 1,000 hosts: 10,000 keys -> 20 MB each
     assert cs.memory_need_mb(step, 1000) == pytest.approx(20_000.0)
     assert cs.memory_need_mb(step, 100) == pytest.approx(200.0)
