@@ -31,7 +31,8 @@ def step_rows(steps: list[dict]) -> list[list[str]]:
                      _ms(stats.summarize(s["last_host_ms"])["p99"]),
                      f"{s['etcd_cpu_ms_per_start']:.1f}", f"{s['db_mb']:.1f}",
                      f"{s.get('agent_cpu_us_per_start', 0):.0f}",
-                     f"{s['worker_rss_mb'] / s['hosts']:.1f}"])
+                     f"{s['worker_rss_mb'] / s['hosts']:.1f}", _ms(s.get("lag_max_ms")),
+                     f"{s.get('loadavg', 0):.0f}"])
     return rows
 
 
@@ -39,7 +40,8 @@ STEP_HEADER = ["hosts", "endpoints", "etcd keys written / start",
                "watch events / host / start", "start → every subscribed mirror p50 / p99 ms",
                "→ peer programmed on every subscribed host p50 / p99 ms",
                "→ every host's mirror p99 ms", "etcd CPU ms / start", "etcd DB MB",
-               "agent CPU µs / host / start", "MB / agent"]
+               "agent CPU µs / host / start", "MB / agent", "simulation behind, max ms",
+               "machine load"]
 FAN_HEADER = ["watchers", "each watches", "events / watcher / write",
               "write → last watcher that must see it p50 / p99 ms", "etcd CPU ms / write",
               "etcd DB MB"]
@@ -69,7 +71,9 @@ def control_part(ctl, curves: str | None, table) -> list[str]:
               "hosts. A *subscribed* host is one with endpoints on the started container's "
               "network: it must program the new peer. Every mirror still receives every "
               "change (agents watch the whole store), so the last column but one is what each "
-              "host spends on every start in the cluster.")
+              "host spends on every start in the cluster. The times include how far the simulation "
+              "ran behind (its event loops' lag; the machine's load average is the last "
+              "column: other sessions share it).")
     out = ["### Control plane, simulated", "", run, "", agents, ""]
     if curves:
         out += [f"![control plane]({curves})", ""]

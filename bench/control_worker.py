@@ -21,9 +21,10 @@ Levers of the simulation, each said in the results (none changes what etcd sees 
   - liveness leases of HOST_TTL (see there);
   - garbage collection every HOUSEKEEPING s instead of 5 s, and no background sweep of
     stray records (each pass reads every endpoint record: the coordinator times one pass of
-    each on one agent instead); the background endpoints are written in transactions of 100
-    as their hosts' agents would write them (op_records; the sweep would take them for
-    strays), only the measured starts go through the agent's attach.
+    each on one agent instead); of each host's background endpoints, one is attached by its
+    agent (op_fill: the host then programs its network's peers), the others are written in
+    transactions of 100 as their host's agent would write them (op_records; the sweep would
+    take them for strays).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ import time
 from overnet.store import keys
 from overnet.store.mirror import Mirror
 
+from .control_light import CALL_TIMEOUT, EVENTS, SEEN, LightHosts, address, rss_mb
+
 UNDERLAY = ipaddress.IPv4Network("100.64.0.0/10")
 RESYNC = 60.0
 HOUSEKEEPING = 600.0
@@ -49,10 +52,6 @@ HOUSEKEEPING = 600.0
 # a new one and re-registered, two more changes for every host: a storm feeding itself that
 # hosts with a CPU of their own do not have. Refreshes come every 40 s instead of 3.3 s.
 HOST_TTL = 120
-CALL_TIMEOUT = 30.0
-PROBE = "probe-"              # the last segment of the keys timed to the plain watchers
-EVENTS: dict[int, int] = {}                  # id(mirror) -> events received
-SEEN: dict[str, dict[int, float]] = {}       # endpoint key -> id(mirror) -> when it had it
 PASSES: dict[tuple[int, str], list[tuple[float, float]]] = {}  # (id(agent), net) -> passes
 LAGS: list[float] = []                       # event loop lag samples, seconds
 
@@ -107,20 +106,6 @@ class SharedStore:
         pass
 
 
-def address(index: int) -> str:
-    """Host `index`'s underlay address, 100.64.0.0/10 (enough for 4 million hosts)."""
-    n = (100 << 24) + (64 << 16) + index + 1
-    return ".".join(str((n >> s) & 255) for s in (24, 16, 8, 0))
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def first_after(passes: list[tuple[float, float]], t: float) -> float | None:
     """The end of the first reconcile pass that began at or after `t`."""
     ends = [end for began, end in passes if began >= t]
@@ -153,7 +138,7 @@ def _agent_class():
     return SimAgent
 
 
-class Worker:
+class Worker(LightHosts):
     def __init__(self, store_url: str, workdir: str, channel: str) -> None:
         self.endpoint = store_url.partition("://")[2]
         self.store_url = store_url
@@ -246,6 +231,18 @@ class Worker:
     async def op_attach(self, host: str, network: str) -> dict:
         return await self._attach(host, network)
 
+    async def op_fill(self, hosts: list[str], networks: list[str], parallel: int = 16) -> dict:
+        """One container attached on each of `hosts`, on `networks[i]`: a host with an
+        endpoint of its own on a network programs that network's peers (a subscribed host)."""
+        t = time.monotonic()
+        sem = asyncio.Semaphore(parallel)
+
+        async def one(host: str, network: str) -> None:
+            async with sem:
+                await self.op_attach(host, network)
+        await asyncio.gather(*(one(h, n) for h, n in zip(hosts, networks)))
+        return {"seconds": time.monotonic() - t, "rss_mb": rss_mb()}
+
     async def op_records(self, items: list[list], per_host: int, size: int,
                          batch: int = 100) -> dict:
         """Background endpoints written as their hosts' agents would write them, `batch` per
@@ -257,7 +254,10 @@ class Worker:
         from overnet.store.records import BlockRecord, EndpointRecord
         puts = []
         for name, index, network in items:
-            net = self.agents[name].networks.find(network)
+            if per_host < 1:
+                break
+            reader = self.agents.get(name) or next(iter(self.agents.values()))
+            net = reader.networks.find(network)
             pool = net.network
             block = block_at(pool, block_count(pool) - 1 - index % size)
             puts.append(Put(keys.block(net.id, block), BlockRecord(host=name).to_json()))
@@ -298,62 +298,6 @@ class Worker:
         gc_s = time.process_time() - t
         await agent.endpoints.sweep()
         return {"gc_ms": gc_s * 1e3, "sweep_ms": (time.process_time() - t - gc_s) * 1e3}
-
-    # --- plain watchers: etcd's fan-out without the agents' own work -------------------
-
-    async def _watch(self, store, prefix: str, rev: int) -> None:
-        async for batch in store.watch(prefix, rev):
-            now = time.monotonic()
-            EVENTS[id(store)] = EVENTS.get(id(store), 0) + len(batch)
-            for e in batch:
-                if e.key.rpartition("/")[2].startswith(PROBE):
-                    SEEN.setdefault(e.key, {})[id(store)] = now
-
-    async def op_watchers(self, prefixes: list[str], parallel: int = 50) -> dict:
-        """One more watcher per prefix in `prefixes`, each on its own connection (as an
-        agent's mirror holds it)."""
-        from overnet.store.etcd import EtcdStore
-        sem = asyncio.Semaphore(parallel)
-
-        async def one(prefix: str) -> None:
-            async with sem:
-                st = EtcdStore(self.endpoint, call_timeout=CALL_TIMEOUT,
-                               connect_timeout=CALL_TIMEOUT)
-                await st.connect()
-                _, rev = await st.list(keys.ROOT + PROBE)     # the revision to watch from
-                self.watchers.append(st)
-                self.tasks.append(asyncio.create_task(self._watch(st, prefix, rev + 1)))
-        t = time.monotonic()
-        await asyncio.gather(*(one(p) for p in prefixes))
-        return {"seconds": time.monotonic() - t, "watchers": len(self.watchers),
-                "rss_mb": rss_mb()}
-
-    async def op_unwatch(self) -> dict:
-        for task in self.tasks[1:]:
-            task.cancel()
-        del self.tasks[1:]
-        for st in self.watchers:
-            await st.close()
-        self.watchers = []
-        return {}
-
-    async def op_put(self, key: str, size: int) -> dict:
-        """One endpoint-sized write; when it started and the revision it made."""
-        writer = await self._writer()
-        t0 = time.monotonic()
-        rev = await writer.put(key, b"x" * size)
-        return {"t0": t0, "t1": time.monotonic(), "revision": rev, "key": key}
-
-    async def op_bulk(self, prefixes: list[str], count: int, size: int, batch: int = 100) -> dict:
-        """`count` endpoint-sized records, spread over `prefixes`, `batch` per transaction."""
-        from overnet.store.base import Put
-        st = await self._writer()
-        t = time.monotonic()
-        value = b"y" * size
-        for lo in range(0, count, batch):
-            await st.txn([], [Put(f"{prefixes[i % len(prefixes)]}b{i}", value)
-                              for i in range(lo, min(count, lo + batch))])
-        return {"seconds": time.monotonic() - t}
 
     async def op_phase(self) -> dict:
         EVENTS.clear()

@@ -285,7 +285,8 @@ def _control_step(hosts: int) -> dict:
             "events_per_host_per_start": 1.02, "last_sub_ms": [10.0, 20.0, 30.0],
             "programmed_ms": [15.0, 25.0], "last_host_ms": [10.0, 40.0],
             "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 0.8 * hosts,
-            "agent_cpu_us_per_start": 500.0, "keys": 5 * hosts, "gc_ms": 2.0, "net_size": 50}
+            "agent_cpu_us_per_start": 500.0, "keys": 5 * hosts, "gc_ms": 2.0, "net_size": 50,
+            "lag_max_ms": 120.0, "loadavg": 3.2}
 
 
 def _fan(mode: str, watchers: int, cpu: float) -> dict:
@@ -304,7 +305,7 @@ def test_readme_section_carries_the_control_plane_run_with_its_commit():
     sec = readme_section(_results(), None, ctl, "bench/results/control-scale.png")
     assert "### Control plane, simulated" in sec and "at commit abc1234" in sec
     assert ("| 1,000 | 2,040 | 1.00 | 1.02 | 20.0 / 29.8 | 20.0 / 24.9 | 39.7 | 12.5 | 3.2 "
-            "| 500 | 0.8 |") in sec
+            "| 500 | 0.8 | 120 | 3 |") in sec
     assert "| 5,000 | its network's endpoints (50 hosts) | 0.010 | 7.0 / 9.0 | 2.00 | 50 |" in sec
     assert "one etcd core carries about 25 container starts per second" in sec
     assert "about 500 starts per second per core" in sec
