@@ -15,6 +15,7 @@ must see them (every watcher, or its network's), with etcd's CPU per write net o
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -91,7 +92,7 @@ def _measure(sim, mode: str, target: int, writes: int, prefixes: list[str], size
     return {"mode": mode, "watchers": target, "writes": len(done), "last_ms": last,
             "missing": missing, "watchers_per_write": sum(need.values()) / len(need),
             "events_per_watcher_per_write": sum(r["events"] for r in reps) / target / len(done),
-            "worker_rss_mb": sum(r["rss_mb"] for r in reps),
+            "worker_rss_mb": sum(r["rss_mb"] for r in reps), "loadavg": os.getloadavg()[0],
             **cs.per_start(etcd_counts(m0), etcd_counts(m1), len(done), cpu1 - cpu0, idle,
                            seconds)}
 

@@ -44,14 +44,14 @@ STEP_HEADER = ["hosts", "endpoints", "etcd keys written / start",
                "machine load"]
 FAN_HEADER = ["watchers", "each watches", "events / watcher / write",
               "write → last watcher that must see it p50 / p99 ms", "etcd CPU ms / write",
-              "etcd DB MB"]
+              "etcd DB MB", "machine load"]
 
 
 def fan_rows(fan: list[dict], size: int) -> list[list[str]]:
     what = {"whole": "the whole store", "scoped": f"its network's endpoints ({size} hosts)"}
     return [[f"{f['watchers']:,}", what[f["mode"]], f"{f['events_per_watcher_per_write']:.3f}",
-             _pair(f["last_ms"]), f"{f['etcd_cpu_ms_per_start']:.2f}", f"{f['db_mb']:.0f}"]
-            for f in fan]
+             _pair(f["last_ms"]), f"{f['etcd_cpu_ms_per_start']:.2f}", f"{f['db_mb']:.0f}",
+             f"{f.get('loadavg', 0):.0f}"] for f in fan]
 
 
 def control_part(ctl, curves: str | None, table) -> list[str]:

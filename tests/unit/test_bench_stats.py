@@ -306,7 +306,7 @@ def test_readme_section_carries_the_control_plane_run_with_its_commit():
     assert "### Control plane, simulated" in sec and "at commit abc1234" in sec
     assert ("| 1,000 | 2,040 | 1.00 | 1.02 | 20.0 / 29.8 | 20.0 / 24.9 | 39.7 | 12.5 | 3.2 "
             "| 500 | 0.8 | 120 | 3 |") in sec
-    assert "| 5,000 | its network's endpoints (50 hosts) | 0.010 | 7.0 / 9.0 | 2.00 | 50 |" in sec
+    assert "| 5,000 | its network's endpoints (50 hosts) | 0.010 | 7.0 / 9.0 | 2.00 | 50 | 0 |" in sec
     assert "one etcd core carries about 25 container starts per second" in sec
     assert "about 500 starts per second per core" in sec
     assert "stopped before 5000 hosts" in sec
