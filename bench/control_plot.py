@@ -116,12 +116,15 @@ def draw_curves(steps: list[dict], path: str, stopped: str = "",
         if not f:
             continue
         wx = [x["watchers"] for x in f]
+        ax[0][0].plot(wx, [x["events_per_watcher_per_write"] for x in f], marker="s", ls=style,
+                      label=f"etcd alone, {mode} watch: events per watcher")
         ax[0][1].plot(wx, [stats.summarize(x["last_ms"])["p99"] for x in f], marker="s",
                       ls=style, label=f"etcd alone, {mode} watch p99")
         ax[1][0].plot(wx, [x["etcd_cpu_ms_per_start"] for x in f], marker="s", ls=style,
                       label=f"etcd alone, {mode} watch: CPU per write")
         ax[1][0].plot(wx, [x["db_mb"] for x in f], marker="s", ls=style, alpha=0.5,
                       label=f"etcd alone: DB MB ({f[0]['bulk']:,} endpoints)")
+    ax[0][0].set_ylim(bottom=0)
     for a, title, _ in panels:
         a.set_xscale("log")
         a.set_xlabel("hosts (watchers)")

@@ -73,7 +73,9 @@ def control_part(ctl, curves: str | None, table) -> list[str]:
               "change (agents watch the whole store), so the last column but one is what each "
               "host spends on every start in the cluster. The times include how far the simulation "
               "ran behind (its event loops' lag; the machine's load average is the last "
-              "column: other sessions share it).")
+              "column: other sessions share it). The agents of a worker share one etcd "
+              "connection (a stream each): etcd's CPU per start is lower here than with a "
+              "connection per host, which the etcd-alone figures below have.")
     out = ["### Control plane, simulated", "", run, "", agents, ""]
     if curves:
         out += [f"![control plane]({curves})", ""]
@@ -104,12 +106,13 @@ def carrying(steps: list[dict], fan: list[dict]) -> str:
               f"whatever the cluster's size ({steps[0]['hosts']:,} to {top['hosts']:,} hosts)."
               " What grows is the fan-out: etcd sends each write to every watcher it "
               "concerns.")]
+    etcd_rate = None
     if whole:
-        rate = cs.starts_per_core(whole["etcd_cpu_ms_per_start"])
+        etcd_rate = cs.starts_per_core(whole["etcd_cpu_ms_per_start"])
         parts.append(f"With {whole['watchers']:,} hosts each watching the whole store, a "
                      f"write costs etcd {whole['etcd_cpu_ms_per_start']:.1f} ms of CPU: one "
-                     f"etcd core carries about {rate or 0:.0f} container starts per second, "
-                     f"each reaching the last host in "
+                     f"etcd core carries about {etcd_rate or 0:.0f} container starts per "
+                     "second, each reaching the last host in "
                      f"{_ms(stats.summarize(whole['last_ms'])['p99'])} ms (p99); "
                      f"{whole['bulk']:,} endpoints take {whole['db_mb']:.0f} MB of database.")
     if whole and scoped:
@@ -120,14 +123,13 @@ def carrying(steps: list[dict], fan: list[dict]) -> str:
                      f"network's hosts in {_ms(stats.summarize(scoped['last_ms'])['p99'])} ms "
                      f"(p99): that is what a scoped watch in the agent would buy.")
     parts.append(_agents(top))
+    parts.append(_first(top, etcd_rate, whole))
     return " ".join(parts)
 
 
 def _agents(top: dict) -> str:
-    """The agents' side at the biggest measured step, and what it projects to."""
+    """The agents' side at the biggest measured step."""
     cpu = top.get("agent_cpu_us_per_start", 0.0)
-    per_key = top["worker_rss_mb"] / top["hosts"] / max(1.0, top["keys"])
-    big_keys = BIG + top["keys"] - top["endpoints"]
     text = (f"With real agents, at {top['hosts']:,} hosts a start reached every subscribed "
             f"host's mirror in {_pair(top['last_sub_ms'])} ms (p50 / p99) and was programmed "
             f"there in {_pair(top['programmed_ms'])} ms, with all {top['hosts']:,} agents "
@@ -136,17 +138,36 @@ def _agents(top: dict) -> str:
     if cpu:
         text += (f", so at {0.1e6 / cpu:.0f} starts per second cluster-wide every host would "
                  "spend a tenth of a core on other hosts' starts")
+    return text + "."
+
+
+def _first(top: dict, etcd_rate: float | None, whole: dict | None) -> str:
+    """What breaks first, by comparing the limits the curves give."""
+    cpu = top.get("agent_cpu_us_per_start", 0.0)
+    agent_rate = 0.1e6 / cpu if cpu else None
+    per_key = top["worker_rss_mb"] / top["hosts"] / max(1.0, top["keys"])
+    big_keys = BIG + top["keys"] - top["endpoints"]
+    gc_big = top.get("gc_ms", 0.0) * BIG / max(1, top["endpoints"])
     share = top.get("net_size", 50) / top["hosts"]
     scoped_keys = top["keys"] - top["endpoints"] * (1 - share)
-    return (text + f". What breaks first is the agents' whole-store mirror, not etcd: each "
-            f"host holds every record ({top['worker_rss_mb'] / top['hosts']:.1f} MB per agent "
-            f"at {top['keys']:,.0f} keys, ~{per_key * big_keys:.0f} MB at {BIG:,} endpoints), "
-            f"re-reads every endpoint record in each garbage-collection pass "
-            f"({top.get('gc_ms', 0):.1f} ms at {top['endpoints']:,} endpoints, every 5 s), and "
-            "makes etcd send every write to every host. A mirror scoped to the host's networks "
-            "(one watch per network it has endpoints on, besides the hosts' and networks' "
-            f"records) would take each host from 1 to {share:.3f} events per start at "
-            f"{top['hosts']:,} hosts and its copy from {top['keys']:,.0f} to "
-            f"~{scoped_keys:,.0f} keys; it is a change to the agent's core (its view reads "
-            "every kind of record from one mirror of the whole store, and garbage collection "
-            "scans every host's records), measured here on etcd's side only.")
+    if etcd_rate is not None and (agent_rate is None or etcd_rate < agent_rate):
+        first = (f"What breaks first is etcd's fan-out of the whole-store watch: at "
+                 f"{whole['watchers']:,} hosts it caps the cluster at ~{etcd_rate:.0f} starts "
+                 "per second per etcd core, long before the agents' own share of each start "
+                 "matters")
+    else:
+        first = ("What breaks first is the agents' share of every start: each host handles "
+                 "every change in the cluster")
+    return (first + f"; next, the whole-store mirror itself: each host holds every record "
+            f"({top['worker_rss_mb'] / top['hosts']:.1f} MB per simulated agent at "
+            f"{top['keys']:,.0f} keys, ~{per_key * big_keys:.0f} MB at {BIG:,} endpoints) and "
+            f"its garbage collection reads every endpoint record every 5 s "
+            f"({top.get('gc_ms', 0):.1f} ms a pass at {top['endpoints']:,} endpoints, "
+            f"~{gc_big:.0f} ms at {BIG:,}). A mirror scoped to the host's networks (a watch "
+            "per network it has endpoints on, besides the hosts' and networks' records) "
+            f"shrinks all three: 1 to {share:.3f} events per host per start at "
+            f"{top['hosts']:,} hosts, a copy of ~{scoped_keys:,.0f} keys instead of "
+            f"{top['keys']:,.0f}, a GC pass over that copy. It is a change to the agent's core "
+            "(its view reads every kind of record from one mirror of the whole store, and "
+            "garbage collection, which removes dead hosts' records in every network, would need "
+            "another owner), measured here on etcd's side only.")
