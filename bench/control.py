@@ -35,6 +35,7 @@ import time
 
 from overnet.store import keys
 
+from . import control_hybrid as hybrid
 from . import control_stats as cs
 from .control_fanout import fanout
 from .control_plot import draw_curves, record, step_line
@@ -130,8 +131,10 @@ class Sim:
         return {"join_s": join_s, "fill_s": time.monotonic() - t, "join_rss_mb": join_rss,
                 "join_keys": join_keys}
 
-    def sample(self, starts: int, idle_s: float = 5.0, settle: float = 60.0) -> dict:
-        """`starts` attaches one after another on random hosts, and what they cost."""
+    def sample(self, starts: int, idle_s: float = 5.0, settle: float = 60.0,
+               on: list[int] | None = None) -> dict:
+        """`starts` attaches one after another on random hosts (of `on`, if given: the hosts
+        with an agent), and what they cost."""
         w = self.nworkers
         self.workers.ask_all(300, [{"op": "phase"}] * w)
         cpu0, t = self.etcd.cpu_seconds(), time.monotonic()
@@ -143,7 +146,7 @@ class Sim:
         rng = random.Random(self.hosts)
         done = []
         for _ in range(starts):
-            i = rng.randrange(self.hosts)
+            i = rng.choice(on) if on else rng.randrange(self.hosts)
             done.append(self.workers.ask(i % w, 300, op="attach", host=host_name(i),
                                          network=self.net(i)))
         m1, cpu1, seconds = self.etcd.metrics(), self.etcd.cpu_seconds(), time.monotonic() - t
@@ -219,6 +222,14 @@ def run(ctx: Context, res: Results) -> None:
             step["step_s"], step["grown_from"] = time.monotonic() - t, have
             steps.append(step)
             ctx.progress(BENCH, step_line(step))
+        if cfg.ctl_hybrid and not stopped:
+            sim.close()
+            sim = Sim(ctx)
+            step = _hybrid(ctx, sim)
+            if "stopped" in step:
+                stopped = step["stopped"]
+            else:
+                steps.append(step)
         if cfg.ctl_watchers:      # etcd alone: a fresh etcd, workers without agents
             sim.close()
             sim = Sim(ctx)
@@ -228,6 +239,26 @@ def run(ctx: Context, res: Results) -> None:
         raise
     finally:
         _finish(ctx, res, steps, stopped, fan)
+
+
+def _hybrid(ctx: Context, sim: Sim) -> dict:
+    """`ctl_hybrid` hosts, real agents on one network of them (bench/control_hybrid.py)."""
+    cfg = ctx.cfg
+    hosts, per_host = cfg.ctl_hybrid, cfg.ctl_hybrid_per_host
+    ctx.progress(BENCH, f"{hosts} hosts, {per_host} endpoints each: agents on one network, "
+                 "whole-store watchers for the others")
+    t = time.monotonic()
+    try:
+        built = hybrid.build(ctx, sim, hosts, per_host)
+        step = {**sim.sample(cfg.ctl_starts, on=list(range(built["agents"]))), **built,
+                **sim.housekeeping(), "endpoints": hosts * per_host + cfg.ctl_starts,
+                "grown_from": 0, "step_s": time.monotonic() - t}
+    except Exception as e:  # noqa: BLE001 - the limit of this machine: say it, keep the rest
+        return {"stopped": f"failed at {hosts} hosts (agents on one network): "
+                           f"{type(e).__name__}: {e}"}
+    step["agent_cpu_us_per_start"] = None     # the workers' CPU includes the watchers'
+    ctx.progress(BENCH, step_line(step))
+    return step
 
 
 def _finish(ctx: Context, res: Results, steps: list[dict], stopped: str,

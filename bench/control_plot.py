@@ -104,7 +104,8 @@ def draw_curves(steps: list[dict], path: str, stopped: str = "",
             ("agents: CPU per start", _series(steps, "etcd_cpu_ms_per_start")),
             ("agents: DB MB", _series(steps, "db_mb"))]),
         (ax[1][1], "simulated agents (FakeDataplane)", [
-            ("MB per agent", [s["worker_rss_mb"] / s["hosts"] for s in steps]),
+            ("MB per agent", [s.get("agent_mb") or s["worker_rss_mb"] / s["hosts"]
+                              for s in steps]),
             ("GC pass ms (one agent)", _series(steps, "gc_ms")),
             ("loop lag max / 100 ms", [s["lag_max_ms"] / 100 for s in steps])]),
     ]
