@@ -323,3 +323,17 @@ def test_splice_readme_replaces_only_the_performance_section(tmp_path):
     q.write_text("# y\n")
     assert not splice_readme(str(q), "## Performance\n") and q.read_text() == "# y\n"
     assert not splice_readme(str(tmp_path / "missing.md"), "x")
+
+
+def test_control_section_shows_the_cluster_with_agents_on_one_network():
+    big = {**_control_step(5000), "hybrid": True, "agents": 50, "agent_mb": 80.0,
+           "agent_cpu_us_per_start": None, "endpoints": 100_040}
+    ctl = Results(command="python -m bench control",
+                  meta={"control": {"steps": [_control_step(1000), big],
+                                    "fanout": [_fan("whole", 5000, 40.0)]}})
+    sec = readme_section(_results(), None, ctl, None)
+    row = next(ln for ln in sec.splitlines() if ln.startswith("| 5,000 (50 agents)"))
+    assert "| – | 80.0 |" in row                       # no CPU per agent: watchers share it
+    assert "At 5,000 hosts and 100,040 endpoints (50 real agents" in sec
+    assert "each agent's mirror took 80 MB" in sec
+    assert "at 1,000 hosts a start reached" in sec      # the agents' figures: all agents
