@@ -254,8 +254,9 @@ def _hybrid(ctx: Context, sim: Sim) -> dict:
                 **sim.housekeeping(), "endpoints": hosts * per_host + cfg.ctl_starts,
                 "grown_from": 0, "step_s": time.monotonic() - t}
     except Exception as e:  # noqa: BLE001 - the limit of this machine: say it, keep the rest
-        return {"stopped": f"failed at {hosts} hosts (agents on one network): "
-                           f"{type(e).__name__}: {e}"}
+        why = f"failed at {hosts} hosts (agents on one network): {type(e).__name__}: {e}"
+        ctx.progress(BENCH, why)
+        return {"stopped": why}
     step["agent_cpu_us_per_start"] = None     # the workers' CPU includes the watchers'
     ctx.progress(BENCH, step_line(step))
     return step
