@@ -1,290 +1,202 @@
 """5. Simulated control plane: how many hosts one etcd carries.
 
-Many real agents (overnet.agent.daemon.Agent: own etcd connection, liveness lease, mirror of
-the whole store, reconciler) over FakeDataplane, a few worker processes holding hundreds or
-thousands of them each (bench/control_worker.py), against one real etcd this benchmark starts
-on loopback. The host count grows in steps (default 100, 1,000, 5,000), every 100 hosts on
-their own overlay network (each host reconciles only the networks it has endpoints on, but
-every mirror receives every change: the store's fan-out is what is measured); at each step
-every new host gets a few background endpoints, then S containers are started one after
-another on random hosts and measured:
+Real agents (overnet.agent.daemon.Agent: liveness lease, mirror of the whole store, watch,
+reconciler) over FakeDataplane, a few worker processes holding hundreds or thousands of them
+each (bench/control_worker.py), against one real etcd this benchmark starts on loopback. The
+hosts are in networks of `ctl_net_size` (bench/control_stats.py): a start concerns the hosts
+of its network (the *subscribed* hosts, which must program the new peer), while every mirror
+still receives every change (agents watch the whole store). The host count grows in steps
+(default 100, 1,000, 5,000); at each step every new host gets `ctl_per_host` endpoints, then
+S containers are started one after another on random hosts and measured:
 
-  - etcd keys written per start (mvcc puts + deletes) and write requests per start;
+  - etcd keys written and write requests per start;
   - watch events received per host per start (every mirror counts what it receives);
-  - time from the start of an attach until every host's mirror has the new endpoint
-    (p50 and p99 over the starts, of the last host to see it);
-  - etcd's CPU time per start, its database size, its watchers; the workers' memory per agent.
+  - from the start of an attach until every subscribed host's mirror has the new endpoint,
+    until every subscribed host has programmed it (its network's reconcile pass ran with
+    it), and until every host's mirror has it (p50 and p99 over the starts);
+  - etcd's CPU per start (net of its idle load: leases, pings), its database size; the
+    workers' memory per agent and event-loop lag (how far the simulation runs behind);
+  - one garbage-collection pass and one sweep on one agent (each reads every endpoint record).
+
+Then etcd alone (bench/control_fanout.py): plain watchers up to 5,000 and 100,000 endpoint
+records, watching the whole store (what every agent does today) or only their network's
+endpoints (what a scoped agent would), the cost per write of each.
 
 The run stops growing where the machine cannot go on (memory, start-up failures, the time
-budget) and says why. Output: bench/results/control.{json,md,png}; the PNG has the curves.
+budget) and says why. Output: bench/results/control.{json,md} and control-scale.png.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 
-from . import stats
 from overnet.store import keys
 
-from .control_worker import FANOUT
-from .labs import HERE, Context, LineProcess
+from . import control_hybrid as hybrid
+from . import control_stats as cs
+from .control_fanout import fanout
+from .control_plot import draw_curves, record, step_line
+from .control_procs import Etcd, Workers, etcd_counts, host_name, mem_available_mb
+from .labs import HERE, Context
 from .report import Results
 
 BENCH = "control"
-GROUP = 100       # hosts per overlay network: a host reconciles only the networks it is on
-
-
-def network_of(i: int) -> str:
-    return f"ctl{i // GROUP}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Etcd:
-    """A throw-away single-member etcd on loopback; stop() kills exactly it and its data."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="bn-ctl-etcd-")
-        self.port, peer = _free_port(), _free_port()
-        url, purl = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{peer}"
-        self.log = open(os.path.join(self.dir, "etcd.log"), "wb")
-        self.proc = subprocess.Popen(
-            ["etcd", "--name", "ctl", "--data-dir", os.path.join(self.dir, "data"),
-             "--listen-client-urls", url, "--advertise-client-urls", url,
-             "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-             "--initial-cluster", f"ctl={purl}", "--quota-backend-bytes", str(8 << 30)],
-            stdout=self.log, stderr=self.log, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.metrics()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("etcd did not start") from None
-                time.sleep(0.1)
-
-    @property
-    def url(self) -> str:
-        return f"etcd://127.0.0.1:{self.port}"
-
-    def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
-            return stats.parse_prometheus(r.read().decode())
-
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class Workers:
-    """The worker processes; host i lives in worker i % len(workers)."""
-
-    def __init__(self, count: int, store_url: str) -> None:
-        self.dir = tempfile.mkdtemp(prefix="bn-ctl-")
-        root = os.path.dirname(HERE)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-        self.procs = [LineProcess([sys.executable, "-m", "bench.control_worker", store_url,
-                                   os.path.join(self.dir, f"w{i}")], env=env)
-                      for i in range(count)]
-        for p in self.procs:
-            p.expect("ready", 60)
-
-    def ask(self, i: int, timeout: float, **cmd) -> dict:
-        self.procs[i].send(json.dumps(cmd))
-        return json.loads(self.procs[i].expect("ok", timeout))
-
-    def ask_all(self, timeout: float, cmds: list[dict | None]) -> list[dict | None]:
-        """The same kind of command to several workers at once; None: leave that one out."""
-        for p, c in zip(self.procs, cmds):
-            if c is not None:
-                p.send(json.dumps(c))
-        return [json.loads(p.expect("ok", timeout)) if c is not None else None
-                for p, c in zip(self.procs, cmds)]
-
-    def kill(self) -> None:
-        """Workers stuck in a step that did not finish: SIGKILL, then wait for each."""
-        for p in self.procs:
-            if p.proc.poll() is None:
-                p.proc.kill()
-                p.proc.wait()
-        self.procs = []
-
-    def close(self) -> None:
-        for p in self.procs:
-            try:
-                p.send(json.dumps({"op": "stop"}))
-                p.expect("ok", 120)
-            except Exception:   # noqa: BLE001 - clean-up goes on
-                pass
-            p.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def host_name(i: int) -> str:
-    return f"h{i:05d}"
-
-
-def mem_available_mb() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def etcd_counts(m: dict[str, float]) -> dict[str, float]:
-    return {"keys_written": stats.metric_sum(m, "etcd_mvcc_put_total")
-            + stats.metric_sum(m, "etcd_mvcc_delete_total"),
-            "write_requests": sum(stats.metric_sum(m, "grpc_server_handled_total",
-                                                   grpc_method=u)
-                                  for u in ("Put", "DeleteRange", "Txn")),
-            "db_bytes": stats.metric_sum(m, "etcd_mvcc_db_total_size_in_bytes"),
-            "watchers": stats.metric_sum(m, "etcd_debugging_mvcc_watcher_total"),
-            "keys": stats.metric_sum(m, "etcd_debugging_mvcc_keys_total")}
+CHUNK = 200         # hosts started per round, per worker at most 50 at once
 
 
 class Sim:
     """One growing simulated cluster: etcd, workers, and the hosts started so far."""
 
-    def __init__(self, ctx: Context, workers: int) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        cfg = ctx.cfg
+        self.size = cfg.ctl_net_size
+        self.channel = cfg.ctl_channel
         self.etcd = Etcd()
         ctx.closers.append(self.etcd.stop)
-        self.nworkers = workers
-        self.workers = Workers(workers, self.etcd.url)
+        self.nworkers = cfg.ctl_workers
+        self.workers = Workers(self.nworkers, self.etcd.url, self.channel)
         ctx.closers.append(self.workers.close)
         self.hosts = 0
-        self.networks: set[str] = set()
-        self.step_limit = ctx.cfg.ctl_step_limit_s
+        self.step_limit = cfg.ctl_step_limit_s
 
-    def fresh_workers(self) -> None:
-        """New workers (no agents) on the same etcd, after a step that did not finish."""
+    def close(self) -> None:
+        """Kill the workers and etcd now (their agents need no goodbye)."""
         self.workers.kill()
-        self.workers = Workers(self.nworkers, self.etcd.url)
-        self.ctx.closers.append(self.workers.close)
+        shutil.rmtree(self.workers.dir, ignore_errors=True)
+        self.etcd.stop()
+
+    def net(self, i: int) -> str:
+        return cs.network_of(i, self.size)
+
+    def _per_worker(self, op: str, items: list[tuple], make) -> list[dict | None]:
+        parts = cs.by_worker(items, self.nworkers)
+        return [{"op": op, **make(p)} if p else None for p in parts]
 
     def grow(self, target: int, per_host: int) -> dict:
-        """Start hosts up to `target`, then give each new one `per_host` endpoints."""
-        w = len(self.workers.procs)
-        new = list(range(self.hosts, target))
-        t = time.monotonic()
-        chunk = 100
-        for lo in range(0, len(new), chunk):
-            part = new[lo:lo + chunk]
-            cmds = []
-            for k in range(w):
-                mine = [i for i in part if i % w == k]
-                cmds.append({"op": "start", "names": [host_name(i) for i in mine],
-                             "first": mine[0]} if mine else None)
-            out = self.workers.ask_all(600, cmds)
+        """Start hosts up to `target`, make their networks, give each `per_host` endpoints."""
+        new, w = list(range(self.hosts, target)), self.nworkers
+        t, rss = time.monotonic(), 0.0
+        for lo in range(0, len(new), CHUNK):
+            part = [(i, host_name(i)) for i in new[lo:lo + CHUNK]]
+            out = self.workers.ask_all(600, self._per_worker(
+                "start", part, lambda p: {"hosts": [[n, i] for i, n in p]}))
             rss = sum(o["rss_mb"] for o in out if o)
-            self.ctx.progress(BENCH, f"  {part[-1] + 1} hosts up ({time.monotonic() - t:.0f} s, "
-                              f"workers {rss:.0f} MB)")
-        join_s = time.monotonic() - t
+            self.ctx.progress(BENCH, f"  {part[-1][0] + 1} hosts up ({time.monotonic() - t:.0f}"
+                              f" s, workers {rss:.0f} MB)")
+            if rss > self.ctx.cfg.ctl_mem_mb:
+                raise MemoryError(f"the workers hold {rss:.0f} MB, over the run's limit")
+        # every mirror has every host that joined (each join is two changes every host
+        # receives and re-admits the hosts on: the join storm is quadratic here)
+        rev = self.workers.ask(0, 600, op="put", key=keys.ROOT + "bench-mark", size=1)
+        self.workers.ask_all(self.step_limit, [{"op": "catch_up",
+                                                "revision": rev["revision"]}] * w)
+        join_s, join_rss = time.monotonic() - t, rss
+        join_keys = etcd_counts(self.etcd.metrics())["keys"]
+        self.ctx.progress(BENCH, f"  every host knows the others ({join_s:.0f} s)")
         for i in new:      # each network made once, by its first host, before any attach
-            if network_of(i) not in self.networks:
-                self.workers.ask(i % w, 120, op="network", host=host_name(i),
-                                 name=network_of(i))
-                self.networks.add(network_of(i))
-        self.workers.ask_all(600, [{"op": "sync", "networks": sorted(self.networks)}] * w)
+            if i % self.size == 0:
+                self.workers.ask(i % self.nworkers, 600, op="network", host=host_name(i),
+                                 name=self.net(i))
+        self.ctx.progress(BENCH, f"  networks made ({time.monotonic() - t:.0f} s)")
+        pairs = [(i, host_name(i), self.net(i)) for i in new]
+        self.workers.ask_all(600, self._per_worker(
+            "sync", pairs, lambda p: {"pairs": [[h, n] for _, h, n in p]}))
         t = time.monotonic()
-        fills = []
-        for k in range(w):
-            fills.append({"op": "fill_new", "hosts": [host_name(i) for i in new if i % w == k],
-                          "per_host": per_host, "networks": [network_of(i) for i in new
-                                                             if i % w == k]}
-                         if per_host and any(i % w == k for i in new) else None)
-        self.workers.ask_all(self.step_limit, fills)
+        # Each host's address block and all but one of its endpoints written in bulk (host 0
+        # keeps only endpoints of its own making: its sweep is timed), then one container
+        # attached on each host, so that every host programs its network's peers.
+        fills = [(i, host_name(i), self.net(i)) for i in new if i]
+        out = self.workers.ask_all(self.step_limit, self._per_worker(
+            "records", fills, lambda p: {"items": [[h, i, n] for i, h, n in p],
+                                         "per_host": per_host - 1, "size": self.size}))
+        rev = max([o["revision"] for o in out if o] or [0])
+        self.ctx.progress(BENCH, f"  {len(fills) * (per_host - 1)} endpoint records written "
+                          f"({time.monotonic() - t:.0f} s)")
+        self.workers.ask_all(self.step_limit, [{"op": "catch_up", "revision": rev}] * w)
+        attach = [(i, host_name(i), self.net(i)) for i in new]
+        self.workers.ask_all(self.step_limit, self._per_worker(
+            "fill", attach, lambda p: {"hosts": [h for _, h, _ in p],
+                                       "networks": [n for _, _, n in p]}))
+        self.ctx.progress(BENCH, f"  one container attached on each host "
+                          f"({time.monotonic() - t:.0f} s)")
+        rev = self.workers.ask(0, 600, op="put", key=keys.ROOT + "bench-mark", size=1)
+        self.workers.ask_all(self.step_limit, [{"op": "catch_up",
+                                                "revision": rev["revision"]}] * w)
+        time.sleep(2.0)       # the reconciles the last changes started
         self.hosts = target
-        return {"join_s": join_s, "fill_s": time.monotonic() - t}
+        return {"join_s": join_s, "fill_s": time.monotonic() - t, "join_rss_mb": join_rss,
+                "join_keys": join_keys}
 
-    def sample(self, starts: int, settle: float = 60.0) -> dict:
-        """`starts` attaches one after another on random hosts, and what they cost."""
-        w = len(self.workers.procs)
-        self.workers.ask_all(120, [{"op": "phase"}] * w)
-        m0, cpu0 = self.etcd.metrics(), self.etcd.cpu_seconds()
+    def sample(self, starts: int, idle_s: float = 5.0, settle: float = 60.0,
+               on: list[int] | None = None) -> dict:
+        """`starts` attaches one after another on random hosts (of `on`, if given: the hosts
+        with an agent), and what they cost."""
+        w = self.nworkers
+        self.workers.ask_all(300, [{"op": "phase"}] * w)
+        cpu0, t = self.etcd.cpu_seconds(), time.monotonic()
+        w0 = self.workers.ask_all(60, [{"op": "cpu"}] * w)
+        time.sleep(idle_s)
+        idle = (self.etcd.cpu_seconds() - cpu0) / (time.monotonic() - t)
+        w1 = self.workers.ask_all(60, [{"op": "cpu"}] * w)
+        m0, cpu0, t = self.etcd.metrics(), self.etcd.cpu_seconds(), time.monotonic()
         rng = random.Random(self.hosts)
         done = []
         for _ in range(starts):
-            i = rng.randrange(self.hosts)
-            done.append(self.workers.ask(i % w, 120, op="attach", host=host_name(i),
-                                         network=network_of(i)))
-        m1, cpu1 = self.etcd.metrics(), self.etcd.cpu_seconds()
+            i = rng.choice(on) if on else rng.randrange(self.hosts)
+            done.append(self.workers.ask(i % w, 300, op="attach", host=host_name(i),
+                                         network=self.net(i)))
+        m1, cpu1, seconds = self.etcd.metrics(), self.etcd.cpu_seconds(), time.monotonic() - t
         wanted = [d["key"] for d in done]
         deadline = time.monotonic() + settle
         while True:
             reps = self.workers.ask_all(300, [{"op": "report", "wanted": wanted}] * w)
-            seen = {k: [t for r in reps for t in r["seen"][k]] for k in wanted}
-            if all(len(v) >= self.hosts for v in seen.values()) or time.monotonic() > deadline:
+            seen = cs.merge_seen(reps, wanted)
+            if cs.complete(seen, self.hosts) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
-        return summarize_sample(done, seen, reps, self.hosts, etcd_counts(m0),
-                                etcd_counts(m1), cpu1 - cpu0)
+        w2 = self.workers.ask_all(60, [{"op": "cpu"}] * w)
+        return {"hosts": self.hosts, "starts": len(done), "net_size": self.size,
+                "channel": self.channel,
+                "attach_ms": [(d["t1"] - d["t0"]) * 1e3 for d in done],
+                **cs.propagation(done, seen, self.hosts),
+                **cs.per_start(etcd_counts(m0), etcd_counts(m1), len(done), cpu1 - cpu0, idle,
+                               seconds),
+                "events_per_host_per_start": sum(r["events"] for r in reps)
+                / max(1, self.hosts) / max(1, len(done)),
+                "worker_rss_mb": sum(r["rss_mb"] for r in reps),
+                # what each simulated host spent per start (receiving, applying, reconciling)
+                "agent_cpu_us_per_start": 1e6 * cs.busy_cpu(w0, w1, w2)
+                / max(1, self.hosts) / max(1, len(done)),
+                "lag_max_ms": max(r["lag_max_ms"] for r in reps),
+                "lag_p99_ms": max(r["lag_p99_ms"] for r in reps),
+                "loadavg": os.getloadavg()[0]}
 
-
-def summarize_sample(done: list[dict], seen: dict[str, list[float]], reps: list[dict],
-                     hosts: int, c0: dict, c1: dict, cpu: float) -> dict:
-    n = len(done)
-    last, every, missing = [], [], 0
-    for d in done:
-        times = seen[d["key"]]
-        missing += max(0, hosts - len(times))
-        if times:
-            last.append((max(times) - d["t0"]) * 1e3)
-            every += [(t - d["t0"]) * 1e3 for t in times]
-    return {
-        "hosts": hosts, "starts": n,
-        "attach_ms": [(d["t1"] - d["t0"]) * 1e3 for d in done],
-        "last_host_ms": last, "every_host_ms": stats.summarize(every),
-        "missing": missing,
-        "writes_per_start": (c1["keys_written"] - c0["keys_written"]) / n,
-        "write_requests_per_start": (c1["write_requests"] - c0["write_requests"]) / n,
-        "events_per_host_per_start": sum(r["events"] for r in reps) / max(1, hosts) / n,
-        "etcd_cpu_ms_per_start": cpu * 1e3 / n,
-        "db_mb": c1["db_bytes"] / 2**20, "keys": c1["keys"], "watchers": c1["watchers"],
-        "worker_rss_mb": sum(r["rss_mb"] for r in reps),
-    }
+    def housekeeping(self) -> dict:
+        return self.workers.ask(0, 600, op="housekeeping", host=host_name(0))
 
 
 def run(ctx: Context, res: Results) -> None:
     cfg = ctx.cfg
-    sim = Sim(ctx, cfg.ctl_workers)
+    sim = Sim(ctx)
     ctx.progress(BENCH, f"etcd on 127.0.0.1:{sim.etcd.port}, {cfg.ctl_workers} worker "
-                 "process(es)")
+                 f"process(es), networks of {sim.size} hosts, one etcd channel per "
+                 f"{sim.channel}")
     steps: list[dict] = []
     fan: list[dict] = []
     stopped = ""
     t_start = time.monotonic()
     try:
         for target in cfg.ctl_hosts:
+            if steps and cfg.ctl_fresh:
+                # each size on a cluster of its own: growing one would make the hosts that
+                # already have endpoints re-admit every joining host (a quadratic storm that
+                # a real cluster spreads over its hosts' own CPUs, not two shared ones)
+                sim.close()
+                sim = Sim(ctx)
             why = _cannot_grow(ctx, steps, sim.hosts, target, t_start)
             if why:
                 stopped = f"stopped before {target} hosts: {why}"
@@ -292,12 +204,12 @@ def run(ctx: Context, res: Results) -> None:
                 break
             ctx.progress(BENCH, f"growing to {target} hosts ({cfg.ctl_per_host} endpoint(s) "
                          "each)")
-            t, cpu0 = time.monotonic(), sim.etcd.cpu_seconds()
+            t, cpu0, have = time.monotonic(), sim.etcd.cpu_seconds(), sim.hosts
             try:
                 grown = sim.grow(target, cfg.ctl_per_host)
                 ctx.progress(BENCH, f"{target} hosts: joined in {grown['join_s']:.0f} s, "
                              f"endpoints in {grown['fill_s']:.0f} s; {cfg.ctl_starts} starts")
-                step = {**sim.sample(cfg.ctl_starts), **grown, "step_s": 0.0,
+                step = {**sim.sample(cfg.ctl_starts), **grown, **sim.housekeeping(),
                         "endpoints": target * cfg.ctl_per_host
                         + cfg.ctl_starts * (len(steps) + 1)}
             except Exception as e:  # noqa: BLE001 - the limit of this machine: say it, keep data
@@ -307,12 +219,20 @@ def run(ctx: Context, res: Results) -> None:
                            "on this machine's CPUs, could not keep up)")
                 ctx.progress(BENCH, stopped)
                 break
-            step["step_s"] = time.monotonic() - t
+            step["step_s"], step["grown_from"] = time.monotonic() - t, have
             steps.append(step)
-            ctx.progress(BENCH, _line(step))
-        if cfg.ctl_watchers:
-            if stopped.startswith("failed"):
-                sim.fresh_workers()
+            ctx.progress(BENCH, step_line(step))
+        if cfg.ctl_hybrid and not stopped:
+            sim.close()
+            sim = Sim(ctx)
+            step = _hybrid(ctx, sim)
+            if "stopped" in step:
+                stopped = step["stopped"]
+            else:
+                steps.append(step)
+        if cfg.ctl_watchers:      # etcd alone: a fresh etcd, workers without agents
+            sim.close()
+            sim = Sim(ctx)
             fan = fanout(ctx, sim, cfg.ctl_watchers, cfg.ctl_starts, fan)
     except KeyboardInterrupt:
         stopped = stopped or f"interrupted after {sim.hosts} hosts"
@@ -321,194 +241,70 @@ def run(ctx: Context, res: Results) -> None:
         _finish(ctx, res, steps, stopped, fan)
 
 
-def fanout(ctx: Context, sim: Sim, targets: tuple, writes: int, out: list[dict],
-           bulk: int = 100_000, size: int = 350) -> list[dict]:
-    """etcd alone: the agents stop, `bulk` endpoint-sized records are loaded (the database
-    of a 100,000-endpoint cluster), then plain watchers of the whole store (one connection
-    each, what every agent's mirror holds) grow in steps and `writes` single-key writes are
-    timed to the last watcher. Appends one dict per step to `out`."""
-    w = len(sim.workers.procs)
-    sim.workers.ask_all(600, [{"op": "stop"}] * w)
-    before = etcd_counts(sim.etcd.metrics())["db_bytes"]
+def _hybrid(ctx: Context, sim: Sim) -> dict:
+    """`ctl_hybrid` hosts, real agents on one network of them (bench/control_hybrid.py)."""
+    cfg = ctx.cfg
+    hosts, per_host = cfg.ctl_hybrid, cfg.ctl_hybrid_per_host
+    ctx.progress(BENCH, f"{hosts} hosts, {per_host} endpoints each: agents on one network, "
+                 "whole-store watchers for the others")
     t = time.monotonic()
-    sim.workers.ask(0, 1800, op="bulk", prefix=keys.ENDPOINTS + "bulk/", count=bulk,
-                    size=size)
-    load_s = time.monotonic() - t
-    have = 0
-    for target in targets:
-        if time.monotonic() - ctx.t0 > ctx.cfg.ctl_budget_s * 1.5:
-            out.append({"watchers": target, "stopped": "time budget"})
-            break
-        ctx.progress(BENCH, f"etcd fan-out: {target} watchers of the whole store")
-        per = [(target - have) // w + (1 if k < (target - have) % w else 0) for k in range(w)]
-        sim.workers.ask_all(1200, [{"op": "watchers", "count": n} if n else None for n in per])
-        have = target
-        sim.workers.ask_all(120, [{"op": "phase"}] * w)
-        m0, cpu0 = sim.etcd.metrics(), sim.etcd.cpu_seconds()
-        done = [sim.workers.ask(0, 120, op="put", key=f"{FANOUT}{target}-{i}", size=size)
-                for i in range(writes)]
-        cpu1 = sim.etcd.cpu_seconds()
-        deadline = time.monotonic() + 60
-        while True:
-            reps = sim.workers.ask_all(300, [{"op": "report", "wanted": [d["key"] for d in done]}]
-                                       * w)
-            seen = {d["key"]: [x for r in reps for x in r["seen"][d["key"]]] for d in done}
-            if all(len(v) >= target for v in seen.values()) or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
-        m1 = sim.etcd.metrics()
-        s = summarize_sample(done, seen, reps, target, etcd_counts(m0), etcd_counts(m1),
-                             cpu1 - cpu0)
-        s.update({"watchers": target, "bulk": bulk, "bulk_load_s": load_s,
-                  "db_mb_before_bulk": before / 2**20})
-        out.append(s)
-        last = stats.summarize(s["last_host_ms"])
-        ctx.progress(BENCH, f"{target} watchers: write to last watcher p50 "
-                     f"{last['median'] or 0:.0f} ms p99 {last['p99'] or 0:.0f} ms, etcd "
-                     f"{s['etcd_cpu_ms_per_start']:.1f} ms CPU/write, DB {s['db_mb']:.0f} MB, "
-                     f"{s['missing']} missed")
-    return out
+    try:
+        built = hybrid.build(ctx, sim, hosts, per_host)
+        step = {**sim.sample(cfg.ctl_starts, on=list(range(built["agents"]))), **built,
+                **sim.housekeeping(), "endpoints": hosts * per_host + cfg.ctl_starts,
+                "grown_from": 0, "step_s": time.monotonic() - t}
+    except Exception as e:  # noqa: BLE001 - the limit of this machine: say it, keep the rest
+        why = f"failed at {hosts} hosts (agents on one network): {type(e).__name__}: {e}"
+        ctx.progress(BENCH, why)
+        return {"stopped": why}
+    step["agent_cpu_us_per_start"] = None     # the workers' CPU includes the watchers'
+    ctx.progress(BENCH, step_line(step))
+    return step
 
 
 def _finish(ctx: Context, res: Results, steps: list[dict], stopped: str,
-            fan: list[dict] | None = None) -> None:
+            fan: list[dict]) -> None:
     """Record the steps done so far (also when interrupted) and draw the curves."""
-    record(res, steps, stopped)
-    for s in fan or []:
-        if "last_host_ms" not in s:
-            res.note(BENCH, f"etcd fan-out stopped before {s['watchers']} watchers: "
-                     f"{s['stopped']}")
-            continue
-        n = s["watchers"]
-        res.add_figure(f"ctl.fan{n}.last", BENCH, f"etcd alone, {n} watchers: write to the "
-                       "last watcher", "ms", s["last_host_ms"])
-        res.add_figure(f"ctl.fan{n}.cpu", BENCH, f"etcd alone, {n} watchers: etcd CPU per "
-                       "write", "ms", [s["etcd_cpu_ms_per_start"]])
-        res.add_figure(f"ctl.fan{n}.db", BENCH, f"etcd alone, {n} watchers: database with "
-                       f"{s['bulk']:,} endpoint records", "MB", [s["db_mb"]])
-    if fan:
-        res.meta.setdefault("control", {})["fanout"] = fan
-    res.note(BENCH, "the workers cache typing.get_type_hints per record class "
-             "(store/records.py calls it on every decode, ~0.4 ms, most of an agent's CPU per "
-             "watch event; BENCH_CTL_UNCACHED=1 measures without)")
+    record(res, steps, stopped, fan)
+    cfg = ctx.cfg
+    shared = ("the agents of a worker share one gRPC channel, each with its own lease and "
+              "watch stream" if cfg.ctl_channel == "worker" else "its own channel")
+    res.note(BENCH, f"simulation: networks of {cfg.ctl_net_size} hosts, each host count on "
+             f"a fresh cluster; one etcd client per {cfg.ctl_channel} ({shared}); records "
+             "decoded once per worker process; of each host's background endpoints one is "
+             "attached by its agent (so that it programs its network's peers), the others (and "
+             "the host's address block) written in transactions of 100 as its agent writes "
+             "them; liveness leases of 2 minutes (10 s "
+             "leases expired while the simulation ran behind); garbage collection every 10 "
+             "minutes and no background sweep, not every 5 s (one pass of each is timed on one "
+             "agent instead); the whole run under nice 19 on a machine other sessions share: "
+             "'loop lag' is how far behind the simulated agents ran")
     if steps:
         out = getattr(ctx, "out", None) or os.path.join(HERE, "results")
         os.makedirs(out, exist_ok=True)
         err = draw_curves(steps, os.path.join(out, "control-scale.png"), stopped,
-                          [f for f in fan or [] if "last_host_ms" in f])
+                          [f for f in fan if "last_ms" in f])
         if err:
             res.note(BENCH, f"no curves: {err}")
 
 
-def draw_curves(steps: list[dict], path: str, stopped: str = "",
-                fan: list[dict] | None = None) -> str | None:
-    """Four panels against the number of hosts: etcd writes and watch events per start,
-    propagation to every host (p50, p99), etcd CPU per start and DB size, agent memory."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed (bash scripts/setup.sh --bench)"
-    hosts = [s["hosts"] for s in steps]
-    last = [stats.summarize(s["last_host_ms"]) for s in steps]
-    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5))
-    panels = [
-        (ax[0][0], "per container start", [
-            ("etcd keys written", [s["writes_per_start"] for s in steps]),
-            ("etcd write requests", [s["write_requests_per_start"] for s in steps]),
-            ("watch events per host", [s["events_per_host_per_start"] for s in steps])]),
-        (ax[0][1], "start → every host's mirror (ms)", [
-            ("p50", [x["median"] for x in last]), ("p99", [x["p99"] for x in last]),
-            ("attach call p50", [stats.median(s["attach_ms"]) for s in steps])]),
-        (ax[1][0], "etcd", [
-            ("CPU ms per start", [s["etcd_cpu_ms_per_start"] for s in steps]),
-            ("DB size MB", [s["db_mb"] for s in steps])]),
-        (ax[1][1], "agents (simulated, FakeDataplane)", [
-            ("MB per agent", [s["worker_rss_mb"] / s["hosts"] for s in steps]),
-            ("join s per 100 hosts", [100 * s["join_s"] / max(1, s["hosts"]) for s in steps])]),
-    ]
-    for a, title, series in panels:
-        for label, ys in series:
-            a.plot(hosts, ys, marker="o", label=label)
-    if fan:
-        wx = [f["watchers"] for f in fan]
-        flast = [stats.summarize(f["last_host_ms"]) for f in fan]
-        ax[0][1].plot(wx, [x["median"] for x in flast], marker="s", ls="--",
-                      label="etcd alone (plain watchers) p50")
-        ax[0][1].plot(wx, [x["p99"] for x in flast], marker="s", ls="--",
-                      label="etcd alone p99")
-        ax[1][0].plot(wx, [f["etcd_cpu_ms_per_start"] for f in fan], marker="s", ls="--",
-                      label="CPU ms per write, etcd alone")
-        ax[1][0].plot(wx, [f["db_mb"] for f in fan], marker="s", ls=":",
-                      label=f"DB MB with {fan[0]['bulk']:,} endpoints")
-        a.set_xscale("log")
-        a.set_xlabel("hosts")
-        a.set_title(title, fontsize=9)
-        a.legend(fontsize=7)
-        a.grid(alpha=0.3)
-    fig.suptitle("overnet simulated control plane: one etcd, many agents"
-                 + (f"\n{stopped}" if stopped else ""), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return None
-
-
 def _cannot_grow(ctx: Context, steps: list[dict], have: int, target: int,
                  t_start: float) -> str:
-    if steps:
-        last = steps[-1]
-        per_host_mb = last["worker_rss_mb"] / max(1, last["hosts"])
-        need = per_host_mb * (target - have) * 1.3
-        if need > mem_available_mb() * 0.8:
-            return (f"{target - have} more agents need ~{need:.0f} MB "
-                    f"({per_host_mb:.1f} MB each), {mem_available_mb():.0f} MB available")
-        # Every agent handles every change and scans its mirror doing so: a step's time
-        # grows with the square of the hosts; project the last step's that way.
-        prev = steps[-2]["hosts"] if len(steps) > 1 else 0
-        need = last["step_s"] * (target ** 2 - have ** 2) / max(1, have ** 2 - prev ** 2)
-        left = ctx.cfg.ctl_budget_s - (time.monotonic() - t_start)
-        if need > left:
-            return (f"the last step took {last['step_s']:.0f} s; growing to {target} hosts "
-                    f"would take ~{need / 60:.0f} min (time grows with hosts²), "
-                    f"{max(0, left) / 60:.0f} min of the budget left")
+    if not steps:
+        return ""
+    last = steps[-1]
+    need = cs.memory_need_mb(last, target)
+    if need > mem_available_mb() * 0.8 or need > ctx.cfg.ctl_mem_mb:
+        return (f"{target} agents, each mirroring the whole store (which grows with the "
+                f"hosts), would need ~{need:.0f} MB ({need / target:.1f} MB each; "
+                f"{last['worker_rss_mb'] / last['hosts']:.1f} MB at {last['hosts']} hosts); "
+                f"{mem_available_mb():.0f} MB available, limit {ctx.cfg.ctl_mem_mb:.0f} MB")
+    # Every agent handles every change: a step's time grows with the square of the hosts.
+    prev = last.get("grown_from", 0)
+    need = last["step_s"] * (target ** 2 - have ** 2) / max(1, last["hosts"] ** 2 - prev ** 2)
+    left = ctx.cfg.ctl_budget_s - (time.monotonic() - t_start)
+    if need > left:
+        return (f"the last step took {last['step_s']:.0f} s; growing to {target} hosts "
+                f"would take ~{need / 60:.0f} min (time grows with hosts²), "
+                f"{max(0, left) / 60:.0f} min of the budget left")
     return ""
-
-
-def _line(s: dict) -> str:
-    last = stats.summarize(s["last_host_ms"])
-    return (f"{s['hosts']} hosts: {s['writes_per_start']:.2f} keys written/start, "
-            f"{s['events_per_host_per_start']:.2f} events/host/start, all hosts have it "
-            f"p50 {last['median'] or 0:.0f} ms p99 {last['p99'] or 0:.0f} ms, "
-            f"etcd {s['etcd_cpu_ms_per_start']:.1f} ms CPU/start, DB {s['db_mb']:.1f} MB, "
-            f"{s['missing']} missed")
-
-
-def record(res: Results, steps: list[dict], stopped: str) -> None:
-    for s in steps:
-        h = s["hosts"]
-        res.add_figure(f"ctl.h{h}.last_host", BENCH, f"{h} hosts: start to every host's mirror "
-                       "having it", "ms", s["last_host_ms"])
-        res.add_figure(f"ctl.h{h}.attach", BENCH, f"{h} hosts: attach call", "ms",
-                       s["attach_ms"])
-        for key, label, unit in (
-                ("writes_per_start", "etcd keys written per start", "count"),
-                ("write_requests_per_start", "etcd write requests per start", "count"),
-                ("events_per_host_per_start", "watch events per host per start", "count"),
-                ("etcd_cpu_ms_per_start", "etcd CPU per start", "ms"),
-                ("db_mb", "etcd database size", "MB"),
-                ("worker_rss_mb", "agents' memory (all workers)", "MB")):
-            res.add_figure(f"ctl.h{h}.{key}", BENCH, f"{h} hosts: {label}", unit, [s[key]])
-        res.add_absolute(f"ctl.h{h}.writes", BENCH, f"etcd keys written per start, {h} hosts",
-                         f"ctl.h{h}.writes_per_start", "median", "<=", 3)
-        res.add_absolute(f"ctl.h{h}.p99", BENCH, f"start to every host's mirror, p99, {h} hosts",
-                         f"ctl.h{h}.last_host", "p99", "<=", 1000)
-    if len(steps) >= 2:
-        a, b = steps[0]["hosts"], steps[-1]["hosts"]
-        res.add_ratio("ctl.writes_growth", BENCH, f"etcd keys written per start, {b} hosts / "
-                      f"{a} hosts (1: constant)", f"ctl.h{b}.writes_per_start",
-                      f"ctl.h{a}.writes_per_start", "<=", 1.1)
-    res.meta.setdefault("control", {})["steps"] = steps
-    if stopped:
-        res.note(BENCH, stopped)

@@ -56,7 +56,13 @@ class Config:
     ctl_workers: int = 2                     # worker processes holding the agents
     ctl_watchers: tuple = (1000, 2000, 5000)  # etcd alone: plain watchers of the store
     ctl_budget_s: float = 40 * 60
-    ctl_step_limit_s: float = 300            # a step whose endpoints take longer: the limit
+    ctl_step_limit_s: float = 900            # a step whose endpoints take longer: the limit
+    ctl_net_size: int = 50                   # hosts per overlay network
+    ctl_channel: str = "worker"              # one etcd client per "agent" or per "worker"
+    ctl_mem_mb: float = 9000                 # the workers' memory the run stays under
+    ctl_fresh: bool = True                   # each host count on a cluster of its own
+    ctl_hybrid: int = 0                      # then this many hosts, agents on one network
+    ctl_hybrid_per_host: int = 20            # endpoints per host there (5,000 x 20 = 100,000)
     docker: bool = True
     budget_s: float | None = 20 * 60     # whole invocation; the scale rounds adapt to it
 

@@ -233,67 +233,6 @@ def summary_text(res: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def control_part(ctl: Results, curves: str | None) -> list[str]:
-    """The simulated control plane's figures, from its own run (bench/results/control.json),
-    with that run's date and commit."""
-    steps = ctl.meta.get("control", {}).get("steps", [])
-    if not steps:
-        return []
-    m = ctl.meta
-    commit = f" at commit {m['commit']}" if m.get("commit") else ""
-    rows = []
-    for s in steps:
-        last = stats.summarize(s["last_host_ms"])
-        rows.append([f"{s['hosts']:,}", f"{s['endpoints']:,}", fmt(s["writes_per_start"],
-                     "count"), fmt(s["events_per_host_per_start"], "count"),
-                     fmt(last["median"], "ms"), fmt(last["p99"], "ms"),
-                     fmt(s["etcd_cpu_ms_per_start"], "ms"), fmt(s["db_mb"], "MB"),
-                     fmt(s["worker_rss_mb"] / s["hosts"], "MB")])
-    out = ["### Control plane, simulated", "",
-           f"`{ctl.command}`{commit}: {m.get('date', '')}, {m.get('machine', '')}, "
-           f"{m.get('duration_s', 0):.0f} s. Real agents over FakeDataplane, one etcd.", ""]
-    if curves:
-        out += [f"![control plane]({curves})", ""]
-    out += [table(["hosts", "endpoints", "etcd keys written / start", "watch events / host / "
-                   "start", "start → all mirrors p50 ms", "p99 ms", "etcd CPU ms / start",
-                   "etcd DB MB", "MB / agent"], rows), ""]
-    fan = [f for f in ctl.meta.get("control", {}).get("fanout", []) if "last_host_ms" in f]
-    if fan:
-        out += [f"etcd alone: the agents stopped, {fan[0]['bulk']:,} endpoint records loaded, "
-                "then plain watchers of the whole store (one connection each, as every agent's "
-                "mirror holds) and single-key writes timed to the last watcher:", ""]
-        rows = []
-        for f in fan:
-            last = stats.summarize(f["last_host_ms"])
-            rows.append([f"{f['watchers']:,}", fmt(last["median"], "ms"),
-                         fmt(last["p99"], "ms"), fmt(f["etcd_cpu_ms_per_start"], "ms"),
-                         fmt(f["db_mb"], "MB")])
-        out += [table(["watchers", "write → last watcher p50 ms", "p99 ms",
-                       "etcd CPU ms / write", "etcd DB MB"], rows), ""]
-        out += [carrying(steps, fan), ""]
-    out += [f"- {n['text']}" for n in ctl.notes if n["bench"] == "control"]
-    return out + [""]
-
-
-def carrying(steps: list[dict], fan: list[dict]) -> str:
-    """What one etcd carries and what breaks first, read off the curves above."""
-    big = max(fan, key=lambda f: f["watchers"])
-    per_s = 1000.0 / big["etcd_cpu_ms_per_start"] if big["etcd_cpu_ms_per_start"] else None
-    p99 = stats.summarize(big["last_host_ms"])["p99"]
-    top = max(steps, key=lambda s: s["hosts"])
-    last = stats.summarize(top["last_host_ms"])
-    return (f"**What one etcd carries.** Each container start is one etcd write, and etcd's CPU "
-            f"per write grows with the hosts watching it: with {big['watchers']:,} watchers "
-            f"(one per host) a write costs {big['etcd_cpu_ms_per_start']:.1f} ms of etcd CPU, "
-            f"so one etcd core carries about {per_s:.0f} container starts per second for "
-            f"{big['watchers']:,} hosts, each start reaching the last host within "
-            f"{p99:.0f} ms (p99); {big['bulk']:,} endpoints take {big['db_mb']:.0f} MB. What "
-            f"breaks first is not etcd but the agents: at {top['hosts']:,} simulated hosts on "
-            f"this machine's 2 CPUs a start reached every mirror in {last['median']:.0f} ms "
-            f"(p50) / {last['p99']:.0f} ms (p99) while etcd was mostly idle: every agent "
-            f"handles every change of the networks it holds.")
-
-
 def readme_section(res: Results, chart_path: str | None, control: Results | None = None,
                    control_chart: str | None = None) -> str:
     parts = ["## Performance", "",
@@ -322,7 +261,8 @@ def readme_section(res: Results, chart_path: str | None, control: Results | None
     if res.skipped:
         parts.append("")
     if control is not None:
-        parts += control_part(control, control_chart)
+        from .control_report import control_part     # it reads this module's table()
+        parts += control_part(control, control_chart, table)
     parts.append("Every figure with its spread: `bench/results/latest.md`; raw samples: "
                  "`bench/results/latest.json`.")
     return "\n".join(parts) + "\n"

@@ -141,6 +141,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--ctl-workers", type=int, help="worker processes (2)")
     ap.add_argument("--ctl-watchers", type=lambda v: tuple(int(x) for x in v.split(",") if x),
                     help="etcd alone: plain watcher steps (1000,2000,5000; '' for none)")
+    ap.add_argument("--ctl-net-size", type=int, help="hosts per overlay network (50)")
+    ap.add_argument("--ctl-channel", choices=["agent", "worker"],
+                    help="one etcd client per simulated agent or per worker (worker)")
+    ap.add_argument("--ctl-hybrid", type=int, metavar="HOSTS",
+                    help="simulated control plane: then HOSTS hosts with 20 endpoints each, "
+                         "real agents on one network, the others whole-store watchers (0)")
     ap.add_argument("--ctl-budget", type=float, metavar="MINUTES",
                     help="simulated control plane: stop growing past this (40)")
     ap.add_argument("--budget", type=float, default=20.0, metavar="MINUTES",
@@ -225,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("Error: the benchmarks need root (namespaces, netlink, dockerd)", file=sys.stderr)
         return 1
-    lock = _lock()
+    # The simulated control plane builds no lab (its own etcd on loopback, worker processes):
+    # it may run beside another bench run, and must not tear down that run's labs.
+    labless = args.bench == "control"
+    lock = True if labless else _lock()
     if lock is None:
         print("Error: another bench run is in progress on this machine "
               "(/var/lib/overnet/bench/run.lock); wait for it to finish", file=sys.stderr)
@@ -236,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                       scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds,
                       ctl_hosts=args.ctl_hosts, ctl_per_host=args.ctl_per_host,
                       ctl_starts=args.ctl_starts, ctl_workers=args.ctl_workers,
-                      ctl_watchers=args.ctl_watchers,
+                      ctl_watchers=args.ctl_watchers, ctl_net_size=args.ctl_net_size,
+                      ctl_channel=args.ctl_channel, ctl_hybrid=args.ctl_hybrid,
                       ctl_budget_s=args.ctl_budget * 60 if args.ctl_budget else None)
     cfg.docker = not args.no_docker
     cfg.budget_s = args.budget * 60 if args.budget else None
@@ -257,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         progress("bench", line)
         res.note("bench", line)
     res.meta["loadavg_start"] = _loadavg()
-    Context.clean_leftovers(lambda m: progress("cleanup", m))
+    if not labless:
+        Context.clean_leftovers(lambda m: progress("cleanup", m))
     ctx = Context(cfg, progress)
     ctx.out = args.out
     code = 0

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so the shared contract imports however pytest loaded us
     sys.path.insert(0, str(ROOT))
 
-from overnet.store import (EtcdStore, Mirror, Store, StoreUnavailable,  # noqa: E402
+from overnet.store import (EtcdStore, Mirror, Put, Store, StoreUnavailable,  # noqa: E402
                            open_store)
 from tests.integration.etcd_helper import EtcdProcess, TcpProxy, free_port  # noqa: E402
 from tests.unit import test_store_memory as contract  # noqa: E402
@@ -149,6 +149,24 @@ async def test_empty_prefix_means_every_key(etcd_server: EtcdProcess) -> None:
         assert "/everything/k" in [kv.key for kv in kvs]
         async with contextlib.aclosing(store.watch("", rev)) as watch:
             assert ("put", "/everything/k", b"v") in summary(await collect(watch, 1))
+    finally:
+        await store.close()
+
+
+async def test_a_mirror_lists_a_prefix_bigger_than_grpcs_default_message(
+        etcd_server: EtcdProcess) -> None:
+    """100,000 endpoint records are ~40 MB: one list answer past gRPC's 4 MB default."""
+    store = EtcdStore(etcd_server.endpoint)
+    prefix = f"/big-{uuid.uuid4().hex[:8]}/"
+    try:
+        value = b"v" * 500
+        for lo in range(0, 12_000, 100):
+            await store.txn([], [Put(f"{prefix}{i:06d}", value) for i in range(lo, lo + 100)])
+        mirror = Mirror(store, prefix)
+        await mirror.start()
+        await mirror.stop()
+        assert len(mirror.items) == 12_000
+        await store.delete(prefix, prefix=True)
     finally:
         await store.close()
 

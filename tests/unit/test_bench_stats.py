@@ -265,21 +265,8 @@ def test_ratio_table_shows_the_interval():
 
 # --- simulated control plane -----------------------------------------------------------------
 
-def test_control_sample_summary_counts_per_start_and_per_host():
-    from bench.control import etcd_counts, summarize_sample
-    done = [{"key": "k1", "t0": 10.0, "t1": 10.004}, {"key": "k2", "t0": 20.0, "t1": 20.002}]
-    seen = {"k1": [10.010, 10.030, 10.020], "k2": [20.050, 20.001]}      # k2: one host missed
-    reps = [{"events": 4, "rss_mb": 100.0}, {"events": 2, "rss_mb": 50.0}]
-    c0 = {"keys_written": 10, "write_requests": 5, "db_bytes": 0, "keys": 3, "watchers": 3}
-    c1 = {"keys_written": 14, "write_requests": 7, "db_bytes": 2**20, "keys": 5, "watchers": 3}
-    s = summarize_sample(done, seen, reps, hosts=3, c0=c0, c1=c1, cpu=0.01)
-    assert s["writes_per_start"] == 2 and s["write_requests_per_start"] == 1
-    assert s["events_per_host_per_start"] == pytest.approx(6 / 3 / 2)
-    assert s["last_host_ms"] == pytest.approx([30.0, 50.0])
-    assert s["attach_ms"] == pytest.approx([4.0, 2.0])
-    assert s["missing"] == 1
-    assert s["etcd_cpu_ms_per_start"] == pytest.approx(5.0)
-    assert s["db_mb"] == 1.0 and s["worker_rss_mb"] == 150.0
+def test_control_etcd_counts_add_puts_and_deletes():
+    from bench.control_procs import etcd_counts
     m = stats.parse_prometheus(PROM)
     assert etcd_counts(m)["keys_written"] == 15 and etcd_counts(m)["write_requests"] == 8
 
@@ -293,16 +280,35 @@ def test_control_host_addresses_are_unique_and_in_the_underlay():
     assert all(ipaddress.IPv4Address(a) in UNDERLAY for a in addrs)
 
 
+def _control_step(hosts: int) -> dict:
+    return {"hosts": hosts, "endpoints": 2 * hosts + 40, "writes_per_start": 1.0,
+            "events_per_host_per_start": 1.02, "last_sub_ms": [10.0, 20.0, 30.0],
+            "programmed_ms": [15.0, 25.0], "last_host_ms": [10.0, 40.0],
+            "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 0.8 * hosts,
+            "agent_cpu_us_per_start": 500.0, "keys": 5 * hosts, "gc_ms": 2.0, "net_size": 50,
+            "lag_max_ms": 120.0, "loadavg": 3.2}
+
+
+def _fan(mode: str, watchers: int, cpu: float) -> dict:
+    return {"mode": mode, "watchers": watchers, "last_ms": [5.0, 9.0], "bulk": 100_000,
+            "etcd_cpu_ms_per_start": cpu, "db_mb": 50.0,
+            "events_per_watcher_per_write": 1.0 if mode == "whole" else 0.01}
+
+
 def test_readme_section_carries_the_control_plane_run_with_its_commit():
-    step = {"hosts": 1000, "endpoints": 2040, "writes_per_start": 1.0,
-            "events_per_host_per_start": 1.02, "last_host_ms": [10.0, 20.0, 30.0],
-            "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 800.0}
+    steps = [_control_step(100), _control_step(1000)]
+    fan = [_fan("whole", 5000, 40.0), _fan("scoped", 5000, 2.0)]
     ctl = Results(command="python -m bench control", meta={"commit": "abc1234",
-                                                           "control": {"steps": [step]}})
+                                                           "control": {"steps": steps,
+                                                                       "fanout": fan}})
     ctl.note("control", "stopped before 5000 hosts: memory")
     sec = readme_section(_results(), None, ctl, "bench/results/control-scale.png")
     assert "### Control plane, simulated" in sec and "at commit abc1234" in sec
-    assert "| 1,000 | 2,040 | 1 | 1.02 | 20.0 | 29.8 | 12.5 | 3.2 | 0.8 |" in sec
+    assert ("| 1,000 | 2,040 | 1.00 | 1.02 | 20.0 / 29.8 | 20.0 / 24.9 | 39.7 | 12.5 | 3.2 "
+            "| 500 | 0.8 | 120 | 3 |") in sec
+    assert "| 5,000 | its network's endpoints (50 hosts) | 0.010 | 7.0 / 9.0 | 2.00 | 50 | 0 |" in sec
+    assert "one etcd core carries about 25 container starts per second" in sec
+    assert "about 500 starts per second per core" in sec
     assert "stopped before 5000 hosts" in sec
     assert readme_section(_results(), None) == readme_section(_results(), None, None)
 
@@ -317,3 +323,17 @@ def test_splice_readme_replaces_only_the_performance_section(tmp_path):
     q.write_text("# y\n")
     assert not splice_readme(str(q), "## Performance\n") and q.read_text() == "# y\n"
     assert not splice_readme(str(tmp_path / "missing.md"), "x")
+
+
+def test_control_section_shows_the_cluster_with_agents_on_one_network():
+    big = {**_control_step(5000), "hybrid": True, "agents": 50, "agent_mb": 80.0,
+           "agent_cpu_us_per_start": None, "endpoints": 100_040}
+    ctl = Results(command="python -m bench control",
+                  meta={"control": {"steps": [_control_step(1000), big],
+                                    "fanout": [_fan("whole", 5000, 40.0)]}})
+    sec = readme_section(_results(), None, ctl, None)
+    row = next(ln for ln in sec.splitlines() if ln.startswith("| 5,000 (50 agents)"))
+    assert "| – | 80.0 |" in row                       # no CPU per agent: watchers share it
+    assert "At 5,000 hosts and 100,040 endpoints (50 real agents" in sec
+    assert "each agent's mirror took 80 MB" in sec
+    assert "at 1,000 hosts a start reached" in sec      # the agents' figures: all agents

@@ -677,3 +677,61 @@ async def test_empty_prefix_means_every_key() -> None:
     await s.put("b", b"2")
     assert [kv.key for kv in (await s.list(""))[0]] == ["/a", "b"]
     assert await s.delete("", prefix=True) == 2
+
+
+async def test_mirror_generation_changes_only_with_its_prefix() -> None:
+    """Readers cache what they derive from a prefix on its generation: it must change with
+    every change under the prefix (puts, deletes, a re-list's differences) and only then."""
+    s = MemoryStore(MemoryState("generation"))
+    await s.put("/r/hosts/h1", b"1")
+    mirror = Mirror(s, "/r/")
+    await mirror.start()
+    try:
+        hosts, net_a, net_b = "/r/hosts/", "/r/eps/a/", "/r/eps/b/"
+        before = {p: mirror.generation(p) for p in (hosts, net_a, net_b, "/r/eps/")}
+        assert before[hosts] != 0
+        await mirror.wait_revision(await s.put("/r/eps/a/10.0.0.2", b"x"), timeout=5)
+        after = {p: mirror.generation(p) for p in before}
+        assert after[hosts] == before[hosts] and after[net_b] == before[net_b]
+        assert after[net_a] != before[net_a] and after["/r/eps/"] != before["/r/eps/"]
+        rev = await s.put("/r/other", b"y")   # no sub-prefix: changes only the whole copy's
+        await mirror.wait_revision(rev, timeout=5)
+        whole = mirror.generation("/r/")
+        assert mirror.generation(net_a) == after[net_a]
+        await s.delete("/r/hosts/h1")
+        await mirror.wait_revision(await s.put("/r/other", b"z"), timeout=5)
+        assert mirror.generation(hosts) != after[hosts]
+        assert mirror.generation("/r/") != whole   # any other prefix: every change
+        assert mirror.generation("/r/eps/a/10.0.0.2/") == mirror.generation("/r/")
+    finally:
+        await mirror.stop()
+
+
+async def test_mirror_index_of_two_segment_prefixes_matches_its_copy() -> None:
+    """keys_in(prefix) answers from an index kept as changes arrive: after puts, deletes and
+    a re-list it holds exactly the keys a scan of the copy finds."""
+    state = MemoryState("index")
+    s = MemoryStore(state)
+    await s.put("/r/eps/a/1", b"1")
+    await s.put("/r/eps/b/1", b"1")
+    mirror = Mirror(s, "/r/")
+    await mirror.start()
+
+    def scan(prefix: str) -> set[str]:
+        return {k for k in mirror.items if k.startswith(prefix)}
+    try:
+        await s.put("/r/eps/a/2", b"2")
+        await s.put("/r/eps/a/3/deeper", b"3")
+        await s.delete("/r/eps/b/1")
+        await mirror.wait_revision(await s.put("/r/eps/c/1", b"1"), timeout=5)
+        for p in ("/r/eps/a/", "/r/eps/b/", "/r/eps/c/", "/r/eps/none/"):
+            assert set(mirror.keys_in(p)) == scan(p)
+        assert mirror.keys_in("/r/eps/") is None and mirror.keys_in("/r/eps/a/2") is None
+    finally:
+        await mirror.stop()
+    await s.delete("/r/eps/a/1")          # while the watch is down
+    await s.put("/r/eps/d/1", b"1")
+    await mirror._relist()                # what a reconnect does: the differences re-index
+    assert set(mirror.keys_in("/r/eps/a/")) == scan("/r/eps/a/") == {
+        "/r/eps/a/2", "/r/eps/a/3/deeper"}
+    assert mirror.keys_in("/r/eps/d/") == ["/r/eps/d/1"]

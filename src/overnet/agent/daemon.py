@@ -291,7 +291,9 @@ class Agent:
         if self.dns is not None and not active:
             await self.dns.update(net, False)    # its sockets would hold the namespace
         if driver.publishes:
-            peers = set() if gone else self.endpoints.peers(net)
+            # only a host with endpoints on the network programs its peers: the others would
+            # re-admit the whole network on each of its changes for nothing
+            peers = self.endpoints.peers(net) if active else set()
             await driver.sync(net, peers, active=local, verify=verify)
             self.observer.peers(net, peers if local else set())
         if self.dns is not None and active:

@@ -25,13 +25,14 @@ class ClusterView:
     def __init__(self, mirror: Any) -> None:
         self.mirror = mirror     # its `items` (key -> Item(value, mod_revision)) stay current
         self._decoded: dict[str, tuple[int, object]] = {}
-        self._admitted: dict[str, tuple[int, list[EndpointRecord]]] = {}
-        self._hosts: tuple[int, dict[str, HostRecord]] = (-1, {})
+        self._admitted: dict[str, tuple[tuple, list[EndpointRecord]]] = {}
+        self._hosts: tuple[int, dict[str, HostRecord]] = (-1, {})     # at generation
         # Networks not in the store whose endpoints are (host subnets: every host's bridge
         # is part of one routed network), with the record to check them against.
         self.local_networks: dict[str, NetworkRecord] = {}
-        self._under: dict[str, list[str]] = {}        # prefix -> keys, at _under_rev
-        self._under_rev = -1
+        # Caches keyed on the mirror's generation of the prefixes they derive from: a change
+        # to one network does not make every host re-scan and re-admit everything else.
+        self._under: dict[str, tuple[int, list[str]]] = {}     # prefix -> (generation, keys)
 
     @property
     def items(self) -> dict:
@@ -53,14 +54,19 @@ class ClusterView:
         return rec
 
     def keys_under(self, prefix: str) -> list[str]:
-        """The keys under `prefix`: one scan of the copy per prefix and store revision, however
+        """The keys under `prefix`: one scan of the copy per prefix and change under it, however
         often a start or a reconcile asks (peers, names, DNS and used addresses all ask for
         the same network's endpoints)."""
-        if self._under_rev != self.revision:
-            self._under, self._under_rev = {}, self.revision
-        found = self._under.get(prefix)
+        gen = self.mirror.generation(prefix)
+        cached = self._under.get(prefix)
+        if cached is not None and cached[0] == gen:
+            return cached[1]
+        if len(self._under) > 1024:
+            self._under.clear()
+        found = self.mirror.keys_in(prefix)    # one network's records: indexed
         if found is None:
-            found = self._under[prefix] = [k for k in list(self.items) if k.startswith(prefix)]
+            found = [k for k in list(self.items) if k.startswith(prefix)]
+        self._under[prefix] = (gen, found)
         return found
 
     def _records(self, prefix: str, cls: type[R]) -> list[tuple[str, int, R]]:
@@ -111,8 +117,9 @@ class ClusterView:
     def hosts(self) -> dict[str, HostRecord]:
         """Every known host and its tunnel address, alive or not (an agent that is down
         does not take its host's containers off the network)."""
-        if self._hosts[0] != self.revision:
-            self._hosts = (self.revision, admit_hosts(self._records(keys.HOSTS, HostRecord))[0])
+        gen = self.mirror.generation(keys.HOSTS)
+        if self._hosts[0] != gen:
+            self._hosts = (gen, admit_hosts(self._records(keys.HOSTS, HostRecord))[0])
         return self._hosts[1]
 
     def alive_hosts(self) -> set[str]:
@@ -122,16 +129,19 @@ class ClusterView:
     # --- endpoints and services ------------------------------------------------------
 
     def endpoints(self, net_id: str) -> list[EndpointRecord]:
-        """The network's admitted endpoints, oldest first (cached per store revision)."""
-        cached = self._admitted.get(net_id)
-        if cached is not None and cached[0] == self.revision:
-            return cached[1]
+        """The network's admitted endpoints, oldest first (cached until the network, its
+        endpoints or the hosts change)."""
         net = self.network(net_id) or self.local_networks.get(net_id)
+        stamp = (net, self.mirror.generation(keys.endpoints(net_id)),
+                 self.mirror.generation(keys.HOSTS))
+        cached = self._admitted.get(net_id)
+        if cached is not None and cached[0][0] is net and cached[0][1:] == stamp[1:]:
+            return cached[1]
         candidates = [(k, rev, r) for k, rev, r in self._records(keys.endpoints(net_id),
                                                                   EndpointRecord)
                       if k == keys.endpoint(net_id, r.ip)]
         admitted = admit_endpoints(net, candidates, self.hosts())[0] if net else []
-        self._admitted[net_id] = (self.revision, admitted)
+        self._admitted[net_id] = (stamp, admitted)
         if len(self._admitted) > 1024:
             self._admitted.clear()
         return admitted

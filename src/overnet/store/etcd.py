@@ -367,6 +367,10 @@ class EtcdStore(Store):
         call = rpc.WatchStub(client.channel).Watch(
             metadata=tuple(client.metadata or ()) + _REQUIRE_LEADER)
         with self.members.using(member):
+            # One waiter on the member's drop for the whole watch, not one per response: the
+            # agents of a process may share a member, whose drop event would then hold (and
+            # remove, one by one) a waiter per watch for every response.
+            dropped = asyncio.ensure_future(member.dropped.wait())
             try:
                 await bounded(call.write(rpc.WatchRequest(
                     create_request=rpc.WatchCreateRequest(
@@ -375,7 +379,7 @@ class EtcdStore(Store):
                 created = False
                 while True:
                     # The first answer (watch created) must come quickly; then we wait forever.
-                    resp = await self._read(call, member,
+                    resp = await self._read(call, member, dropped,
                                             None if created else self.call_timeout)
                     created = created or resp.created
                     if resp.compact_revision:
@@ -396,18 +400,21 @@ class EtcdStore(Store):
                     self._drop(member, err)
                 raise err from e
             finally:
+                dropped.cancel()
                 call.cancel()
 
-    async def _read(self, call: Any, member: Member, timeout: float | None) -> Any:
+    async def _read(self, call: Any, member: Member, dropped: asyncio.Future,
+                    timeout: float | None) -> Any:
         """The stream's next response; StoreUnavailable once the store dropped `member`
-        (calls found it failing) or the stream closed; TimeoutError after `timeout`."""
+        (calls found it failing: `dropped` is done) or the stream closed; TimeoutError after
+        `timeout`."""
         read = asyncio.ensure_future(call.read())
-        dropped = asyncio.ensure_future(member.dropped.wait())
         try:
             done, _ = await asyncio.wait({read, dropped}, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            dropped.cancel()
+        except BaseException:
+            read.cancel()
+            raise
         if read in done:
             if read.cancelled():  # its channel was closed under it (the store is closing)
                 raise StoreUnavailable(f"cannot reach etcd at {member.endpoint}: "

@@ -36,6 +36,9 @@ CHANNEL_OPTIONS = {
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.use_local_subchannel_pool": 1,
+    # A mirror lists its whole prefix in one answer: past ~10,000 endpoint records that is
+    # more than gRPC's default 4 MB, refused (RESOURCE_EXHAUSTED), and no agent could start.
+    "grpc.max_receive_message_length": -1,
 }
 # gRPC's words for a call that failed before anything was sent (no connection at all)
 _UNSENT = ("failed to connect", "connection refused")

@@ -55,6 +55,9 @@ class Mirror:
         self.relists = 0  # re-lists after a failure (not counting the first list)
         self.state = "waiting"  # then "in-sync", "resyncing" while a watch is down
         self._subscribers: list[asyncio.Queue[list[Event]]] = []
+        self._changes = 0  # batches that changed the copy
+        self._changed: dict[str, int] = {}  # "KIND/" and "KIND/SUB/" prefix -> _changes then
+        self._index: dict[str, dict[str, None]] = {}  # "KIND/SUB/" prefix -> its keys
         self._progress = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -91,6 +94,25 @@ class Mirror:
         if queue in self._subscribers:
             self._subscribers.remove(queue)
 
+    def generation(self, prefix: str) -> int:
+        """A number that changes whenever a key under `prefix` changes, so readers can cache
+        what they derive from the keys under it. Kept per prefix for the mirror's own
+        prefix followed by one or two segments ("hosts/", "endpoints/NET/"); for any other
+        prefix it changes with every change of the copy."""
+        rel = prefix[len(self.prefix):] if prefix.startswith(self.prefix) else ""
+        if rel.endswith("/") and 1 <= rel.count("/") <= 2:
+            return self._changed.get(prefix, 0)
+        return self._changes
+
+    def keys_in(self, prefix: str) -> list[str] | None:
+        """The keys under `prefix` without scanning the copy, for the mirror's own prefix
+        followed by two segments ("endpoints/NET/": one network's records); None for any
+        other prefix."""
+        rel = prefix[len(self.prefix):] if prefix.startswith(self.prefix) else ""
+        if rel.endswith("/") and rel.count("/") == 2:
+            return list(self._index.get(prefix, ()))
+        return None
+
     async def wait_revision(self, revision: int, timeout: float | None = None) -> None:
         """Return once the mirror has caught up to `revision` (raises TimeoutError after
         `timeout`). Meant for revisions of writes under the prefix: the mirror only learns
@@ -105,11 +127,34 @@ class Mirror:
     def _publish(self, events: list[Event], revision: int) -> None:
         self.revision = revision
         if events:
+            self._note_changes(events)
             for queue in self._subscribers:
                 queue.put_nowait(events)
         # wake every waiter; they re-check their revision against the new one
         self._progress.set()
         self._progress = asyncio.Event()
+
+    def _note_changes(self, events: list[Event]) -> None:
+        """Stamp the prefixes the events touch, and keep the index of two-segment prefixes
+        (every change comes through here: a watch's events, a re-list's differences)."""
+        self._changes += 1
+        base = len(self.prefix)
+        for e in events:
+            first = e.key.find("/", base)
+            if first < 0 or not e.key.startswith(self.prefix):
+                continue
+            self._changed[e.key[:first + 1]] = self._changes
+            second = e.key.find("/", first + 1)
+            if second < 0:
+                continue
+            group = e.key[:second + 1]
+            self._changed[group] = self._changes
+            if e.type == "put":
+                self._index.setdefault(group, {})[e.key] = None
+            elif (keys := self._index.get(group)) is not None:
+                keys.pop(e.key, None)
+                if not keys:
+                    del self._index[group]
 
     def _replace(self, items: dict[str, Item], revision: int) -> None:
         events = diff(self.items, items, revision)

@@ -12,6 +12,7 @@ admits the same set.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,12 @@ def _log_once(key: str, reason: str) -> None:
 def _in_order(candidates: Iterable[tuple[str, int, object]]) -> list:
     # Sorting input that the mirror already keeps in revision order costs O(n).
     return sorted(candidates, key=lambda c: (c[1], c[0]))
+
+
+@functools.lru_cache(maxsize=256)
+def _subnet(subnet: str, gateway: str) -> _Subnet:
+    """Admission runs on every change of a network: its subnet is parsed once."""
+    return _Subnet(subnet, gateway)
 
 
 class _Subnet:
@@ -79,7 +86,7 @@ def admit_endpoints(network: NetworkRecord, candidates: list[Candidate],
 
     For a bridge (flannel) network pass a record whose subnet is the cluster's whole flannel
     network: each host's bridge subnet is only part of it."""
-    subnet = _Subnet(network.subnet, network.gateway)
+    subnet = _subnet(network.subnet, network.gateway)
     admitted: list[EndpointRecord] = []
     rejected: list[Rejected] = []
     ip_owner: dict[str, str] = {}
