@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from socket import AF_INET
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from pyroute2.iproute.linux import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -27,6 +27,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from overnet.dataplane import netns
 from overnet.dataplane.model import DataplaneError
 from overnet.dataplane.rtnl import Rtnl
+
+T = TypeVar("T")
 
 IFF_UP = 1  # ifinfomsg flag: administratively up
 
@@ -241,29 +243,28 @@ class Netlink:
 
     def socket(self, path: str | None) -> IPRoute:
         """The cached socket of a namespace, opened by stepping this thread into it."""
-        self._check_thread()
-        key = self._key(path)
-        ipr = self._sockets.get(key)
-        if ipr is None:
-            if self._home_fd < 0:
-                raise DataplaneError("Kernel is closed")
-            ipr = self._open(key)
-            self._sockets[key] = ipr
+        ipr = self._cached(self._sockets, path, self._open)
         _drop_stale_replies(ipr)
         return ipr
 
     def rtnl(self, path: str | None) -> Rtnl:
         """The cached raw socket of a namespace we keep (see rtnl.py)."""
+        return self._cached(self._rtnl, path, self._open_rtnl)
+
+    def _cached(self, cache: dict[str | None, T], path: str | None,
+                open_: Callable[[str | None], T]) -> T:
         self._check_thread()
         key = self._key(path)
-        raw = self._rtnl.get(key)
-        if raw is None:
+        sock = cache.get(key)
+        if sock is None:
             if self._home_fd < 0:
                 raise DataplaneError("Kernel is closed")
-            with netns.entered(self._home_fd if path is None else path):
-                raw = Rtnl()
-            self._rtnl[key] = raw
-        return raw
+            sock = cache[key] = open_(key)
+        return sock
+
+    def _open_rtnl(self, path: str | None) -> Rtnl:
+        with netns.entered(self._home_fd if path is None else path):
+            return Rtnl()
 
     @contextmanager
     def transient_rtnl(self, path: str) -> Iterator[Rtnl]:
