@@ -267,10 +267,11 @@ class Netlink:
             return Rtnl()
 
     @contextmanager
-    def transient_rtnl(self, path: str) -> Iterator[Rtnl]:
-        """A raw socket in a namespace we do not keep one for (a container's)."""
+    def transient_rtnl(self, target: str | int) -> Iterator[Rtnl]:
+        """A raw socket in a namespace we do not keep one for (a container's): its path or
+        an open fd of it."""
         self._check_thread()
-        with netns.entered(path):
+        with netns.entered(target):
             raw = Rtnl()
         try:
             yield raw

@@ -83,14 +83,25 @@ def _attach_fresh(k: Netlink, net_ns: str | None, container_ns: str, host_ifname
     if master is None:
         return False
     try:
-        with k.fd(container_ns) as cfd:
+        # the container's namespace opened once: for the new peer and for the socket there
+        with k.fd(container_ns) as cfd, k.transient_rtnl(cfd) as craw:
             flags, body = rtnl.new_veth(host_ifname, mtu, master, ifname, mac, cfd)
             [made] = k.rtnl(net_ns).requests([(rtnl.RTM_NEWLINK, flags, body)])
+            if made.error:
+                return False
+            crashpoint("veth:created")      # mid-netlink: the pair exists, unconfigured
+            _configure_fresh(k, net_ns, host_ifname, craw, made, addr, gateway,
+                             f"configuring {ifname} in {container_ns}")
     except OSError:
         return False
-    if made.error:
-        return False
-    crashpoint("veth:created")      # mid-netlink: the pair exists, unconfigured
+    return True
+
+
+def _configure_fresh(k: Netlink, net_ns: str | None, host_ifname: str, craw: rtnl.Rtnl,
+                     made: rtnl.Reply, addr: ipaddress.IPv4Interface, gateway: str | None,
+                     what: str) -> None:
+    """Peer up, its address, `lo` up and the default route in one send; on any failure the
+    pair goes (as one) before the error is raised."""
     peer = next((rtnl.u32(a[rtnl.IFLA_LINK]) for _, a in made.links or ()
                  if rtnl.IFLA_LINK in a), None)
     try:
@@ -103,18 +114,14 @@ def _attach_fresh(k: Netlink, net_ns: str | None, container_ns: str, host_ifname
         if gateway is not None:
             msgs.append((rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE,
                          rtnl.default_route(peer, gateway)))
-        with k.transient_rtnl(container_ns) as craw:
-            for reply in craw.requests(msgs):
-                reply.check(f"configuring {ifname} in {container_ns}")
-    except BaseException as e:
+        for reply in craw.requests(msgs):
+            reply.check(what)
+    except BaseException:
         try:
-            delete_link(k, net_ns, host_ifname)   # the pair goes as one
+            delete_link(k, net_ns, host_ifname)
         except DataplaneError:
             pass  # the original error matters more
-        if isinstance(e, OSError):
-            return False
         raise
-    return True
 
 
 def attach_handover(k: Netlink, net_ns: str | None, host_ifname: str, peer_ifname: str,
