@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from overnet.dataplane import netns, routes
+from overnet.dataplane.fastpath import LoopAttach, Outcome
 from overnet.dataplane.kernel import Kernel
 from overnet.dataplane.model import (
     BRIDGE,
@@ -190,6 +191,7 @@ class NetlinkDataplane(Dataplane):
         if thread is not None and host_ns is not None:
             raise ValueError("give host_ns or thread, not both")
         self.thread = thread or KernelThread(host_ns)
+        self.fast = LoopAttach()    # a new container's pair, without the kernel thread
         self._closed = False
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -204,6 +206,7 @@ class NetlinkDataplane(Dataplane):
         await self._run(_create_netns, path)
 
     async def delete_netns(self, path: str) -> None:
+        self.fast.forget(path)   # its socket would keep the namespace alive
         await self._run(_delete_netns, path)
 
     async def list_netns(self, directory: str) -> list[str]:
@@ -230,6 +233,7 @@ class NetlinkDataplane(Dataplane):
         await self._run(Kernel.ensure_overlay, ns_path, vni, gateway_cidr, mtu, local_ip, port)
 
     async def remove_overlay(self, ns_path: str) -> None:
+        self.fast.forget(ns_path)
         await self._run(Kernel.remove_overlay, ns_path)
 
     async def vxlan_info(self, ns_path: str) -> dict[str, Any]:
@@ -238,6 +242,14 @@ class NetlinkDataplane(Dataplane):
     async def attach(self, net_ns: str | None, container_ns: str, host_ifname: str,
                      ip_cidr: str, mac: str, mtu: int, gateway: str | None = None,
                      bridge: str = BRIDGE, ifname: str = "eth0") -> None:
+        if net_ns is not None:      # (the host namespace is the kernel thread's home)
+            self._check_open()
+            outcome = self.fast.attach(net_ns, container_ns, host_ifname, ip_cidr, mac, mtu,
+                                       gateway, bridge, ifname)
+            if outcome is Outcome.DONE:
+                return
+            if outcome is Outcome.LEFT:
+                await self._run(Kernel.detach, net_ns, host_ifname)
         await self._run(Kernel.attach, net_ns, container_ns, host_ifname, ip_cidr, mac, mtu,
                         gateway, bridge, ifname)
 
@@ -295,6 +307,7 @@ class NetlinkDataplane(Dataplane):
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self.fast.close()
             await asyncio.get_running_loop().run_in_executor(None, self.thread.close)
 
 

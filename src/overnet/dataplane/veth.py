@@ -74,54 +74,62 @@ def _attach_fresh(k: Netlink, net_ns: str | None, container_ns: str, host_ifname
                   ifname: str, addr: ipaddress.IPv4Interface, mac: str, mtu: int,
                   gateway: str | None, bridge: str) -> bool:
     """The common case, a new container, in two round trips of hand-packed requests (rtnl.py):
-    the host end made a port of the bridge, up, with its peer born in the container, named,
-    addressed by MAC and sized; then the peer up, its address, `lo` up and the default route
-    in one send. False, with nothing left behind, when anything is not as expected (a name
-    taken, a stale bridge index, a kernel that echoes nothing): attach() then converges the
-    slow way and says what is wrong."""
+    make_fresh(), then configure_fresh(). False, with nothing left behind, when anything is
+    not as expected (a name taken, a stale bridge index, a kernel that echoes nothing):
+    attach() then converges the slow way and says what is wrong."""
     master = k.index(net_ns, bridge)
     if master is None:
         return False
     try:
         # the container's namespace opened once: for the new peer and for the socket there
         with k.fd(container_ns) as cfd, k.transient_rtnl(cfd) as craw:
-            flags, body = rtnl.new_veth(host_ifname, mtu, master, ifname, mac, cfd)
-            [made] = k.rtnl(net_ns).requests([(rtnl.RTM_NEWLINK, flags, body)])
-            if made.error:
+            made, peer = make_fresh(k.rtnl(net_ns), master, cfd, host_ifname, ifname, mac, mtu)
+            if not made:
                 return False
-            crashpoint("veth:created")      # mid-netlink: the pair exists, unconfigured
-            _configure_fresh(k, net_ns, host_ifname, craw, made, addr, gateway,
-                             f"configuring {ifname} in {container_ns}")
+            try:
+                configure_fresh(craw, peer, addr, gateway,
+                                f"configuring {ifname} in {container_ns}")
+            except BaseException:   # the pair goes (as one) before the error is raised
+                try:
+                    delete_link(k, net_ns, host_ifname)
+                except DataplaneError:
+                    pass  # the original error matters more
+                raise
     except OSError:
         return False
     return True
 
 
-def _configure_fresh(k: Netlink, net_ns: str | None, host_ifname: str, craw: rtnl.Rtnl,
-                     made: rtnl.Reply, addr: ipaddress.IPv4Interface, gateway: str | None,
-                     what: str) -> None:
-    """Peer up, its address, `lo` up and the default route in one send; on any failure the
-    pair goes (as one) before the error is raised."""
-    peer = next((rtnl.u32(a[rtnl.IFLA_LINK]) for _, a in made.links or ()
-                 if rtnl.IFLA_LINK in a), None)
-    try:
-        if peer is None:
-            raise rtnl.RtnlError(errno.ENODATA, "the kernel did not echo the new pair")
-        msgs = [(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(peer, up=True)),
-                (rtnl.RTM_NEWADDR, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL,
-                 rtnl.new_address(peer, str(addr.ip), addr.network.prefixlen)),
-                (rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(LOOPBACK_INDEX, up=True))]
-        if gateway is not None:
-            msgs.append((rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE,
-                         rtnl.default_route(peer, gateway)))
-        for reply in craw.requests(msgs):
-            reply.check(what)
-    except BaseException:
-        try:
-            delete_link(k, net_ns, host_ifname)
-        except DataplaneError:
-            pass  # the original error matters more
-        raise
+def make_fresh(sock: rtnl.Rtnl, master: int, cfd: int, host_ifname: str, ifname: str,
+               mac: str, mtu: int) -> tuple[bool, int | None]:
+    """One request on `sock` (of the bridge's namespace): the host end made a port of bridge
+    `master`, up, its peer `ifname` born in the namespace open as `cfd`, addressed by MAC
+    and sized. Returns (whether the pair was made, the peer's ifindex as the kernel echoed
+    it: None if it did not)."""
+    flags, body = rtnl.new_veth(host_ifname, mtu, master, ifname, mac, cfd)
+    [made] = sock.requests([(rtnl.RTM_NEWLINK, flags, body)])
+    if made.error:
+        return False, None
+    crashpoint("veth:created")      # mid-netlink: the pair exists, unconfigured
+    return True, next((rtnl.u32(a[rtnl.IFLA_LINK]) for _, a in made.links or ()
+                       if rtnl.IFLA_LINK in a), None)
+
+
+def configure_fresh(craw: rtnl.Rtnl, peer: int | None, addr: ipaddress.IPv4Interface,
+                    gateway: str | None, what: str) -> None:
+    """Peer up, its address, `lo` up and the default route in one send on `craw` (a socket
+    in the container's namespace); RtnlError if any is refused."""
+    if peer is None:
+        raise rtnl.RtnlError(errno.ENODATA, f"{what}: the kernel did not echo the new pair")
+    msgs = [(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(peer, up=True)),
+            (rtnl.RTM_NEWADDR, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL,
+             rtnl.new_address(peer, str(addr.ip), addr.network.prefixlen)),
+            (rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(LOOPBACK_INDEX, up=True))]
+    if gateway is not None:
+        msgs.append((rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE,
+                     rtnl.default_route(peer, gateway)))
+    for reply in craw.requests(msgs):
+        reply.check(what)
 
 
 def attach_handover(k: Netlink, net_ns: str | None, host_ifname: str, peer_ifname: str,

@@ -1,0 +1,97 @@
+"""A new container's veth pair made from the event loop's own thread.
+
+Every other call goes to the kernel thread (worker.py), and costs two thread hand-overs, each
+a wake-up of an idle CPU: ~0.4 ms of a ~1.4 ms attach. The common case, a new container on a
+network whose namespace and bridge exist, needs neither pyroute2 nor anything the kernel
+thread holds: two round trips of hand-packed requests (veth.make_fresh, veth.configure_fresh)
+on sockets of its own. Anything else is the kernel thread's, which converges and explains.
+
+Sockets are kept per network namespace, checked against the namespace file on every use: a
+namespace made again under the same path (a network removed and created again) gets a new
+socket, not one still bound to the old namespace.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+import socket
+
+from . import netns, rtnl
+from .model import DataplaneError, check_ifname, check_mac
+from .plumbing import ns_fd
+from .veth import configure_fresh, make_fresh
+
+
+class Outcome(enum.Enum):
+    DONE = "done"          # attached
+    NOTHING = "nothing"    # nothing made: attach the slow way
+    LEFT = "left"          # a pair was made but not configured: delete it, then the slow way
+
+
+class LoopAttach:
+    """Use from one thread (the event loop's): its sockets are its own."""
+
+    def __init__(self) -> None:
+        self._nets: dict[str, tuple[tuple[int, int], rtnl.Rtnl, dict[str, int]]] = {}
+
+    def attach(self, net_ns: str, container_ns: str, host_ifname: str, ip_cidr: str, mac: str,
+               mtu: int, gateway: str | None, bridge: str, ifname: str) -> Outcome:
+        try:
+            check_ifname(host_ifname)
+            check_ifname(ifname)
+            check_mac(mac)
+            addr = ipaddress.IPv4Interface(ip_cidr)
+            sock, master = self._net(net_ns, bridge)
+        except (OSError, ValueError, DataplaneError):
+            return Outcome.NOTHING
+        if master is None:
+            return Outcome.NOTHING
+        made = False
+        try:
+            with ns_fd(container_ns) as cfd:
+                with netns.entered(cfd):
+                    craw = rtnl.Rtnl()
+                try:
+                    made, peer = make_fresh(sock, master, cfd, host_ifname, ifname,
+                                            mac.lower(), mtu)
+                    if not made:
+                        self.forget(net_ns)     # perhaps a stale bridge index
+                        return Outcome.NOTHING
+                    configure_fresh(craw, peer, addr, gateway,
+                                    f"configuring {ifname} in {container_ns}")
+                finally:
+                    craw.close()
+        except (OSError, DataplaneError):   # (DataplaneError: the container's namespace)
+            return Outcome.LEFT if made else Outcome.NOTHING
+        return Outcome.DONE
+
+    def _net(self, path: str, bridge: str) -> tuple[rtnl.Rtnl, int | None]:
+        """The socket of a network namespace and the ifindex of its `bridge` (None if none)."""
+        st = os.stat(path)
+        ident = (st.st_dev, st.st_ino)
+        known = self._nets.get(path)
+        if known is None or known[0] != ident:
+            self.forget(path)
+            with netns.entered(path):
+                sock = rtnl.Rtnl()
+            known = self._nets[path] = (ident, sock, {})
+        indexes = known[2]
+        if bridge not in indexes:
+            try:
+                with netns.entered(path):
+                    indexes[bridge] = socket.if_nametoindex(bridge)
+            except OSError:
+                return known[1], None
+        return known[1], indexes[bridge]
+
+    def forget(self, path: str) -> None:
+        """Drop what is kept for a namespace (before it is deleted: a socket keeps it)."""
+        known = self._nets.pop(path, None)
+        if known is not None:
+            known[1].close()
+
+    def close(self) -> None:
+        for path in list(self._nets):
+            self.forget(path)
