@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from overnet.fsutil import write_atomic
+from overnet.fsutil import write_atomic, write_own
 
 
 def test_new_file_text_and_bytes(tmp_path) -> None:
@@ -36,3 +36,13 @@ def test_failure_keeps_the_old_file(tmp_path) -> None:
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["f"]
     with pytest.raises(FileNotFoundError):
         write_atomic(str(tmp_path / "missing" / "f"), "x")
+
+
+def test_write_own_replaces_whole_files(tmp_path) -> None:
+    path = str(tmp_path / "ep.json")
+    write_own(path, "old")
+    with open(path + ".tmp", "w") as f:     # what a crash mid-write leaves
+        f.write("half")
+    write_own(path, "new")
+    assert open(path).read() == "new"
+    assert os.listdir(tmp_path) == ["ep.json"]

@@ -209,7 +209,10 @@ class EndpointService(Recovery):
             self.unhold(net.id, str(ip))
             ep.ip = str(ip)
             ep.mac = (req.mac or pools.mac_for(ip)).lower()
+            if driver.publishes:
+                self._stage_records(net, ep)
             self.local[ep.ref] = ep
+            # the values _publish is about to write are in the journal too: ours to delete
             self.state.save_endpoint(ep)
         return ep
 
@@ -268,20 +271,23 @@ class EndpointService(Recovery):
                               aliases=[a for a in ep.aliases if a != ep.name],
                               runtime=ep.runtime, ifname=ep.ifname)
 
-    async def _publish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
-        """Endpoint (keyed by its address) and service name in one transaction."""
-        rec = self._record(ep)
-        ep.record = rec.to_json().decode()
-        ekey = keys.endpoint(net.id, ep.ip)
-        compares, ops = [Absent(ekey)], [Put(ekey, rec.to_json())]
+    def _stage_records(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
+        """The endpoint's store record and its service's, as _publish will write them."""
+        ep.record = self._record(ep).to_json().decode()
         if ep.service:
-            svc = ServiceRecord(id=secrets.token_hex(32), name=ep.service, network=net.id,
-                                network_name=net.name, container=ep.container_id,
-                                endpoint=ep.id, host=self.host.name)
-            ep.service_record = svc.to_json().decode()
+            ep.service_record = ServiceRecord(
+                id=secrets.token_hex(32), name=ep.service, network=net.id,
+                network_name=net.name, container=ep.container_id, endpoint=ep.id,
+                host=self.host.name).to_json().decode()
+
+    async def _publish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
+        """Endpoint (keyed by its address) and service name in one transaction, with the
+        records _reserve staged (and journalled)."""
+        ekey = keys.endpoint(net.id, ep.ip)
+        compares, ops = [Absent(ekey)], [Put(ekey, ep.record.encode())]
+        if ep.service:
             compares.append(Absent(keys.service(net.id, ep.service)))
-            ops.append(Put(keys.service(net.id, ep.service), svc.to_json()))
-        self.state.save_endpoint(ep)     # the values we are about to write: ours to delete
+            ops.append(Put(keys.service(net.id, ep.service), ep.service_record.encode()))
         crashpoint("publish:before-txn")
         result = await self.store.txn(compares, ops)
         crashpoint("publish:after-txn")

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..fsutil import write_atomic
+from ..fsutil import write_atomic, write_own
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +134,15 @@ class LocalState:
         return os.path.join(self.endpoints_dir, f"{container_id}~{ifname}.json")
 
     def save_endpoint(self, ep: LocalEndpoint) -> None:
-        write_atomic(self._endpoint_path(*ep.ref), _dump(ep))
+        write_own(self._endpoint_path(*ep.ref), _dump(ep))    # on every start: the lean way
 
     def remove_endpoint(self, ep: LocalEndpoint) -> None:
-        try:
-            os.unlink(self._endpoint_path(*ep.ref))
-        except FileNotFoundError:
-            pass
+        path = self._endpoint_path(*ep.ref)
+        for name in (path, path + ".tmp"):     # (.tmp: a write_own a crash cut short)
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
 
     def load_endpoints(self) -> list[LocalEndpoint]:
         return [e for e in (self._load(os.path.join(self.endpoints_dir, f), LocalEndpoint)
