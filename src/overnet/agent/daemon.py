@@ -32,6 +32,7 @@ from ..store.keepalive import KeepAlive
 from ..store.mirror import Mirror
 from ..store.records import HostRecord, decode
 from . import hostsubnet as hs
+from . import memtrim
 from .config import AgentConfig
 from .containers import ContainerService
 from .dns import NetworkDns
@@ -46,6 +47,7 @@ from .view import ClusterView
 log = logging.getLogger(__name__)
 
 NET = "net:"    # reconcile targets of networks: "net:<id>"
+TRIM_EVERY = 2.0    # seconds between two looks at whether freed heap memory can go back
 
 
 class Agent:
@@ -168,7 +170,8 @@ class Agent:
         rec.route(NET, self.reconcile_network, self._active_networks)
         loops = {"gc": self._gc_loop, "owed-deletions": self._owed_loop,
                  "start-expiry": self.containers.expire_loop,
-                 "observe": lambda: self.observer.watch(self._observed)}
+                 "observe": lambda: self.observer.watch(self._observed),
+                 "memory-trim": lambda: memtrim.trim_loop(TRIM_EVERY, lambda: rec.runs)}
         if self.hostsubnet is not None:
             rec.source(self.hostsubnet.events, lambda e: hs.TARGET)
             rec.route(hs.TARGET, self.hostsubnet.reconcile, self.hostsubnet.active)
