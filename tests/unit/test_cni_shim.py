@@ -29,6 +29,8 @@ class Stub:
         self.answer: bytes | None = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n0\n{}\n"
         self.calls: list[bytes] = []
         self.held: list[socket.socket] = []     # answer None: connections left unanswered
+        self.keep_open = False      # answer, then leave the connection open
+        self.pause = 0              # answer in two writes: this many bytes, then the rest
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
         self.sock.listen(4)
@@ -53,7 +55,12 @@ class Stub:
                     data += chunk
                 self.calls.append(data)
                 if self.answer is not None:
-                    conn.sendall(self.answer)
+                    if self.pause:
+                        conn.sendall(self.answer[:self.pause])
+                        threading.Event().wait(0.05)
+                    conn.sendall(self.answer[self.pause:])
+                    if self.keep_open:
+                        self.held.append(conn.dup())
 
     def close(self) -> None:
         self.sock.close()
@@ -102,6 +109,22 @@ def test_one_request_and_the_agent_s_answer(shim, stub):
     head, _, body = call.partition(b"\r\n\r\n")
     assert head.startswith(b"POST /cni HTTP/1.1\r\n") and b"Connection: close" in head
     assert decode_call(body) == (ENV, stdin)
+
+
+def test_the_answer_is_read_by_its_length_not_till_the_connection_closes(shim, stub):
+    """The agent closes the connection when its loop next gets to it, maybe after other
+    work: the shim must not wait for that (here the stub never closes it)."""
+    stub.keep_open = True
+    proc = run(shim, conf(stub))
+    assert (proc.returncode, proc.stdout) == (0, b"{}\n")
+
+
+@pytest.mark.parametrize("pause", [10, 40])     # in the head, in the body
+def test_an_answer_in_pieces_is_read_whole(shim, stub, pause):
+    stub.pause = pause
+    stub.keep_open = True
+    proc = run(shim, conf(stub))
+    assert (proc.returncode, proc.stdout) == (0, b"{}\n")
 
 
 def test_the_agent_s_exit_status_and_output_are_passed_on(shim, stub):

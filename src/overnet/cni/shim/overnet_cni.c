@@ -64,6 +64,28 @@ static int read_all(int fd, struct buf *b) {
     }
 }
 
+/* The agent's answer: read until its body is whole (by Content-Length), or the end. Not
+ * only the end: the agent closes the connection when its loop next gets there, which may
+ * be after other work (the reconcile this very call asked for). */
+static int read_answer(int fd, struct buf *b) {
+    for (;;) {
+        if (grow(b, 65536)) return -1;
+        ssize_t n = read(fd, b->data + b->len, b->cap - b->len - 1);   /* room for a '\0' */
+        if (n == 0) return 0;
+        if (n < 0 && errno != EINTR) return -1;
+        if (n <= 0) continue;
+        b->len += (size_t)n;
+        b->data[b->len] = '\0';
+        char *end = strstr(b->data, "\r\n\r\n"), *length;
+        if (!end) continue;
+        *end = '\0';
+        length = strstr(b->data, "\r\nContent-Length: ");
+        *end = '\r';
+        if (length && b->len - (size_t)(end + 4 - b->data) >= strtoul(length + 18, NULL, 10))
+            return 0;
+    }
+}
+
 /* To a socket with send(): an agent gone mid-request must not kill us with SIGPIPE. */
 static int write_all(int fd, const char *data, size_t len, int sock) {
     while (len > 0) {
@@ -268,7 +290,7 @@ int main(void) {
                      "Connection: close\r\nContent-Length: %zu\r\n\r\n", req.len);
     int status = -1, late = 0;
     if (!write_all(fd, head, (size_t)n, 1) && !write_all(fd, req.data, req.len, 1)) {
-        if (!read_all(fd, &ans)) status = parse_answer(&ans, &out, &out_len);
+        if (!read_answer(fd, &ans)) status = parse_answer(&ans, &out, &out_len);
         else late = errno == EAGAIN || errno == EWOULDBLOCK;
     }
     close(fd);
