@@ -121,3 +121,33 @@ def test_keep_alive_serves_several_requests_on_one_connection(path):
     one = b"GET /things/a HTTP/1.1\r\n\r\n"
     status, _, body = exchange(path, one + one + GOOD)
     assert status == 200 and body.count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_the_answer_ends_before_the_loop_turns_again(tmp_path):
+    """A Connection: close answer ends (EOF) as it is written, not when the loop next gets to
+    closing the connection: here the route leaves the loop a callback that blocks until the
+    client has seen the end of its answer."""
+    import asyncio
+    import socket
+    import threading
+
+    from overnet.api import http
+    seen = threading.Event()
+    routes = http.RouteTableDef()
+
+    @routes.get("/busy")
+    async def busy(request):
+        asyncio.get_running_loop().call_soon(seen.wait, 10)
+        return http.Response.json({"ok": True})
+
+    path = str(tmp_path / "busy.sock")
+    with serving(path, routes):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(path)
+            sock.sendall(b"GET /busy HTTP/1.1\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):     # socket.timeout here: the end never came
+                data += chunk
+            seen.set()
+    assert data.startswith(b"HTTP/1.1 200 OK") and data.endswith(b'{"ok": true}')

@@ -55,3 +55,39 @@ def test_exchange_unreachable(tmp_path):
 
 def test_unchunk():
     assert wire._unchunk(b"3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n") == b"abcde"
+
+
+@pytest.mark.parametrize("data, whole", [
+    (b"", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{", False),
+    (b"HTTP/1.1 200 OK\r\ncontent-length:2\r\n\r\n{}", True),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", False),
+])
+def test_whole_by_content_length(data, whole):
+    assert wire._whole(data) is whole
+
+
+def test_exchange_does_not_wait_for_the_connection_to_close(tmp_path):
+    """The agent closes the connection a loop turn after its answer: the answer is whole
+    before that (here the server never closes it)."""
+    import socket
+    import threading
+    path = str(tmp_path / "open.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    held = []
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        held.append(conn)
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        assert wire.exchange(path, 5, "GET", "/", None) == (200, "OK", b"{}")
+    finally:
+        srv.close()
+        for conn in held:
+            conn.close()

@@ -155,6 +155,10 @@ class Server:
             if response.stream is not None:
                 return await _send_stream(writer, response)
             writer.write(_encode(response, keep_alive))
+            if not keep_alive:
+                # the end of the answer now: closing waits for the loop's next turn, which
+                # may come after other work (e.g. the reconcile this request asked for)
+                writer.write_eof()
             await writer.drain()
             if not keep_alive:
                 return

@@ -71,7 +71,8 @@ def dumps(value: object) -> str:
 
 def exchange(path: str, timeout: float, method: str, target: str, payload: bytes | None
              ) -> tuple[int, str, bytes]:
-    """One request, answer read to the end (Connection: close): (status, reason, body).
+    """One request, its answer read whole (by its length, else to the end of the connection):
+    (status, reason, body).
     Raises OSError (FileNotFoundError, ConnectionError, TimeoutError) as socket would, and
     ValueError when the answer is not HTTP."""
     head = [f"{method} {target} HTTP/1.1", "Host: localhost", "Connection: close",
@@ -83,12 +84,15 @@ def exchange(path: str, timeout: float, method: str, target: str, payload: bytes
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + (payload or b""))
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
+        data = b""
+        while not _whole(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
     finally:
         sock.close()
-    header, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    header, _, body = data.partition(b"\r\n\r\n")
     lines = header.decode("latin-1").split("\r\n")
     _, status, reason = (lines[0].split(" ", 2) + ["", ""])[:3]
     code = int(status)   # ValueError: not HTTP
@@ -96,6 +100,19 @@ def exchange(path: str, timeout: float, method: str, target: str, payload: bytes
     if headers.get("transfer-encoding") == "chunked":
         body = _unchunk(body)
     return code, reason, body
+
+
+def _whole(data: bytes) -> bool:
+    """Whether `data` holds a whole answer by its Content-Length (without one: it ends when
+    the connection does)."""
+    header, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in header.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return value.strip().isdigit() and len(body) >= int(value)
+    return False
 
 
 def _unchunk(data: bytes) -> bytes:
