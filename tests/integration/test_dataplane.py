@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from overnet.dataplane import netns, veth
+from overnet.dataplane.fastpath import LoopAttach, Outcome
 from overnet.dataplane.kernel import DataplaneError, Kernel
 
 try:  # works whether or not tests/integration is a package
@@ -335,6 +336,49 @@ def test_fresh_attach_takes_the_packed_path(lab: Lab, kernels: list[Kernel],
     assert "inet 10.0.1.77/16" in in_ns(c, "ip", "-o", "-4", "addr", "show", "eth0").stdout
     assert "default via 10.0.0.1 dev eth0" in in_ns(c, "ip", "route").stdout
     assert ",UP" in in_ns(c, "ip", "-o", "link", "show", "lo").stdout
+
+
+def test_loop_attach(lab: Lab, kernels: list[Kernel]) -> None:
+    """The event loop's fast path (fastpath.py): a new container's pair is made whole; what it
+    cannot do (a name taken) it leaves untouched, for the kernel thread; and a network
+    namespace made again under the same path is not mistaken for the old one."""
+    k, host = kernels[0], lab.hosts[0]
+    net = lab.net_ns(host, "net1")
+    k.ensure_overlay(net, VNI, GW, MTU, host.underlay_ip)
+    fast = LoopAttach()
+    try:
+        c = lab.container("loop")
+        assert fast.attach(net, c, "vethloop1", "10.0.1.80/16", mac_of(80), MTU, "10.0.0.1",
+                           "br0", "eth0") is Outcome.DONE
+        host_end = in_ns(net, "ip", "-o", "link", "show", "vethloop1").stdout
+        assert "master br0" in host_end and ",UP" in host_end
+        eth0 = in_ns(c, "ip", "-o", "link", "show", "eth0").stdout
+        assert ",UP" in eth0 and f"mtu {MTU} " in eth0 and mac_of(80) in eth0
+        assert "inet 10.0.1.80/16" in in_ns(c, "ip", "-o", "-4", "addr", "show", "eth0").stdout
+        assert "default via 10.0.0.1 dev eth0" in in_ns(c, "ip", "route").stdout
+
+        other = lab.container("loop2")      # the host end's name is taken: nothing is made
+        assert fast.attach(net, other, "vethloop1", "10.0.1.81/16", mac_of(81), MTU, None,
+                           "br0", "eth0") is Outcome.NOTHING
+        assert "eth0" not in in_ns(other, "ip", "-o", "link").stdout
+        assert "inet 10.0.1.80/16" in in_ns(c, "ip", "-o", "-4", "addr", "show", "eth0").stdout
+
+        # the network removed and made again behind its back (no forget()): a new socket
+        k.remove_overlay(net)
+        k.ensure_overlay(net, VNI, GW, MTU, host.underlay_ip)
+        assert fast.attach(net, other, "vethloop2", "10.0.1.81/16", mac_of(81), MTU, None,
+                           "br0", "eth0") is Outcome.DONE
+        assert "master br0" in in_ns(net, "ip", "-o", "link", "show", "vethloop2").stdout
+
+        # the pair made, then a configuration the kernel refuses (a gateway off the subnet):
+        # LEFT, for the caller to delete before the kernel thread tries and explains
+        third = lab.container("loop3")
+        assert fast.attach(net, third, "vethloop3", "10.0.1.82/16", mac_of(82), MTU,
+                           "192.0.2.1", "br0", "eth0") is Outcome.LEFT
+        assert "vethloop3" in in_ns(net, "ip", "-o", "link").stdout
+        k.detach(net, "vethloop3")
+    finally:
+        fast.close()
 
 
 def test_detach(lab: Lab, kernels: list[Kernel]) -> None:
