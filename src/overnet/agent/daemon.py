@@ -47,7 +47,7 @@ from .view import ClusterView
 log = logging.getLogger(__name__)
 
 NET = "net:"    # reconcile targets of networks: "net:<id>"
-TRIM_EVERY = 2.0    # seconds between two looks at whether freed heap memory can go back
+TRIM_EVERY = 0.5    # seconds between two looks at whether freed heap memory can go back
 
 
 class Agent:
