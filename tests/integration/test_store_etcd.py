@@ -245,10 +245,10 @@ async def test_mirror_catches_up_across_etcd_restart(own_etcd: EtcdProcess, capl
         while ("put", "/r/keep", b"1b") not in seen:
             seen += summary(await asyncio.wait_for(queue.get(), 15))
         assert ("put", "/r/new", b"3") in seen and ("delete", "/r/drop", None) in seen
-        assert mirror.revision > rev and mirror.relists >= 1
+        assert mirror.revision > rev and mirror.resumes >= 1
         kvs, _ = await writer.list("/r/")
         assert {k: i.value for k, i in mirror.items.items()} == {kv.key: kv.value for kv in kvs}
-        assert "unavailable" in caplog.text and "re-listed" in caplog.text
+        assert "unavailable" in caplog.text and "watching again from revision" in caplog.text
     finally:
         await mirror.stop()
         await reader.close()

@@ -80,6 +80,9 @@ class AgentCollector:
         yield c
         yield CounterMetricFamily("overnet_store_relists", "Re-lists of the store after a "
                                   "failed watch.", value=a.mirror.relists if a.mirror else 0)
+        yield CounterMetricFamily("overnet_store_watch_resumes", "Watches resumed where "
+                                  "they broke, without a list.",
+                                  value=a.mirror.resumes if a.mirror else 0)
         state = getattr(a.mirror, "state", "waiting") if a.mirror else "waiting"
         yield GaugeMetricFamily("overnet_resync_state", "Store sync: 1 waiting, 2 resyncing, "
                                 "3 in sync.", value=RESYNC_STATES.get(state, 1))

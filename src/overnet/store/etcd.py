@@ -14,7 +14,7 @@ Retrying is harmless for reads, puts, deletes and lease calls. A transaction is 
 well, and when a failed attempt may have been applied (its request was sent) and the
 retry's compares fail, the store checks whether the keys hold exactly what the first attempt
 wrote (see `_applied`). Watches on a dropped member end with StoreUnavailable, so a Mirror
-re-lists on the new member and watches from the revision after that list: no event is lost.
+watches again on the new member from the revision after the last it saw: no event is lost.
 """
 
 from __future__ import annotations

@@ -2,11 +2,14 @@
 
 The mirror lists the prefix, then watches from the revision after that list. When the
 watch breaks (etcd restarted, connection dropped, the store moved to another member of the
-cluster) or its revision was compacted away, it retries with backoff, lists again (on
-whichever member answers), replaces its copy and emits the differences as synthesized
-events, then watches from the revision after that list: a consumer that applies every
-event it receives ends up with the same state as the store, whatever happened in between.
-It logs, and never crashes.
+cluster) it retries with backoff and watches again from the revision after the last one it
+saw, on whichever member answers: etcd sends every event since, so nothing is lost and
+nothing is listed again (after an etcd hiccup, every host of a large cluster listing the
+whole store at once is a load etcd cannot carry). When that revision was compacted away,
+or the store is behind it (restored from an older snapshot), it lists again instead,
+replaces its copy and emits the differences as synthesized events. Either way a consumer
+that applies every event it receives ends up with the same state as the store, whatever
+happened in between. It logs, and never crashes.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Mirror:
         self.items: dict[str, Item] = {}
         self.revision = 0  # the store revision this copy is known to be current at
         self.relists = 0  # re-lists after a failure (not counting the first list)
+        self.resumes = 0  # watches resumed after a failure, without a list
         self.state = "waiting"  # then "in-sync", "resyncing" while a watch is down
         self._subscribers: list[asyncio.Queue[list[Event]]] = []
         self._changes = 0  # batches that changed the copy
@@ -177,16 +181,30 @@ class Mirror:
         self.relists += 1
         return len(diff(before, self.items, rev))
 
+    async def _reconnect(self, relist: bool) -> None:
+        """Before watching again after a failure: list again if the watch cannot resume."""
+        if not relist:
+            # the store's revision, without a key (nothing is under prefix + NUL)
+            _, now = await self.store.list(self.prefix + "\0")
+            relist = now < self.revision      # restored from an older snapshot
+        if relist:
+            changes = await self._relist()
+            log.info("mirror %s: reconnected, re-listed at revision %d (%d changes)",
+                     self.prefix, self.revision, changes)
+        else:
+            self.resumes += 1
+            log.info("mirror %s: reconnected, watching again from revision %d",
+                     self.prefix, self.revision + 1)
+
     async def _run(self) -> None:
         backoff = self.min_backoff
         failing = False  # log the first failure of an outage loudly, the retries quietly
+        relist = False   # the watch cannot resume where it broke
         while True:
             try:
                 if failing:
-                    changes = await self._relist()
-                    log.info("mirror %s: reconnected, re-listed at revision %d (%d changes)",
-                             self.prefix, self.revision, changes)
-                    failing = False
+                    await self._reconnect(relist)
+                    failing = relist = False
                     self.state = "in-sync"
                 async for batch in self.store.watch(self.prefix, self.revision + 1):
                     self._apply(batch)
@@ -197,6 +215,7 @@ class Mirror:
             except Compacted as e:
                 log.warning("mirror %s: watch from revision %d compacted (%s); re-listing",
                             self.prefix, self.revision + 1, e)
+                relist = True
             except StoreUnavailable as e:
                 level = logging.DEBUG if failing else logging.WARNING
                 log.log(level, "mirror %s: store unavailable (%s); retrying in %.1fs",
@@ -204,6 +223,7 @@ class Mirror:
             except Exception:
                 log.exception("mirror %s: unexpected error; retrying in %.1fs",
                               self.prefix, backoff)
+                relist = True     # the copy may be half-updated: start it again
             failing, self.state = True, "resyncing"
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
