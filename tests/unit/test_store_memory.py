@@ -375,9 +375,9 @@ async def test_mirror_relists_after_compaction(backend, caplog) -> None:
         await mirror.stop()
 
 
-async def test_mirror_relists_when_the_store_is_behind_it(backend, caplog) -> None:
-    """A store restored from an older snapshot: its revisions are not the ones the mirror
-    saw, and resuming the watch would miss changes. The mirror lists again."""
+async def _cut_off_mirror(backend, caplog) -> tuple[Mirror, Store, str]:
+    """A started mirror of a seeded prefix whose connection is cut, once it noticed; and a
+    second client (still connected) for the changes."""
     caplog.set_level(logging.INFO, logger="overnet.store.mirror")
     a, b = await backend.client(), await backend.client()
     p = backend.prefix
@@ -386,9 +386,20 @@ async def test_mirror_relists_when_the_store_is_behind_it(backend, caplog) -> No
     await mirror.start()
     try:
         await backend.cut(a)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # let the mirror notice and start retrying
+    except BaseException:
+        await mirror.stop()
+        raise
+    return mirror, b, p
+
+
+async def test_mirror_relists_when_the_store_is_behind_it(backend, caplog) -> None:
+    """A store restored from an older snapshot: its revisions are not the ones the mirror
+    saw, and resuming the watch would miss changes. The mirror lists again."""
+    mirror, _, _ = await _cut_off_mirror(backend, caplog)
+    try:
         mirror.revision += 1000       # as if it had seen revisions the store no longer has
-        await backend.heal(a)
+        await backend.heal(mirror.store)
         for _ in range(150):
             if mirror.relists:
                 break
@@ -399,18 +410,11 @@ async def test_mirror_relists_when_the_store_is_behind_it(backend, caplog) -> No
 
 
 async def test_mirror_recovers_from_lost_connection(backend, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="overnet.store.mirror")
-    a, b = await backend.client(), await backend.client()
-    p = backend.prefix
-    await _seed(b, p)
-    mirror = Mirror(a, p)
-    await mirror.start()
+    mirror, b, p = await _cut_off_mirror(backend, caplog)
     try:
         queue = mirror.subscribe()
-        await backend.cut(a)
-        await asyncio.sleep(0.3)  # let the mirror notice and start retrying
         await _changes_while_away(b, p)
-        await backend.heal(a)
+        await backend.heal(mirror.store)
         # the watch resumes where it broke: the changes come as the events they were
         seen: list = []
         while len(seen) < 3:
