@@ -50,3 +50,16 @@ def test_agent_loads_metrics_and_dns_only_when_used() -> None:
     out = subprocess.run([sys.executable, "-c", AGENT], capture_output=True, text=True,
                          check=False, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_agent_process_runs_without_the_cli() -> None:
+    """`overnet agent` parses its options with click, then execs the agent proper (AGENT_MAIN):
+    that process must not load the CLI back (1.2 MB of every agent)."""
+    from overnet.cli.main import AGENT_MAIN
+    from overnet.fsutil import package_root
+    probe = AGENT_MAIN.replace("main(sys.argv[2])",
+                               "print(sorted(m for m in sys.modules "
+                               "if m.split('.')[0] == 'click' or m.startswith('overnet.cli')))")
+    out = subprocess.run([sys.executable, "-I", "-c", probe, package_root(), "{}"],
+                         capture_output=True, text=True, check=False, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -49,6 +50,11 @@ async def _serve_metrics(agent: Agent, addr: str) -> None:
     from ..observe.serve import serve_metrics
     await serve_metrics(agent, addr)
     logging.getLogger("overnet").info("metrics on http://%s/metrics", addr)
+
+
+def main(options_json: str) -> None:
+    """The agent process `overnet agent` execs, its options parsed there (cli/main.py)."""
+    sys.exit(run_agent(json.loads(options_json)))
 
 
 def run_agent(opts: dict[str, Any]) -> int:

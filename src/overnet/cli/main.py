@@ -137,8 +137,17 @@ def cli(host: str | None) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(**opts: Any) -> None:
     """Run this host's agent (in the foreground)."""
-    from ..api.agentd import run_agent
-    sys.exit(run_agent(opts))
+    # The agent proper runs in a fresh interpreter, with the same PID, stdio and environment:
+    # the CLI (click and every command) would otherwise stay in every agent's memory (1.2 MB).
+    import json
+    from ..fsutil import package_root
+    os.execv(sys.executable, [sys.executable, "-I", "-c", AGENT_MAIN, package_root(),
+                              json.dumps(opts)])
+
+
+# The agent process: `python -I -c AGENT_MAIN PACKAGE_ROOT OPTIONS_JSON`.
+AGENT_MAIN = ("import sys; sys.path.insert(0, sys.argv[1]); "
+              "from overnet.api.agentd import main; main(sys.argv[2])")
 
 
 # --- networks -------------------------------------------------------------------------------
