@@ -49,14 +49,7 @@ class StubAgent:
             except OSError:
                 return      # closed
             with conn:
-                data = b""
-                while (b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2])
-                       < int(data.split(b"Content-Length: ")[1].split(b"\r\n")[0])):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                else:
+                if wire.whole(wire.read_message(conn)):
                     conn.sendall(STUB_ANSWER)
 
     def close(self) -> None:

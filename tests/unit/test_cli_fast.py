@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from overnet.api.wire import read_message
 from overnet.cli import fast
 
 NOW = time.time()
@@ -54,15 +55,8 @@ class FakeAgent:
                 self._answer(conn)
 
     def _answer(self, conn: socket.socket) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
-        head, _, body = data.partition(b"\r\n\r\n")
+        head, _, body = read_message(conn).partition(b"\r\n\r\n")
         lines = head.decode().split("\r\n")
-        length = int(next(v for k, _, v in (ln.partition(": ") for ln in lines[1:])
-                          if k.lower() == "content-length"))
-        while len(body) < length:
-            body += conn.recv(65536)
         method, target, _ = lines[0].split(" ")
         self.requests.append((method, target, json.loads(body) if body else None))
         status, answer = self._route(method, target)

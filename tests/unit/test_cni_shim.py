@@ -15,6 +15,7 @@ import threading
 import pytest
 
 from overnet.api.cniroute import decode_call
+from overnet.api.wire import read_message
 from overnet.cni import install as installer
 
 ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x",
@@ -44,16 +45,9 @@ class Stub:
             except OSError:
                 return
             with conn:
-                data = b""
                 if self.answer is None:
                     self.held.append(conn.dup())
-                while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
-                        data.split(b"Content-Length: ")[1].split(b"\r\n")[0]):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.calls.append(data)
+                self.calls.append(read_message(conn))
                 if self.answer is not None:
                     if self.pause:
                         conn.sendall(self.answer[:self.pause])

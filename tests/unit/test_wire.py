@@ -65,7 +65,7 @@ def test_unchunk():
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", False),
 ])
 def test_whole_by_content_length(data, whole):
-    assert wire._whole(data) is whole
+    assert wire.whole(data) is whole
 
 
 def test_exchange_does_not_wait_for_the_connection_to_close(tmp_path):

@@ -84,12 +84,7 @@ def exchange(path: str, timeout: float, method: str, target: str, payload: bytes
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + (payload or b""))
-        data = b""
-        while not _whole(data):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_message(sock)
     finally:
         sock.close()
     header, _, body = data.partition(b"\r\n\r\n")
@@ -102,9 +97,20 @@ def exchange(path: str, timeout: float, method: str, target: str, payload: bytes
     return code, reason, body
 
 
-def _whole(data: bytes) -> bool:
-    """Whether `data` holds a whole answer by its Content-Length (without one: it ends when
-    the connection does)."""
+def read_message(sock: _socket.socket) -> bytes:
+    """One HTTP message (an answer, or a request), read until whole or the connection ends."""
+    data = b""
+    while not whole(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def whole(data: bytes) -> bool:
+    """Whether `data` holds a whole HTTP message by its Content-Length (without one: it ends
+    when the connection does)."""
     header, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         return False
