@@ -54,20 +54,20 @@ static int append(struct buf *b, const void *data, size_t len) {
     return 0;
 }
 
-static int read_all(int fd, struct buf *b) {
-    for (;;) {
-        if (grow(b, 65536)) return -1;
-        ssize_t n = read(fd, b->data + b->len, b->cap - b->len);
-        if (n == 0) return 0;
-        if (n < 0 && errno != EINTR) return -1;
-        if (n > 0) b->len += (size_t)n;
-    }
+/* Whether b holds a whole HTTP answer by its Content-Length (b->data is '\0'-ended). */
+static int whole_answer(struct buf *b) {
+    char *end = strstr(b->data, "\r\n\r\n"), *length;
+    if (!end) return 0;
+    *end = '\0';
+    length = strstr(b->data, "\r\nContent-Length: ");
+    *end = '\r';
+    return length && b->len - (size_t)(end + 4 - b->data) >= strtoul(length + 18, NULL, 10);
 }
 
-/* The agent's answer: read until its body is whole (by Content-Length), or the end. Not
- * only the end: the agent closes the connection when its loop next gets there, which may
- * be after other work (the reconcile this very call asked for). */
-static int read_answer(int fd, struct buf *b) {
+/* Read fd to its end, or (with whole) until whole(b). The agent's answer is read by its
+ * length, not only to the end: the agent closes the connection when its loop next gets
+ * there, which may be after other work (the reconcile this very call asked for). */
+static int read_all(int fd, struct buf *b, int (*whole)(struct buf *)) {
     for (;;) {
         if (grow(b, 65536)) return -1;
         ssize_t n = read(fd, b->data + b->len, b->cap - b->len - 1);   /* room for a '\0' */
@@ -76,13 +76,7 @@ static int read_answer(int fd, struct buf *b) {
         if (n <= 0) continue;
         b->len += (size_t)n;
         b->data[b->len] = '\0';
-        char *end = strstr(b->data, "\r\n\r\n"), *length;
-        if (!end) continue;
-        *end = '\0';
-        length = strstr(b->data, "\r\nContent-Length: ");
-        *end = '\r';
-        if (length && b->len - (size_t)(end + 4 - b->data) >= strtoul(length + 18, NULL, 10))
-            return 0;
+        if (whole && whole(b)) return 0;
     }
 }
 
@@ -276,7 +270,7 @@ int main(void) {
     size_t out_len;
     if (!command || !strcmp(command, "VERSION"))
         return fallback(NULL, version);       /* stdin untouched: VERSION may have none */
-    if (read_all(0, &in))
+    if (read_all(0, &in, NULL))
         return fail(version, 5, "overnet-cni cannot read its network config", strerror(errno));
     int scanned = scan_config(in.data, in.data + in.len, &c);
     for (size_t i = 0; i < sizeof versions / sizeof *versions; i++)
@@ -290,7 +284,7 @@ int main(void) {
                      "Connection: close\r\nContent-Length: %zu\r\n\r\n", req.len);
     int status = -1, late = 0;
     if (!write_all(fd, head, (size_t)n, 1) && !write_all(fd, req.data, req.len, 1)) {
-        if (!read_answer(fd, &ans)) status = parse_answer(&ans, &out, &out_len);
+        if (!read_all(fd, &ans, whole_answer)) status = parse_answer(&ans, &out, &out_len);
         else late = errno == EAGAIN || errno == EWOULDBLOCK;
     }
     close(fd);
