@@ -242,7 +242,8 @@ class NetlinkDataplane(Dataplane):
     async def attach(self, net_ns: str | None, container_ns: str, host_ifname: str,
                      ip_cidr: str, mac: str, mtu: int, gateway: str | None = None,
                      bridge: str = BRIDGE, ifname: str = "eth0") -> None:
-        if net_ns is not None:      # (the host namespace is the kernel thread's home)
+        tried = net_ns is not None      # (the host namespace is the kernel thread's home)
+        if tried:
             self._check_open()
             outcome = self.fast.attach(net_ns, container_ns, host_ifname, ip_cidr, mac, mtu,
                                        gateway, bridge, ifname)
@@ -250,8 +251,9 @@ class NetlinkDataplane(Dataplane):
                 return
             if outcome is Outcome.LEFT:
                 await self._run(Kernel.detach, net_ns, host_ifname)
+        # what the fast path could not do (a pair to converge, a name taken): not tried twice
         await self._run(Kernel.attach, net_ns, container_ns, host_ifname, ip_cidr, mac, mtu,
-                        gateway, bridge, ifname)
+                        gateway, bridge, ifname, not tried)
 
     async def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
                               mac: str, mtu: int, bridge: str = BRIDGE) -> None:

@@ -36,13 +36,14 @@ from overnet.dataplane.plumbing import (
 
 def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, ip_cidr: str,
            mac: str, mtu: int, gateway: str | None = None, bridge: str = BRIDGE,
-           ifname: str = "eth0") -> None:
+           ifname: str = "eth0", fresh: bool = True) -> None:
     """Plug a container into `bridge` of `net_ns` (None: host namespace) with a veth pair.
 
     The container end is created directly inside the container namespace, named `ifname`,
     with `ip_cidr`, `mac` and `mtu`, up, plus `lo` up and (if given) a default route via
     `gateway`. Calling it again converges an existing pair instead of failing; a failed call
-    leaves no pair behind that it created.
+    leaves no pair behind that it created. `fresh=False`: the packed requests of a new pair
+    were tried already (fastpath.py), go straight to converging.
     """
     check_ifname(host_ifname)
     check_ifname(ifname)
@@ -51,8 +52,8 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
     with failing(what):
         addr = ipaddress.IPv4Interface(ip_cidr)
         check_mac(mac)
-    if _attach_fresh(k, net_ns, container_ns, host_ifname, ifname, addr, mac.lower(), mtu,
-                     gateway, bridge):
+    if fresh and _attach_fresh(k, net_ns, container_ns, host_ifname, ifname, addr,
+                               mac.lower(), mtu, gateway, bridge):
         return
     ipr = k.socket(net_ns)
     with failing(what), k.transient(container_ns) as cipr:
