@@ -1,11 +1,11 @@
 """5. Simulated control plane: how many hosts one etcd carries.
 
-Real agents (overnet.agent.daemon.Agent: liveness lease, mirror of the whole store, watch,
-reconciler) over FakeDataplane, a few worker processes holding hundreds or thousands of them
+Real agents (overnet.agent.daemon.Agent: liveness lease, mirror of the store scoped to its
+networks, watches, reconciler) over FakeDataplane, a few worker processes holding hundreds or thousands of them
 each (bench/control_worker.py), against one real etcd this benchmark starts on loopback. The
 hosts are in networks of `ctl_net_size` (bench/control_stats.py): a start concerns the hosts
-of its network (the *subscribed* hosts, which must program the new peer), while every mirror
-still receives every change (agents watch the whole store). The host count grows in steps
+of its network (the *subscribed* hosts, which must program the new peer, and the only ones
+whose mirror holds that network's records and receives its changes). The host count grows in steps
 (default 100, 1,000, 5,000); at each step every new host gets `ctl_per_host` endpoints, then
 S containers are started one after another on random hosts and measured:
 
@@ -13,7 +13,7 @@ S containers are started one after another on random hosts and measured:
   - watch events received per host per start (every mirror counts what it receives);
   - from the start of an attach until every subscribed host's mirror has the new endpoint,
     until every subscribed host has programmed it (its network's reconcile pass ran with
-    it), and until every host's mirror has it (p50 and p99 over the starts);
+    it), and until every mirror that receives it has it (p50 and p99 over the starts);
   - etcd's CPU per start (net of its idle load: leases, pings), its database size; the
     workers' memory per agent and event-loop lag (how far the simulation runs behind);
   - one garbage-collection pass and one sweep on one agent (each reads every endpoint record).
@@ -295,8 +295,8 @@ def _cannot_grow(ctx: Context, steps: list[dict], have: int, target: int,
     last = steps[-1]
     need = cs.memory_need_mb(last, target)
     if need > mem_available_mb() * 0.8 or need > ctx.cfg.ctl_mem_mb:
-        return (f"{target} agents, each mirroring the whole store (which grows with the "
-                f"hosts), would need ~{need:.0f} MB ({need / target:.1f} MB each; "
+        return (f"{target} agents, each mirroring every host's records (which grow with "
+                f"the hosts), would need ~{need:.0f} MB ({need / target:.1f} MB each; "
                 f"{last['worker_rss_mb'] / last['hosts']:.1f} MB at {last['hosts']} hosts); "
                 f"{mem_available_mb():.0f} MB available, limit {ctx.cfg.ctl_mem_mb:.0f} MB")
     # Every agent handles every change: a step's time grows with the square of the hosts.

@@ -62,10 +62,11 @@ def _instrument() -> None:
 
     def counted(self: Mirror, batch: list) -> None:
         now = time.monotonic()
-        EVENTS[id(self)] = EVENTS.get(id(self), 0) + len(batch)
+        owner = id(_owner(self))
+        EVENTS[owner] = EVENTS.get(owner, 0) + len(batch)
         for e in batch:
             if e.type == "put" and e.key.startswith(keys.ENDPOINTS) and e.key not in self.items:
-                SEEN.setdefault(e.key, {})[id(self)] = now
+                SEEN.setdefault(e.key, {})[owner] = now
         apply(self, batch)
 
     async def timed(self: Agent, net, verify: bool) -> None:
@@ -74,6 +75,11 @@ def _instrument() -> None:
         PASSES.setdefault((id(self), net.id), []).append((began, time.monotonic()))
     Mirror._apply = counted
     Agent._reconcile = timed
+
+
+def _owner(mirror: Mirror) -> object:
+    """The agent's scoped mirror a part belongs to (it listens to its parts' changes)."""
+    return next((fn.__self__ for fn in mirror.listeners if hasattr(fn, "__self__")), mirror)
 
 
 def _share_decoding() -> None:
@@ -275,10 +281,18 @@ class Worker(LightHosts):
         return {"seconds": time.monotonic() - t, "records": len(puts), "revision": rev}
 
     async def op_catch_up(self, revision: int, timeout: float = 1800) -> dict:
-        """Wait until every agent's mirror has reached `revision`."""
+        """Wait until every agent's mirror has what the store held at `revision` under each
+        prefix in its scope (the latest change under a prefix, listed once per worker)."""
         t = time.monotonic()
+        writer = await self._writer()
+        latest: dict[str, int] = {}
         for agent in self.agents.values():
-            await agent.mirror.wait_revision(revision, timeout=timeout)
+            for m in agent.mirror.mirrors():
+                if m.prefix not in latest:
+                    kvs, _ = await writer.list(m.prefix)
+                    latest[m.prefix] = max([kv.mod_revision for kv in kvs
+                                            if kv.mod_revision <= revision], default=0)
+                await m.wait_revision(latest[m.prefix], timeout=timeout)
         return {"seconds": time.monotonic() - t, "rss_mb": rss_mb()}
 
     async def _writer(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,13 +116,15 @@ def etcdctl(lab, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_bad_store_values_are_logged_and_skipped(lab2):
+    c = lab2.out("net-1", "run", "-d", "sleep", "infinity")
+    net_id = json.loads(lab2.out("net-1", "network", "inspect", "multihost"))[0]["id"]
+    # records of the network a container is on: net-2 reads them for `network ls`
     garbage = {"/overnet/v1/networks/" + "ab" * 32: "{not json",
-               "/overnet/v1/endpoints/" + "cd" * 32 + "/x": '{"id": 5}',
-               "/overnet/v1/services/" + "cd" * 32 + "/y": "[]"}
+               "/overnet/v1/endpoints/" + net_id + "/x": '{"id": 5}',
+               "/overnet/v1/services/" + net_id + "/y": "[]"}
     for key, value in garbage.items():
         assert etcdctl(lab2, "put", key, value).returncode == 0
     try:
-        c = lab2.out("net-1", "run", "-d", "sleep", "infinity")
         assert "multihost" in lab2.out("net-2", "network", "ls")
         lab2.out("net-2", "service", "ls")
         lab2.ov("net-1", "rm", "-f", c)

@@ -63,9 +63,17 @@ class Cluster:
         await store.delete(keys.alive(name))
 
     async def synced(self) -> None:
-        rev = self.state.revision
+        """Every agent's copy holds what the store holds under each prefix in its scope."""
+        store = MemoryStore(self.state)
         for a in self.agents.values():
-            await a.mirror.wait_revision(rev, timeout=2)
+            for m in a.mirror.mirrors():
+                want = {kv.key: kv.value for kv in (await store.list(m.prefix))[0]}
+                for _ in range(200):
+                    if {k: i.value for k, i in m.items.items()} == want:
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError(f"{a.name}'s mirror of {m.prefix} is behind")
 
     async def stop(self) -> None:
         for a in list(self.agents.values()):
@@ -294,9 +302,45 @@ async def test_endpoint_of_a_gone_netns_is_removed_at_start(cluster):
     assert await h1.dp.is_netns(h1.networks.driver(net).namespace(net))   # b keeps it
 
 
+async def test_a_host_holds_only_the_networks_it_has_containers_on(cluster):
+    h1, h2, h3 = await cluster.hosts(3)
+    await h1.networks.create("web")
+    await cluster.synced()
+    net = h1.networks.find("web")
+    events = {a.name: a.mirror.subscribe() for a in (h2, h3)}
+    a = await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    await cluster.synced()
+
+    def held(agent: Agent) -> set[str]:
+        return {k for k in agent.view.items if k.startswith(keys.endpoints(net.id))}
+    assert held(h2) == {keys.endpoint(net.id, a.ip), keys.endpoint(net.id, b.ip)}
+    assert vxlan_peers(h2, "web") == {a.ip: a.mac}
+    assert held(h3) == set() and h3.mirror.networks() == set()
+    assert events["h3"].empty()                   # not one event of the starts reached h3
+    assert not events["h2"].empty()
+    # the last container leaves: its peers go at once, the network's records after a linger
+    assert await h2.endpoints.detach("b", "eth0") is True
+    assert not await h2.dp.is_netns(h2.networks.driver(net).namespace(net))
+    assert await h2.mirror.prune() == []          # used a moment ago
+    h2.mirror.linger = 0
+    assert await h2.mirror.prune() == [net.id]
+    assert held(h2) == set()
+    # a read of the network brings it back for a while (network inspect)
+    await h3.in_scope(net)
+    assert held(h3) == {keys.endpoint(net.id, a.ip)}
+
+
+async def in_scope(agent: Agent, network: str) -> None:
+    """A host collects the dead hosts' records of the networks in its mirror's scope: those
+    it has containers on, or (as here) reads (`network inspect`)."""
+    await agent.mirror.need(agent.networks.find(network).id)
+
+
 async def test_gc_after_grace_and_not_before(cluster):
     h1, h2 = await two_hosts(cluster)
     b = await attach(h2, "web", "b")
+    await in_scope(h1, "web")
     await cluster.crash("h2")
     await cluster.synced()
     now = [100.0]
@@ -332,6 +376,7 @@ async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
     h1, h2 = await two_hosts(cluster, subnet="10.50.0.0/29")   # one block: one owner
     b = await attach(h2, "web", "b")
     c = await attach(h2, "web", "c")
+    await in_scope(h1, "web")
     await cluster.crash("h2")
     await cluster.synced()
     h1.gc.grace = h1.gc.block_grace = 0
@@ -352,6 +397,7 @@ async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
 async def test_collected_endpoints_come_back_and_their_addresses_stay_unused(cluster):
     h1, h2 = await two_hosts(cluster, subnet="10.50.0.0/29")   # one block: one owner
     b = await attach(h2, "web", "b")
+    await in_scope(h1, "web")
     await cluster.crash("h2")
     await cluster.synced()
     h1.gc.grace = 0

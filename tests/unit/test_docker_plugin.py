@@ -370,6 +370,7 @@ async def test_a_started_container_is_renamed_to_its_docker_name(cluster):
     e, r = await h1.run(d, p["PoolID"], name="c1")
     ip = r["address"].split("/")[0]
     web = h1.agent.networks.find("web")
+    await h2.agent.mirror.need(web.id)       # h2 has no container on it: read it anyway
     for _ in range(50):
         await cluster.synced()
         rec = {x.ip: x for x in h2.agent.view.endpoints(web.id)}[ip]

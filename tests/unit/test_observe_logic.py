@@ -133,6 +133,7 @@ async def test_collector_reads_the_agent(cluster):
     assert m["overnet_store_requests_total"][(("operation", "txn"), ("result", "ok"))] > 0
     assert m["overnet_reconcile_seconds_count"][()] > 0
     assert m["overnet_resync_state"][()] == 3
+    assert m["overnet_store_networks_in_scope"][()] == 1
     assert (("loop", "reconcile"),) in m["overnet_loop_restarts_total"]
     await h2.endpoints.detach("c", "eth0")
     await settle(cluster)
@@ -159,7 +160,7 @@ async def test_metrics_app_serves_text_and_readiness(cluster):
     assert b"overnet_cluster_num_hosts" in resp.body and "text/plain" in resp.content_type
     handler, _, _ = routes.find("GET", "/readyz")
     assert (await handler(web.Request("GET", "/readyz", {}))).status == 200
-    h1.mirror.state = "resyncing"
+    h1.mirror.mirrors()[0].state = "resyncing"
     r = await health.readiness(h1)
     assert not r["ready"] and "resyncing" in r["checks"]["sync"]
     with pytest.raises(Invalid, match="'nowhere'"):

@@ -83,8 +83,11 @@ class ContainerService:
         net, service = await self._network_of(req)
         links = [_parse_link(s) for s in req.get("links") or []]
         cid = secrets.token_hex(32)
-        name = name or names.generate_name({c.name for c in self.containers.values()} |
-                                           {e.name for e in self.view.all_endpoints()})
+        if not name:     # a name no other container of its network has
+            if self.networks.driver(net).publishes:
+                await self.view.mirror.need(net.id)
+            name = names.generate_name({c.name for c in self.containers.values()} |
+                                       {e.name for e in self.view.endpoints(net.id)})
         c = Container(id=cid, name=name, cmd=list(req.get("cmd") or ["/bin/sh"]),
                       created=time.time(), network=net.id, network_name=net.name,
                       service=service or name, detach=bool(req.get("detach")),

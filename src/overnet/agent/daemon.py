@@ -29,7 +29,7 @@ from ..observe.observer import Observer
 from ..store import keys, open_store
 from ..store.base import Store, StoreError, StoreUnavailable
 from ..store.keepalive import KeepAlive
-from ..store.mirror import Mirror
+from ..store.scoped import ScopedMirror
 from ..store.records import HostRecord, decode
 from . import hostsubnet as hs
 from . import memtrim
@@ -65,7 +65,7 @@ class Agent:
         self.events = self.observer.events
         self.hostsubnet: hs.HostSubnet | None = None
         self.default_net = _parse_default(cfg.default_network)
-        self.mirror: Mirror | None = None
+        self.mirror: ScopedMirror | None = None
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
         self._in_place: set[str] = set()     # networks whose peers and resolver are in place
@@ -100,7 +100,7 @@ class Agent:
             await self.hostsubnet.start()
         self.keepalive = KeepAlive(self.store, self.cfg.host_ttl, self._register_host)
         await self.keepalive.start()
-        self.mirror = Mirror(self.store, keys.ROOT)
+        self.mirror = ScopedMirror(self.store, keep=self._keeps, mine=self._mine)
         await self.mirror.start()
         self.view = ClusterView(self.mirror)
         self._events = self.mirror.subscribe()
@@ -171,6 +171,7 @@ class Agent:
         loops = {"gc": self._gc_loop, "owed-deletions": self._owed_loop,
                  "start-expiry": self.containers.expire_loop,
                  "observe": lambda: self.observer.watch(self._observed),
+                 "scope": self.mirror.prune_loop,
                  "memory-trim": lambda: memtrim.trim_loop(TRIM_EVERY, lambda: rec.runs)}
         if self.hostsubnet is not None:
             rec.source(self.hostsubnet.events, lambda e: hs.TARGET)
@@ -238,6 +239,7 @@ class Agent:
         load *everything* first, then keep what lives, then remove only what nothing uses."""
         self.endpoints.load()
         self.containers.load()
+        await self.mirror.need(*{ep.network for ep in self.endpoints.local.values()})
         active = {ep.network: net for ep in self.endpoints.local.values()
                   if (net := self.networks.get(ep.network)) is not None}
         for driver in self.drivers.values():
@@ -317,6 +319,22 @@ class Agent:
         if parts[0] == "hosts":      # a host's address: what its endpoints are checked against
             self.reconciler.mark(*self._active_networks())
         return None
+
+    async def in_scope(self, *nets) -> None:
+        """Bring cluster-wide networks' records into the mirror before a read of them that
+        is not for this host's own containers (the API's, `doctor`'s)."""
+        await self.mirror.need(*(n.id for n in nets if self.networks.driver(n).publishes))
+
+    def _keeps(self, net_id: str) -> bool:
+        """Whether a network stays in the mirror's scope: this host has an endpoint on it."""
+        return any(ep.network == net_id for ep in self.endpoints.local.values())
+
+    def _mine(self, key: str) -> bool:
+        """Whether the mirror holds an endpoint or service record of this host: with no
+        local endpoint on its network, a stray the sweep has yet to remove (this host's
+        address blocks stay with it, in scope or not)."""
+        return key.startswith((keys.ENDPOINTS, keys.SERVICES)) and \
+            getattr(self.view.record_at(key), "host", None) == self.name
 
     def _active_networks(self) -> set[str]:
         return {NET + ep.network for ep in self.endpoints.local.values()}

@@ -83,7 +83,7 @@ class Recovery:
             if result.succeeded:
                 log.warning("re-published endpoint %s (%s) of %s: its record was gone",
                             ep.ip, net.name, ep.container_id[:12])
-                await self.view.mirror.wait_revision(result.revision)
+                await self.view.mirror.wait_for(key, result.revision)
                 return
         # Someone else holds the address now: the earlier holder keeps it; ours gives up
         # its interface so that there are never two live holders of one address.

@@ -153,7 +153,8 @@ class EndpointService(Recovery):
         if not driver.needs_address:
             raise Invalid(f"network {net.name} gives containers no interface to attach")
         ref = (req.container_id, req.ifname)
-        async with self._lock(ref):
+        # the network's records stay in the mirror's scope while its addresses are picked
+        async with self.view.mirror.hold(net.id), self._lock(ref):
             if ref in self.local:
                 raise Conflict(f"container {req.container_id} already has {req.ifname} "
                                f"attached (network {self.local[ref].network_name})")
@@ -298,7 +299,7 @@ class EndpointService(Recovery):
                 raise Conflict(f"service {ep.service!r} is already published on network "
                                f"{net.name}")
             raise Conflict(f"address {ep.ip} is already held on network {net.name}")
-        await self.view.mirror.wait_revision(result.revision)
+        await self.view.mirror.wait_for(ekey, result.revision)
 
     async def rename(self, container_id: str, ifname: str, name: str,
                      aliases: list[str]) -> LocalEndpoint:
@@ -323,7 +324,7 @@ class EndpointService(Recovery):
                 self.state.save_endpoint(ep)
                 raise Conflict(f"the record of {ep.ip} on network {ep.network_name} changed "
                                "meanwhile")
-            await self.view.mirror.wait_revision(result.revision)
+            await self.view.mirror.wait_for(key, result.revision)
         await self.changed(ep.network)
         return ep
 

@@ -14,7 +14,7 @@ from ..errors import Conflict, Invalid, NotFound
 from ..ipam import pools
 from ..store import keys
 from ..store.base import Absent, Delete, Put, Store
-from ..store.records import NameClaim, NetworkRecord, PoolClaim, VniClaim
+from ..store.records import NameClaim, NetworkRecord, PoolClaim, VniClaim, decode
 from .view import ClusterView
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$")
@@ -99,7 +99,12 @@ class NetworkService:
         try:
             return await self.create(name, driver)
         except Conflict:
-            return self.find(name)   # another host made it at the same moment
+            pass      # another host made it at the same moment: wait until the mirror has it
+        kv = await self.store.get(keys.name(name))
+        claim = decode(NameClaim, kv.key, kv.value) if kv is not None else None
+        if claim is not None:
+            await self.view.mirror.wait_for(keys.network(claim.id), kv.mod_revision, timeout=5)
+        return self.find(name)
 
     async def create(self, name: str, driver: str = DEFAULT_DRIVER, subnet: str | None = None,
                      gateway: str | None = None) -> NetworkRecord:
@@ -111,7 +116,7 @@ class NetworkService:
         validate_network_name(name)
         chosen, gw_chosen = self._parse_subnet(subnet, gateway)
         rec, rev = await self._claim(name, driver, chosen, gw_chosen)
-        await self.view.mirror.wait_revision(rev)
+        await self.view.mirror.wait_for(keys.network(rec.id), rev)
         return rec
 
     def _parse_subnet(self, subnet: str | None, gateway: str | None
@@ -133,13 +138,19 @@ class NetworkService:
         a VNI or pool race. Returns the record and the revision it was written at."""
         net_id = secrets.token_hex(32)
         for _ in range(20):
-            if keys.name(name) in self.view.items:
+            # the claims are read from the store itself: no agent mirrors them
+            if await self.store.get(keys.name(name)) is not None:
                 raise Conflict(f"network with name {name!r} already exists")
-            used = self.view.used_vnis()
+            vni_keys, pool_keys = await asyncio.gather(self.store.list(keys.VNIS),
+                                                       self.store.list(keys.POOLS))
+            used = {v for kv in vni_keys[0] if (v := keys.parse_vni_key(kv.key)) is not None}
             vni = next(v for v in range(FIRST_VNI, MAX_VNI) if v not in used)
+            claimed = [p for kv in pool_keys[0]
+                       if (p := keys.try_parse_cidr_key(kv.key[len(keys.POOLS):]))]
             try:
-                sub = chosen or pools.next_free_pool(self.view.used_pools(),
-                                                     self.default_range, self.pool_prefix)
+                sub = chosen or pools.next_free_pool(
+                    [n.network for n in self.view.networks()] + claimed,
+                    self.default_range, self.pool_prefix)
             except pools.PoolExhausted as e:
                 raise Conflict(str(e)) from None
             gw = gw_chosen or pools.default_gateway(sub)
@@ -156,11 +167,7 @@ class NetworkService:
             result = await self.store.txn(compares, ops)
             if result.succeeded:
                 return rec, result.revision
-            # Lost a race: let the mirror catch up with what the winner took, then retry.
-            try:
-                await self.view.mirror.wait_revision(result.revision, timeout=1)
-            except asyncio.TimeoutError:
-                pass
+            # Lost a race: read again what the winner took, and retry.
         raise Conflict(f"could not claim a VNI and address pool for network {name!r}: "
                        "try again")
 
@@ -168,6 +175,7 @@ class NetworkService:
         net = self.find(ref)
         if self.is_builtin(net):
             raise Invalid(f"network {net.name} is built in and cannot be removed")
+        await self.view.mirror.need(net.id)
         attached = self.view.endpoints(net.id)
         if attached:
             where = sorted({ep.host for ep in attached})
@@ -179,7 +187,7 @@ class NetworkService:
         if net.pool_claimed:
             ops.append(Delete(keys.pool(net.network)))
         result = await self.store.txn([], ops)
-        await self.view.mirror.wait_revision(result.revision)
+        await self.view.mirror.wait_for(keys.network(net.id), result.revision)
         return net
 
 

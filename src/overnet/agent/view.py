@@ -102,16 +102,6 @@ class ClusterView:
         rec = self._decode(NetworkRecord, keys.network(net_id), item) if item else None
         return rec if rec is not None and rec.id == net_id else None
 
-    def used_vnis(self) -> set[int]:
-        vnis = (keys.parse_vni_key(k) for k in self.keys_under(keys.VNIS))
-        return {v for v in vnis if v is not None}
-
-    def used_pools(self) -> list[ipaddress.IPv4Network]:
-        nets = [n.network for n in self.networks()]
-        pools = (keys.try_parse_cidr_key(k[len(keys.POOLS):])
-                 for k in self.keys_under(keys.POOLS))
-        return nets + [p for p in pools if p is not None]
-
     # --- hosts -------------------------------------------------------------------------
 
     def hosts(self) -> dict[str, HostRecord]:
@@ -145,11 +135,6 @@ class ClusterView:
         if len(self._admitted) > 1024:
             self._admitted.clear()
         return admitted
-
-    def all_endpoints(self) -> list[EndpointRecord]:
-        net_ids = {keys.split(k)[1] for k in self.keys_under(keys.ENDPOINTS)
-                   if len(keys.split(k)) == 3}
-        return [ep for n in sorted(net_ids) for ep in self.endpoints(n)]
 
     def services(self, net_id: str | None = None) -> list[ServiceRecord]:
         prefix = keys.services(net_id) if net_id else keys.SERVICES

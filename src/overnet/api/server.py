@@ -132,6 +132,7 @@ def make_app(agent: Agent) -> web.RouteTableDef:
 
     @routes.get("/services")
     async def services(request: web.Request) -> web.Response:
+        await agent.in_scope(*agent.networks.all())
         return _json([dataclasses.asdict(s) for s in agent.view.services()])
 
     return routes
@@ -140,6 +141,7 @@ def make_app(agent: Agent) -> web.RouteTableDef:
 def _network_routes(routes: web.RouteTableDef, agent: Agent) -> None:
     @routes.get("/networks")
     async def networks(request: web.Request) -> web.Response:
+        await agent.in_scope(*agent.networks.all())
         return _json([network_json(agent, n) for n in agent.networks.all()])
 
     @routes.post("/networks")
@@ -151,7 +153,9 @@ def _network_routes(routes: web.RouteTableDef, agent: Agent) -> None:
 
     @routes.get("/networks/{ref}")
     async def get_network(request: web.Request) -> web.Response:
-        return _json(network_json(agent, agent.networks.find(request.match_info["ref"])))
+        net = agent.networks.find(request.match_info["ref"])
+        await agent.in_scope(net)
+        return _json(network_json(agent, net))
 
     @routes.delete("/networks/{ref}")
     async def rm_network(request: web.Request) -> web.Response:

@@ -83,6 +83,9 @@ class AgentCollector:
         yield CounterMetricFamily("overnet_store_watch_resumes", "Watches resumed where "
                                   "they broke, without a list.",
                                   value=a.mirror.resumes if a.mirror else 0)
+        yield GaugeMetricFamily("overnet_store_networks_in_scope", "Networks whose records "
+                                "this host's copy of the store holds and watches.",
+                                value=len(a.mirror.networks()) if a.mirror else 0)
         state = getattr(a.mirror, "state", "waiting") if a.mirror else "waiting"
         yield GaugeMetricFamily("overnet_resync_state", "Store sync: 1 waiting, 2 resyncing, "
                                 "3 in sync.", value=RESYNC_STATES.get(state, 1))

@@ -26,7 +26,7 @@ from ..store.records import EndpointRecord
 from .doctor import Finding, bad, check_overlay_devices, good
 from .probe import VXLAN_OVERHEAD, Probes
 
-PREFIX = keys.ROOT + "doctor/"
+PREFIX = keys.DOCTOR
 ANSWER_WAIT = 6.0
 PROBE_LISTEN = 3.0      # how long a host listens for the other's VXLAN probe frames
 REQUEST_TTL = 30
@@ -67,6 +67,7 @@ async def steps(agent: Any, a_ref: str, b_ref: str, probes: Probes | None = None
     """The findings in path order as they are made, with progress messages (str) before
     the slow steps."""
     probes = probes or Probes()
+    await agent.in_scope(*agent.view.networks())
     picked = pick(agent, a_ref, b_ref)
     if isinstance(picked, Finding):
         yield picked
@@ -282,6 +283,8 @@ async def answer(agent: Any, key: str, value: bytes, probes: Probes | None = Non
             return          # the asker gave up already
         req = json.loads(value)
         net = agent.networks.get(req["net"])
+        if net is not None:
+            await agent.in_scope(net)
         eps = {e.ip: e for e in agent.view.endpoints(net.id)} if net else {}
         me, other = eps[req["ip"]], eps[req["other"]]
         found = await _answer_half(agent, net, me, other, req, probes or Probes())

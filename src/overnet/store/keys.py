@@ -9,6 +9,11 @@
     /overnet/v1/blocks/<net-id>/<a.b.c.d-len> BlockRecord  (address block owned by a host)
     /overnet/v1/endpoints/<net-id>/<a.b.c.d> EndpointRecord (keyed by its address: unique)
     /overnet/v1/services/<net-id>/<name>     ServiceRecord (name unique within a network)
+    /overnet/v1/doctor/<id>                  a `doctor` path request and its answers
+
+An agent mirrors the cluster-wide kinds (GLOBAL) whole, and the per-network kinds
+(PER_NETWORK: most of the store, O(containers)) only for the networks it needs
+(store/scoped.py).
 
 Flannel's layout (host subnets) lives under its own prefix, see `flannel_*` below.
 """
@@ -31,6 +36,10 @@ ALIVE = ROOT + "alive/"
 BLOCKS = ROOT + "blocks/"
 ENDPOINTS = ROOT + "endpoints/"
 SERVICES = ROOT + "services/"
+DOCTOR = ROOT + "doctor/"
+
+GLOBAL = (ALIVE, DOCTOR, HOSTS, NETWORKS)      # what every agent mirrors whole
+PER_NETWORK = (BLOCKS, ENDPOINTS, SERVICES)    # each followed by <net-id>/
 
 FLANNEL_PREFIX = "/coreos.com/network"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from .base import Compacted, Event, Store, StoreUnavailable
 
@@ -59,6 +60,8 @@ class Mirror:
         self.resumes = 0  # watches resumed after a failure, without a list
         self.state = "waiting"  # then "in-sync", "resyncing" while a watch is down
         self._subscribers: list[asyncio.Queue[list[Event]]] = []
+        # called with every batch that changes the copy, before the queues see it
+        self.listeners: list[Callable[[list[Event]], None]] = []
         self._changes = 0  # batches that changed the copy
         self._changed: dict[str, int] = {}  # "KIND/" and "KIND/SUB/" prefix -> _changes then
         self._index: dict[str, dict[str, None]] = {}  # "KIND/SUB/" prefix -> its keys
@@ -132,6 +135,8 @@ class Mirror:
         self.revision = revision
         if events:
             self._note_changes(events)
+            for listener in self.listeners:
+                listener(events)
             for queue in self._subscribers:
                 queue.put_nowait(events)
         # wake every waiter; they re-check their revision against the new one
