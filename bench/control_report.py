@@ -6,7 +6,8 @@ from __future__ import annotations
 from . import control_stats as cs
 from . import stats
 
-BIG = 100_000      # the issue's endpoint count, for what one host's mirror would hold
+ISSUE_HOSTS = 5_000     # the largest cluster issue 12 asks about
+
 
 
 def _pair(xs: list[float]) -> str:
@@ -30,7 +31,7 @@ def step_rows(steps: list[dict]) -> list[list[str]]:
         rows.append([hosts, f"{s['endpoints']:,}", f"{s['writes_per_start']:.2f}",
                      f"{s['events_per_host_per_start']:.2f}", _pair(s["last_sub_ms"]),
                      _pair(s["programmed_ms"]),
-                     _ms(stats.summarize(s["last_host_ms"])["p99"]),
+                     "–" if s.get("join_s") is None else f"{s['join_s']:.0f}",
                      f"{s['etcd_cpu_ms_per_start']:.1f}", f"{s['db_mb']:.1f}",
                      "–" if cpu is None else f"{cpu:.0f}",
                      f"{s.get('agent_mb') or s['worker_rss_mb'] / s['hosts']:.1f}",
@@ -42,7 +43,7 @@ def step_rows(steps: list[dict]) -> list[list[str]]:
 STEP_HEADER = ["hosts", "endpoints", "etcd keys written / start",
                "watch events / host / start", "start → every subscribed mirror p50 / p99 ms",
                "→ peer programmed on every subscribed host p50 / p99 ms",
-               "→ every host's mirror p99 ms", "etcd CPU ms / start", "etcd DB MB",
+               "every host joined, s", "etcd CPU ms / start", "etcd DB MB",
                "agent CPU µs / host / start", "MB / agent", "simulation behind, max ms",
                "machine load"]
 FAN_HEADER = ["watchers", "each watches", "events / watcher / write",
@@ -51,7 +52,8 @@ FAN_HEADER = ["watchers", "each watches", "events / watcher / write",
 
 
 def fan_rows(fan: list[dict], size: int) -> list[list[str]]:
-    what = {"whole": "the whole store", "scoped": f"its network's endpoints ({size} hosts)"}
+    what = {"whole": "the whole store (agents before their copy was scoped)",
+            "scoped": f"its network's endpoints ({size} hosts; agents now)"}
     return [[f"{f['watchers']:,}", what[f["mode"]], f"{f['events_per_watcher_per_write']:.3f}",
              _pair(f["last_ms"]), f"{f['etcd_cpu_ms_per_start']:.2f}", f"{f['db_mb']:.0f}",
              f"{f.get('loadavg', 0):.0f}"] for f in fan]
@@ -67,14 +69,14 @@ def control_part(ctl, curves: str | None, table) -> list[str]:
     size = steps[0].get("net_size", 50)
     run = (f"`{ctl.command}`{commit}: {m.get('date', '')}, {m.get('machine', '')}, "
            f"{m.get('duration_s', 0):.0f} s.")
-    agents = (f"**Agents**: real agents (`overnet.agent.daemon.Agent`: lease, mirror of the "
-              "whole store, watch, reconciler) over FakeDataplane, all in two worker processes "
-              f"on this machine's 2 CPUs, against one etcd; hosts in networks of {size}, every "
-              "host with its endpoints, then containers started one after another on random "
-              "hosts. A *subscribed* host is one with endpoints on the started container's "
-              "network: it must program the new peer. Every mirror still receives every "
-              "change (agents watch the whole store), so the last column but one is what each "
-              "host spends on every start in the cluster. The times include how far the simulation "
+    agents = (f"**Agents**: real agents (`overnet.agent.daemon.Agent`: lease, its copy of "
+              "the store scoped to its networks, watches, reconciler) over FakeDataplane, all "
+              "in two worker processes on this machine's 2 CPUs, against one etcd; hosts in "
+              f"networks of {size}, every host with its endpoints, then containers started one "
+              "after another on random hosts. A *subscribed* host is one with endpoints on the "
+              "started container's network: it must program the new peer, and only its copy "
+              "holds that network's records and receives the change (the events and CPU per "
+              "host are averages over all hosts). The times include how far the simulation "
               "ran behind (its event loops' lag; the machine's load average is the last "
               "column: other sessions share it). The agents of a worker share one etcd "
               "connection (a stream each): etcd's CPU per start is lower here than with a "
@@ -86,10 +88,11 @@ def control_part(ctl, curves: str | None, table) -> list[str]:
     fan = [f for f in m.get("control", {}).get("fanout", []) if "last_ms" in f]
     if fan:
         alone = (f"**etcd alone**: the agents stopped, {fan[0]['bulk']:,} endpoint records "
-                 "loaded, then plain watchers (one etcd client each, as an agent's mirror "
-                 "holds it) watching the whole store (what every agent does today) or only "
-                 "their network's endpoints (what an agent watching only its networks would), "
-                 "and single-key writes timed to the last watcher that must see them:")
+                 "loaded, then plain watchers (one etcd client each, as an agent's copy "
+                 "holds it) watching the whole store (what every agent did before its copy was "
+                 "scoped) or only their network's endpoints (what an agent's watch of its "
+                 "networks' records now costs), and single-key writes timed to the last "
+                 "watcher that must see them:")
         out += [alone, "", table(FAN_HEADER, fan_rows(fan, size)), "", carrying(steps, fan), ""]
     out += [f"- {n['text']}" for n in ctl.notes if n["bench"] == "control"]
     return out + [""]
@@ -110,77 +113,75 @@ def carrying(steps: list[dict], fan: list[dict]) -> str:
     parts = [(f"**What one etcd carries.** A container start writes {writes:.2f} etcd keys "
               f"whatever the cluster's size ({steps[0]['hosts']:,} to {top['hosts']:,} hosts)."
               " What grows is the fan-out: etcd sends each write to every watcher it "
-              "concerns.")]
+              "concerns, and an agent now watches only its networks' records, so a start "
+              f"concerns the {top.get('net_size', 50)} hosts of its network, not the cluster.")]
     etcd_rate = None
-    if whole:
-        etcd_rate = cs.starts_per_core(whole["etcd_cpu_ms_per_start"])
-        parts.append(f"With {whole['watchers']:,} hosts each watching the whole store, a "
-                     f"write costs etcd {whole['etcd_cpu_ms_per_start']:.1f} ms of CPU: one "
-                     f"etcd core carries about {etcd_rate or 0:.0f} container starts per "
-                     "second, each reaching the last host in "
-                     f"{_ms(stats.summarize(whole['last_ms'])['p99'])} ms (p99); "
-                     f"{whole['bulk']:,} endpoints take {whole['db_mb']:.0f} MB of database.")
-    if whole and scoped:
-        rate = cs.starts_per_core(scoped["etcd_cpu_ms_per_start"])
-        parts.append(f"Watching only their networks' endpoints, the same {scoped['watchers']:,}"
-                     f" hosts cost {scoped['etcd_cpu_ms_per_start']:.2f} ms per write (about "
-                     f"{rate or 0:.0f} starts per second per core) and a start reaches its "
+    if scoped:
+        etcd_rate = cs.starts_per_core(scoped["etcd_cpu_ms_per_start"])
+        parts.append(f"With {scoped['watchers']:,} hosts watching that way, a write costs "
+                     f"etcd {scoped['etcd_cpu_ms_per_start']:.2f} ms of CPU (about "
+                     f"{etcd_rate or 0:.0f} starts per second per etcd core) and reaches its "
                      f"network's hosts in {_ms(stats.summarize(scoped['last_ms'])['p99'])} ms "
-                     f"(p99): that is what a scoped watch in the agent would buy.")
+                     f"(p99); {scoped['bulk']:,} endpoints take {scoped['db_mb']:.0f} MB of "
+                     "database.")
+    if whole:
+        rate = cs.starts_per_core(whole["etcd_cpu_ms_per_start"])
+        parts.append(f"Had each of them watched the whole store, as agents did before, a "
+                     f"write would cost {whole['etcd_cpu_ms_per_start']:.1f} ms (about "
+                     f"{rate or 0:.0f} starts per second per core) and reach the last host in "
+                     f"{_ms(stats.summarize(whole['last_ms'])['p99'])} ms (p99).")
     parts.append(_agents(top))
     if big is not None:
         parts.append(f"At {big['hosts']:,} hosts and {big['endpoints']:,} endpoints ("
                      f"{big['agents']} real agents on the started containers' network, the "
-                     "other hosts whole-store watchers with their records), a start reached "
-                     f"every subscribed agent's mirror in {_pair(big['last_sub_ms'])} ms and "
-                     f"was programmed there in {_pair(big['programmed_ms'])} ms (p50 / p99); "
-                     f"each agent's mirror took {big['agent_mb']:.0f} MB and one garbage-"
-                     f"collection pass {big.get('gc_ms', 0):.0f} ms.")
-    parts.append(_first(top, etcd_rate, whole))
+                     "other hosts watchers of their own network's endpoints, with their "
+                     "records), a start reached every subscribed agent's copy in "
+                     f"{_pair(big['last_sub_ms'])} ms and was programmed there in "
+                     f"{_pair(big['programmed_ms'])} ms (p50 / p99); each agent took "
+                     f"{big['agent_mb']:.1f} MB (its copy: every host's and network's record, "
+                     f"its network's endpoints) and one garbage-collection pass "
+                     f"{big.get('gc_ms', 0):.1f} ms.")
+    parts.append(_first(plain, etcd_rate))
     return " ".join(parts)
 
 
 def _agents(top: dict) -> str:
     """The agents' side at the biggest measured step."""
-    cpu = top.get("agent_cpu_us_per_start", 0.0)
-    text = (f"With real agents, at {top['hosts']:,} hosts a start reached every subscribed "
-            f"host's mirror in {_pair(top['last_sub_ms'])} ms (p50 / p99) and was programmed "
+    cpu = top.get("agent_cpu_us_per_start") or 0.0
+    return (f"With real agents, at {top['hosts']:,} hosts a start reached every subscribed "
+            f"host's copy in {_pair(top['last_sub_ms'])} ms (p50 / p99) and was programmed "
             f"there in {_pair(top['programmed_ms'])} ms, with all {top['hosts']:,} agents "
-            f"sharing this machine's 2 CPUs: each host spent {cpu:.0f} µs of CPU on every "
-            "start in the cluster, subscribed or not (its mirror receives every change)")
-    if cpu:
-        text += (f", so at {0.1e6 / cpu:.0f} starts per second cluster-wide every host would "
-                 "spend a tenth of a core on other hosts' starts")
-    return text + "."
+            f"sharing this machine's 2 CPUs; {top['events_per_host_per_start']:.3f} watch "
+            f"events and {cpu:.0f} µs of agent CPU per host per start, averaged over all "
+            "hosts: the others receive nothing of it.")
 
 
-def _first(top: dict, etcd_rate: float | None, whole: dict | None) -> str:
+def _first(plain: list[dict], etcd_rate: float | None) -> str:
     """What breaks first, by comparing the limits the curves give."""
-    cpu = top.get("agent_cpu_us_per_start", 0.0)
-    agent_rate = 0.1e6 / cpu if cpu else None
-    per_key = top["worker_rss_mb"] / top["hosts"] / max(1.0, top["keys"])
-    big_keys = BIG + top["keys"] - top["endpoints"]
-    gc_big = top.get("gc_ms", 0.0) * BIG / max(1, top["endpoints"])
-    share = top.get("net_size", 50) / top["hosts"]
-    scoped_keys = top["keys"] - top["endpoints"] * (1 - share)
-    if etcd_rate is not None and (agent_rate is None or etcd_rate < agent_rate):
-        first = (f"What breaks first is etcd's fan-out of the whole-store watch: at "
-                 f"{whole['watchers']:,} hosts it caps the cluster at ~{etcd_rate:.0f} starts "
-                 "per second per etcd core, long before the agents' own share of each start "
-                 "matters")
-    else:
-        first = ("What breaks first is the agents' share of every start: each host handles "
-                 "every change in the cluster")
-    return (first + f"; next, the whole-store mirror itself: each host holds every record "
-            f"({top['worker_rss_mb'] / top['hosts']:.1f} MB per simulated agent at "
-            f"{top['keys']:,.0f} keys, ~{per_key * big_keys:.0f} MB at {BIG:,} endpoints) and "
-            f"its garbage collection reads every endpoint record every 5 s "
-            f"({top.get('gc_ms', 0):.1f} ms a pass at {top['endpoints']:,} endpoints, "
-            f"~{gc_big:.0f} ms at {BIG:,}). A mirror scoped to the host's networks (a watch "
-            "per network it has endpoints on, besides the hosts' and networks' records) "
-            f"shrinks all three: 1 to {share:.3f} events per host per start at "
-            f"{top['hosts']:,} hosts, a copy of ~{scoped_keys:,.0f} keys instead of "
-            f"{top['keys']:,.0f}, a GC pass over that copy. It is a change to the agent's core "
-            "(its view reads every kind of record from one mirror of the whole store, and "
-            "garbage collection, which removes dead hosts' records in every network, would need "
-            "another owner), measured here on etcd's side only.")
+    top = max(plain, key=lambda s: s["hosts"])
+    joins = [s for s in plain if s.get("join_s", 0) >= 1]
+    text = ("What grows now with the cluster on every host is the cluster-wide part of its "
+            "copy: each host's address and liveness (two records a host) are in every copy, "
+            "and a host joining, leaving or re-registering reaches every host")
+    if len(joins) >= 2:
+        a, b = joins[-2], joins[-1]
+        text += (f": all {b['hosts']:,} hosts joining took {b['join_s']:.0f} s here against "
+                 f"{a['join_s']:.0f} s for {a['hosts']:,} (the events grow with the square of "
+                 "the hosts, all on 2 CPUs here; each real host handles its own share, one "
+                 "event per join)")
+    mb = [(s["hosts"], s.get("agent_mb") or s["worker_rss_mb"] / s["hosts"]) for s in plain]
+    text += f", and a copy at {mb[-1][0]:,} hosts took {mb[-1][1]:.1f} MB per simulated agent"
+    if len(mb) >= 2 and top["hosts"] < ISSUE_HOSTS and joins:
+        (h0, m0), (h1, m1) = mb[-2], mb[-1]
+        at = m1 + (m1 - m0) / (h1 - h0) * (ISSUE_HOSTS - h1)
+        join = joins[-1]["join_s"] * (ISSUE_HOSTS / joins[-1]["hosts"]) ** 2
+        text += (f". Agents on all {ISSUE_HOSTS:,} hosts were not run on this machine: by "
+                 f"these curves they would hold ~{at:.0f} MB each (~{at * ISSUE_HOSTS / 1024:.0f}"
+                 f" GB together) and their join alone would take ~{join / 60:.0f} min on its "
+                 "2 CPUs")
+    text += "."
+    if etcd_rate:
+        text += (f" What breaks first is etcd's own write rate, ~{etcd_rate:.0f} container "
+                 "starts per second per etcd core whatever the hosts, then joins: a whole "
+                 "cluster restarting at once is hosts² events, spread over the hosts' CPUs.")
+    return text

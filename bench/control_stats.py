@@ -48,9 +48,11 @@ def merge_seen(reps: list[dict], wanted: list[str]) -> dict[str, dict]:
     return out
 
 
-def complete(seen: dict[str, dict], hosts: int) -> bool:
-    """Every key is in every host's mirror and programmed on every subscribed host."""
-    return all(len(v["all"]) >= hosts and len(v["prog"]) >= v["nsub"] for v in seen.values())
+def complete(seen: dict[str, dict]) -> bool:
+    """Every key is in every subscribed host's mirror and programmed there (no other host's
+    mirror holds its network)."""
+    return all(len(v["sub"]) >= v["nsub"] and len(v["prog"]) >= v["nsub"]
+               for v in seen.values())
 
 
 def last_of(done: list[dict], seen: dict[str, dict], field: str, need) -> tuple[list, int]:
@@ -64,10 +66,11 @@ def last_of(done: list[dict], seen: dict[str, dict], field: str, need) -> tuple[
     return out, missing
 
 
-def propagation(done: list[dict], seen: dict[str, dict], hosts: int) -> dict:
-    """From each start to the last mirror, the last subscribed mirror, the last subscribed
-    host with the peer programmed (ms, one sample per start); what never arrived."""
-    last, miss_all = last_of(done, seen, "all", lambda v: hosts)
+def propagation(done: list[dict], seen: dict[str, dict]) -> dict:
+    """From each start to the last mirror that received it, the last subscribed mirror, the
+    last subscribed host with the peer programmed (ms, one sample per start); what never
+    arrived."""
+    last, miss_all = last_of(done, seen, "all", lambda v: v["nsub"])
     sub, miss_sub = last_of(done, seen, "sub", lambda v: v["nsub"])
     prog, miss_prog = last_of(done, seen, "prog", lambda v: v["nsub"])
     every = [(t - d["t0"]) * 1e3 for d in done for t in seen[d["key"]]["all"]]

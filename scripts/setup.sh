@@ -38,6 +38,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e ".[${extras}]"
   touch "$stamp"
 fi
-# The `overnet` command without pip's wrapper (its imports cost half of a quick command).
+# The `overnet` command without pip's wrapper (its imports cost half of a quick command), with
+# the compiled front before it (`run -d` and `ps` without starting Python) when gcc is there.
 .venv/bin/python -m overnet.cli.launcher .venv/bin/overnet
 echo "setup: ready (.venv/bin/overnet)"

@@ -36,11 +36,12 @@ def test_reports_of_workers_are_merged_per_key():
     seen = cs.merge_seen([_report([1.0, 2.0], [1.0], [1.5], 1), _report([3.0], [], [], 2)],
                          ["k"])
     assert seen == {"k": {"all": [1.0, 2.0, 3.0], "sub": [1.0], "prog": [1.5], "nsub": 3}}
-    assert not cs.complete(seen, hosts=3)           # two subscribed hosts not programmed
+    assert not cs.complete(seen)                    # two subscribed hosts not programmed
     done = cs.merge_seen([_report([1.0, 2.0], [1.0], [1.5], 1), _report([3.0], [3.0], [3.5], 1)],
                          ["k"])
-    assert cs.complete(done, hosts=3)
-    assert not cs.complete(done, hosts=4)           # one mirror never had it
+    assert cs.complete(done)
+    unseen = cs.merge_seen([_report([1.0], [1.0], [1.5], 1), _report([], [], [3.5], 1)], ["k"])
+    assert not cs.complete(unseen)                  # one subscribed mirror never had it
 
 
 def test_propagation_is_to_the_last_host_of_each_kind_and_counts_what_is_missing():
@@ -48,11 +49,11 @@ def test_propagation_is_to_the_last_host_of_each_kind_and_counts_what_is_missing
     seen = {"a": {"all": [10.001, 10.004, 10.002], "sub": [10.001, 10.002],
                   "prog": [10.003, 10.005], "nsub": 2},
             "b": {"all": [20.010], "sub": [], "prog": [], "nsub": 1}}
-    p = cs.propagation(done, seen, hosts=3)
+    p = cs.propagation(done, seen)
     assert p["last_host_ms"] == pytest.approx([4.0, 10.0])
     assert p["last_sub_ms"] == pytest.approx([2.0])
     assert p["programmed_ms"] == pytest.approx([5.0])
-    assert (p["missing"], p["missing_sub"], p["missing_programmed"]) == (2, 1, 1)
+    assert (p["missing"], p["missing_sub"], p["missing_programmed"]) == (0, 1, 1)
     assert p["subscribed"] == [2, 1]
     assert p["every_host_ms"]["n"] == 4
 

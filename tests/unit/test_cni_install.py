@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -65,7 +66,7 @@ def test_without_a_compiler_overnet_cni_is_the_python_plugin(tmp_path, dirs, mon
     bin_dir, conf_dir = dirs
     (tmp_path / "nothing").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))     # no cc to be found
-    assert installer.shutil.which("cc") is None and installer.shutil.which("gcc") is None
+    assert shutil.which("cc") is None and shutil.which("gcc") is None
     installer.install([bin_dir], conf_dir, "overnet", "1.0.0")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no C compiler" in err[0] and "Python plugin" in err[0]

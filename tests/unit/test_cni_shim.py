@@ -16,6 +16,7 @@ import pytest
 
 from overnet.api.cniroute import decode_call
 from overnet.api.wire import read_message
+from overnet import cfront
 from overnet.cni import install as installer
 
 ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x",
@@ -205,7 +206,7 @@ def test_an_agent_that_does_not_answer_in_time(tmp_path, stub):
     """ADD is not run a second time (in Python) while the agent may still be doing it: the
     runtime is asked to try again; a DEL (idempotent) is handed over."""
     quick = str(tmp_path / "overnet-cni")
-    subprocess.run(["cc", "-O2", "-std=c99", "-DTIMEOUT_S=1", "-o", quick,
+    subprocess.run(["cc", "-O2", "-std=c99", "-DTIMEOUT_S=1", "-I", cfront.HERE, "-o", quick,
                     installer.SHIM_SOURCE], check=True, timeout=120)
     stub.answer = None
     proc = run(quick, conf(stub))

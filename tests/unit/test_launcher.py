@@ -1,4 +1,5 @@
-"""The lean `overnet` launcher (cli/launcher.py): what setup.sh writes over pip's wrapper."""
+"""The `overnet` executable (cli/launcher.py): what setup.sh writes over pip's wrapper, the
+compiled front with the lean Python launcher beside it, or that launcher alone."""
 
 from __future__ import annotations
 
@@ -6,15 +7,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from overnet.cli import launcher
 
 
-def test_launcher_runs_hot_commands_without_site_and_hands_the_rest_to_click(tmp_path) -> None:
-    exe = str(tmp_path / "overnet")
-    assert launcher.main([exe]) == 0
-    assert os.stat(exe).st_mode & 0o777 == 0o755
-    with open(exe) as f:
-        assert f.readline() == f"#!{sys.executable} -IS\n"
+def check_commands(exe: str, tmp_path) -> None:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     # `ps` takes the lean path (no site-packages needed)...
     ps = subprocess.run([exe, "-H", f"unix://{tmp_path}/none.sock", "ps"], capture_output=True,
@@ -27,7 +25,35 @@ def test_launcher_runs_hot_commands_without_site_and_hands_the_rest_to_click(tmp
     bad = subprocess.run([exe, "ps", "--nope"], capture_output=True, text=True, env=env,
                          timeout=30, check=False)
     assert bad.returncode == 2 and "No such option '--nope'" in bad.stderr
+    assert "Usage: overnet ps" in bad.stderr       # click's name for it, whatever the file
 
 
-def test_launcher_usage() -> None:
-    assert launcher.main([]) == 2
+def test_the_front_with_the_python_launcher_beside_it(tmp_path) -> None:
+    exe = str(tmp_path / "overnet")
+    assert launcher.main([exe]) == 0
+    with open(exe, "rb") as f:
+        assert f.read(4) == b"\x7fELF"              # gcc is in scripts/setup.sh
+    with open(tmp_path / launcher.FALLBACK) as f:
+        assert f.readline() == f"#!{sys.executable} -IS\n"
+    for path in (exe, tmp_path / launcher.FALLBACK):
+        assert os.stat(path).st_mode & 0o777 == 0o755
+    check_commands(exe, tmp_path)
+
+
+def test_without_a_compiler_overnet_is_the_python_launcher(tmp_path, monkeypatch,
+                                                           capsys) -> None:
+    (tmp_path / "nothing").mkdir()
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))     # no cc to be found
+    exe = str(tmp_path / "overnet")
+    assert launcher.main([exe]) == 0
+    assert "no C compiler" in capsys.readouterr().err
+    with open(exe) as f:
+        assert f.readline() == f"#!{sys.executable} -IS\n"
+    monkeypatch.setenv("PATH", path)
+    check_commands(exe, tmp_path)
+
+
+@pytest.mark.parametrize("argv", [[], ["a", "b"]])
+def test_launcher_usage(argv) -> None:
+    assert launcher.main(argv) == 2

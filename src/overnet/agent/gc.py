@@ -8,7 +8,11 @@ its containers never lose their records.
 Its address blocks are kept much longer (`block_grace`, a day by default, like flannel's
 leases): its containers may still be running with those addresses, and while the blocks are
 its own no other host hands them out. An agent that comes back after its endpoints were
-collected finds its blocks and publishes its endpoints again."""
+collected finds its blocks and publishes its endpoints again.
+
+An agent collects in the networks its copy of the store holds (store/scoped.py): those it has
+containers on, or read lately. A dead host's records in a network no live host is on stay
+until a host joins that network: they hold addresses nobody is handed out meanwhile."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from ..agent.state import Container, LocalEndpoint
 from ..errors import Conflict, Invalid, NotFound, OvernetError, Unavailable
 from ..store.base import StoreError
 from ..store.records import NetworkRecord
-from . import cniroute, schema
+from . import cliroute, cniroute, schema
 from . import http as web
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def make_app(agent: Agent) -> web.RouteTableDef:
     _subnet_routes(routes, agent)
     _observe_routes(routes, agent)
     cniroute.add_routes(routes, error_response)    # the compiled overnet-cni's calls
+    cliroute.add_routes(routes, error_response)    # the compiled overnet's
 
     @routes.get("/info")
     async def info(request: web.Request) -> web.Response:

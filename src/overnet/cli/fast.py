@@ -1,5 +1,9 @@
 """The `overnet` console script: a lean path for the hot commands, the click CLI for the rest.
 
+(In front of this, when a C compiler was there at set-up, the compiled `overnet`
+(cfront/overnet.c) has the agent run `run -d` and `ps` with this very code, in-process
+(api/cliroute.py), and sparing the Python start; it execs this script for everything else.)
+
 `overnet run -d` is mostly the CLI's own start-up: importing click and the command tree costs
 more than the agent's work. This dispatcher handles `run`, `exec` and `ps` with a tiny parser
 and the raw HTTP client (api/client.py, standard library only) and hands everything else to
@@ -228,12 +232,25 @@ def _echo(text: str, nl: bool = True) -> None:
         sys.stdout.flush()
 
 
-def _run(host: str | None, argv: list[str]) -> int:
+def run_request(argv: list[str]) -> dict:
+    """`run`'s arguments -> the POST /containers body (Fallback, Fail)."""
     o, cmd = parse(argv, RUN)
-    body = run_body(o.get("detach", False), o.get("interactive", False), o.get("tty", False),
+    return run_body(o.get("detach", False), o.get("interactive", False), o.get("tty", False),
                     o.get("auto_remove", False), o.get("name"), o.get("net"),
                     o.get("publish_service"), o.get("links", []), o.get("env", []), cmd,
                     o.get("privileged", False))
+
+
+def ps_options(argv: list[str]) -> tuple[bool, bool]:
+    """`ps`'s arguments -> (--all, --quiet) (Fallback)."""
+    o, rest = parse(argv, PS)
+    if rest:
+        raise Fallback
+    return o.get("show_all", False), o.get("quiet", False)
+
+
+def _run(host: str | None, argv: list[str]) -> int:
+    body = run_request(argv)
     c = call(host, "post", "/containers", body)
     if body["detach"]:
         _echo(c["Id"])
@@ -249,11 +266,9 @@ def _exec(host: str | None, argv: list[str]) -> int:
 
 
 def _ps(host: str | None, argv: list[str]) -> int:
-    o, rest = parse(argv, PS)
-    if rest:
-        raise Fallback
-    cs = call(host, "get", "/containers", all="1" if o.get("show_all") else "")
-    _echo(*ps_text(cs, o.get("quiet", False), time.time()))
+    show_all, quiet = ps_options(argv)
+    cs = call(host, "get", "/containers", all="1" if show_all else "")
+    _echo(*ps_text(cs, quiet, time.time()))
     return 0
 
 

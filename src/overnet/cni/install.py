@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 
+from .. import cfront
 from ..fsutil import package_root
 from .spec import VERSIONS, at_least
 
@@ -98,34 +98,8 @@ def foreign(path: str) -> bool:
 
 
 def compile_shim(workdir: str, source: str = SHIM_SOURCE) -> tuple[bytes | None, str]:
-    """(the compiled shim, "") or (None, why not). Static when libc.a is there: no dynamic
-    loader at each start."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        return None, "no C compiler (cc) found (Debian: apt-get install gcc libc6-dev)"
-    out = os.path.join(workdir, SHIM)
-    base = [cc, "-O2", "-std=c99", "-o", out, source]
-    why = ""
-    for static in ([True, False] if _has_static_libc(cc) else [False]):
-        try:
-            proc = subprocess.run(base + (["-static"] if static else []), capture_output=True,
-                                  text=True, timeout=120, check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return None, f"{cc} failed: {e}"
-        if proc.returncode == 0:
-            with open(out, "rb") as f:
-                return f.read(), ""
-        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[0]
-    return None, f"{cc} could not compile {source}: {why}"
-
-
-def _has_static_libc(cc: str) -> bool:
-    try:
-        found = subprocess.run([cc, "-print-file-name=libc.a"], capture_output=True, text=True,
-                               timeout=30, check=False).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return os.path.isabs(found) and os.path.exists(found)
+    """(the compiled shim, "") or (None, why not)."""
+    return cfront.compile_c(source, os.path.join(workdir, SHIM))
 
 
 def plugin_files(bin_dirs: list[str], shim: bytes | None) -> list[tuple[str, str | bytes, int]]:

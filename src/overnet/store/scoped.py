@@ -216,8 +216,7 @@ class ScopedMirror:
         if task is None:
             task = self._starting[net_id] = asyncio.create_task(self._open(net_id))
             task.add_done_callback(lambda _: self._starting.pop(net_id, None))
-        ms = await asyncio.shield(task)
-        self._networks.setdefault(net_id, ms)
+        await asyncio.shield(task)      # the network is in scope from its end on (_open)
         self._used[net_id] = time.monotonic()
 
     async def _open(self, net_id: str) -> tuple[Mirror, ...]:

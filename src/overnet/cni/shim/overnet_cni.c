@@ -8,20 +8,11 @@
  * same stdin and environment: VERSION, the flannel type, an agent it cannot reach or that
  * lacks the route, a config this scan does not read plainly (escapes), any failure here.
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "agent_call.h"      /* in overnet/cfront/ */
+
 #include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #define FALLBACK "overnet-cni-python"
-#define DEFAULT_SOCKET "/run/overnet/overnet.sock"
-#define MAX_BODY (1 << 20)      /* the agent's limit on a request body (api/http.py) */
 #ifndef TIMEOUT_S
 #define TIMEOUT_S 60            /* as the Python plugin waits for the agent */
 #endif
@@ -33,64 +24,6 @@ __attribute__((used)) static const char mark[] =
 static const char *const env_names[] = {"CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS",
                                         "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"};
 static const char *const versions[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
-
-struct buf { char *data; size_t len, cap; };
-
-static int grow(struct buf *b, size_t more) {
-    if (b->len + more <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 8192;
-    while (cap < b->len + more) cap *= 2;
-    char *data = realloc(b->data, cap);
-    if (!data) return -1;
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
-static int append(struct buf *b, const void *data, size_t len) {
-    if (grow(b, len)) return -1;
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
-/* Whether b holds a whole HTTP answer by its Content-Length (b->data is '\0'-ended). */
-static int whole_answer(struct buf *b) {
-    char *end = strstr(b->data, "\r\n\r\n"), *length;
-    if (!end) return 0;
-    *end = '\0';
-    length = strstr(b->data, "\r\nContent-Length: ");
-    *end = '\r';
-    return length && b->len - (size_t)(end + 4 - b->data) >= strtoul(length + 18, NULL, 10);
-}
-
-/* Read fd to its end, or (with whole) until whole(b). The agent's answer is read by its
- * length, not only to the end: the agent closes the connection when its loop next gets
- * there, which may be after other work (the reconcile this very call asked for). */
-static int read_all(int fd, struct buf *b, int (*whole)(struct buf *)) {
-    for (;;) {
-        if (grow(b, 65536)) return -1;
-        ssize_t n = read(fd, b->data + b->len, b->cap - b->len - 1);   /* room for a '\0' */
-        if (n == 0) return 0;
-        if (n < 0 && errno != EINTR) return -1;
-        if (n <= 0) continue;
-        b->len += (size_t)n;
-        b->data[b->len] = '\0';
-        if (whole && whole(b)) return 0;
-    }
-}
-
-/* To a socket with send(): an agent gone mid-request must not kill us with SIGPIPE. */
-static int write_all(int fd, const char *data, size_t len, int sock) {
-    while (len > 0) {
-        ssize_t n = sock ? send(fd, data, len, MSG_NOSIGNAL) : write(fd, data, len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 static void json_string(const char *s) {
     putchar('"');
@@ -120,11 +53,8 @@ static int fail(const char *version, int code, const char *msg, const char *deta
  * memory file. Returns only on failure. */
 static int fallback(const struct buf *in, const char *version) {
     char path[4096], why[4400];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - sizeof FALLBACK);
-    if (n <= 0)
+    if (beside_me(FALLBACK, path, sizeof path))
         return fail(version, 999, "overnet-cni cannot find its own path", strerror(errno));
-    path[n] = '\0';
-    strcpy(strrchr(path, '/') + 1, FALLBACK);     /* readlink gives an absolute path */
     if (in) {
         int fd = memfd_create("overnet-cni-stdin", 0);
         if (fd < 0 || write_all(fd, in->data, in->len, 0) ||
@@ -219,19 +149,6 @@ static int scan_config(const char *p, const char *end, struct conf *c) {
 
 /* --- the request to the agent --------------------------------------------------------- */
 
-static int connect_agent(const char *path) {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    struct timeval tv = {.tv_sec = TIMEOUT_S};
-    strcpy(addr.sun_path, path);              /* its length was checked by the scan */
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) return fd;
-    close(fd);
-    return -1;
-}
-
 static int build_body(struct buf *body, const struct buf *in) {
     for (size_t i = 0; i < sizeof env_names / sizeof *env_names; i++) {
         const char *value = getenv(env_names[i]);
@@ -242,31 +159,10 @@ static int build_body(struct buf *body, const struct buf *in) {
     return append(body, "", 1) || append(body, in->data, in->len) ? -1 : 0;
 }
 
-/* The agent's answer: its exit status (0 or 1) with *out, *out_len set to what goes to
- * stdout; -1 when it is not an answer of the /cni route (e.g. an older agent). */
-static int parse_answer(struct buf *ans, const char **out, size_t *out_len) {
-    char *head_end, *length;
-    if (grow(ans, 1)) return -1;
-    ans->data[ans->len] = '\0';
-    if (strncmp(ans->data, "HTTP/1.1 200 ", 13) || !(head_end = strstr(ans->data, "\r\n\r\n")))
-        return -1;
-    *head_end = '\0';
-    length = strstr(ans->data, "\r\nContent-Length: ");
-    char *body = head_end + 4;
-    size_t len = ans->len - (size_t)(body - ans->data);
-    if (!length || strtoul(length + 18, NULL, 10) != len || len < 2 || body[1] != '\n' ||
-        (body[0] != '0' && body[0] != '1'))
-        return -1;
-    *out = body + 2;
-    *out_len = len - 2;
-    return body[0] - '0';
-}
-
 int main(void) {
     struct buf in = {0}, req = {0}, ans = {0};
     struct conf c = {.socket = DEFAULT_SOCKET, .version = "1.1.0"};
     const char *command = getenv("CNI_COMMAND"), *version = "1.1.0", *out;
-    char head[128];
     size_t out_len;
     if (!command || !strcmp(command, "VERSION"))
         return fallback(NULL, version);       /* stdin untouched: VERSION may have none */
@@ -277,23 +173,18 @@ int main(void) {
         if (!strcmp(c.version, versions[i])) version = versions[i];
     if (scanned || !strcmp(c.type, "flannel") || build_body(&req, &in) || req.len > MAX_BODY)
         return fallback(&in, version);
-    int fd = connect_agent(c.socket);
+    int fd = connect_agent(c.socket, TIMEOUT_S);
     if (fd < 0)
         return fallback(&in, version);        /* DEL kept, ADD asked to retry: in Python */
-    int n = snprintf(head, sizeof head, "POST /cni HTTP/1.1\r\nHost: localhost\r\n"
-                     "Connection: close\r\nContent-Length: %zu\r\n\r\n", req.len);
-    int status = -1, late = 0;
-    if (!write_all(fd, head, (size_t)n, 1) && !write_all(fd, req.data, req.len, 1)) {
-        if (!read_all(fd, &ans, whole_answer)) status = parse_answer(&ans, &out, &out_len);
-        else late = errno == EAGAIN || errno == EWOULDBLOCK;
-    }
+    int done = post(fd, "/cni", &req, &ans), status = -1;
     close(fd);
     /* An agent still busy with the call: running it again in Python could do it twice. A
      * DEL may run again (it is idempotent, and kept for later if the agent is away). */
-    if (late && strcmp(command, "DEL"))
+    if (done == CALL_LATE && strcmp(command, "DEL"))
         return fail(version, 11, "the overnet agent did not answer in time", c.socket);
-    if (status < 0)
+    if (done == CALL_DONE) status = status_answer(&ans, &out, &out_len);
+    if (status != '0' && status != '1')
         return fallback(&in, version);
     if (write_all(1, out, out_len, 0)) return 1;
-    return status;
+    return status - '0';
 }
