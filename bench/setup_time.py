@@ -162,8 +162,9 @@ def docker_share(ctx: Context, res: Results, lab: BenchLab) -> None:
 
 
 def cli_entry(ctx: Context, res: Results, lab: BenchLab) -> None:
-    """`overnet run -d` through the console script (cli/fast.py, the lean path) and through
-    the click CLI (cli/main.py), alternating: what the lean entry path saves."""
+    """`overnet run -d` through the `overnet` executable (the lean entry: the compiled front,
+    cfront/overnet.c, when set-up had a C compiler, else cli/fast.py) and through the click
+    CLI (cli/main.py), alternating: what the lean entry path saves."""
     m = ctx.cfg.docker_runs
     click_argv = [sys.executable, "-c", "from overnet.cli.main import main; main()",
                   "-H", "unix://" + lab.host("net-1").socket]
