@@ -86,6 +86,31 @@ def doctor(lab, host: str, *args: str):
 
 # --- metrics and readiness -----------------------------------------------------------------
 
+def in_scope(lab, host: str) -> float:
+    return samples(lab, host)["overnet_store_networks_in_scope"][()]
+
+
+def test_a_host_reads_a_network_it_has_no_container_on_only_when_asked(lab, net):
+    """Each agent's copy of the store holds the networks it has containers on; another is
+    listed from etcd when the API reads it (`network inspect`), then watched a while."""
+    name = f"scp{secrets.token_hex(2)}"
+    lab.ov("net-1", "network", "create", name)
+    lab.ov("net-1", "run", "-d", "--net", name, "--name", "only1", "sleep", "1000")
+    try:
+        before = in_scope(lab, "net-2")
+        assert in_scope(lab, "net-1") >= 2                 # `net` and this one
+        seen = json.loads(lab.out("net-2", "network", "inspect", name))[0]["containers"]
+        assert [(c["name"], c["host"]) for c in seen] == [("only1", "net-1")]
+        assert in_scope(lab, "net-2") == before + 1
+        lab.ov("net-1", "run", "-d", "--net", name, "--name", "only2", "sleep", "1000")
+        names = lambda: sorted(c["name"] for c in json.loads(         # noqa: E731
+            lab.out("net-2", "network", "inspect", name))[0]["containers"])
+        assert wait_until(lambda: names() == ["only1", "only2"], timeout=10)
+    finally:
+        lab.ov("net-1", "rm", "-f", "only1", "only2", check=False)
+        lab.ov("net-1", "network", "rm", name, check=False)
+
+
 def test_metrics_parse_and_move_when_containers_come_and_go_elsewhere(lab, net):
     m = samples(lab, "net-1")
     assert m["overnet_cluster_num_hosts"][(("state", "alive"),)] == 2
