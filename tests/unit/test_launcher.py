@@ -35,7 +35,9 @@ def test_the_front_with_the_python_launcher_beside_it(tmp_path) -> None:
         assert f.read(4) == b"\x7fELF"              # gcc is in scripts/setup.sh
     with open(tmp_path / launcher.FALLBACK) as f:
         assert f.readline() == f"#!{sys.executable} -IS\n"
-    for path in (exe, tmp_path / launcher.FALLBACK):
+    with open(tmp_path / launcher.REAPER, "rb") as f:
+        assert f.read(4) == b"\x7fELF"              # runtime/supervise.py execs it
+    for path in (exe, tmp_path / launcher.FALLBACK, tmp_path / launcher.REAPER):
         assert os.stat(path).st_mode & 0o777 == 0o755
     check_commands(exe, tmp_path)
 

@@ -9,7 +9,9 @@ dependencies live in site-packages).
 In front of it, when a C compiler is there, goes the compiled front (cfront/overnet.c): it has
 the agent run `overnet run -d` and `overnet ps` (api/cliroute.py) without starting Python at
 all, and execs the Python launcher, written beside it as `overnet-py`, for everything else.
-Without a compiler, `overnet` is the Python launcher itself.
+Without a compiler, `overnet` is the Python launcher itself. Beside them goes the compiled
+container reaper (cfront/reaper.c, `overnet-reaper`: runtime/supervise.py execs it, else the
+Python one).
 
     python -m overnet.cli.launcher PATH     # (re)write PATH, e.g. .venv/bin/overnet
 """
@@ -25,7 +27,9 @@ from ..fsutil import package_root, write_atomic
 
 MARK = "overnet's lean launcher"
 FALLBACK = "overnet-py"       # the name the front execs (cfront/overnet.c: FALLBACK)
+REAPER = "overnet-reaper"     # beside the interpreter: what runtime/supervise.py execs
 FRONT_SOURCE = os.path.join(cfront.HERE, "overnet.c")
+REAPER_SOURCE = os.path.join(cfront.HERE, "reaper.c")
 
 
 def script(python: str, root: str) -> str:
@@ -36,14 +40,17 @@ def script(python: str, root: str) -> str:
 
 
 def install(path: str) -> str:
-    """Write the front at `path` and the Python launcher beside it; returns why the front
-    could not be compiled ("" when it was)."""
+    """Write the front at `path`, the Python launcher and the reaper beside it; returns why
+    the C parts could not be compiled ("" when they were)."""
+    here = os.path.dirname(os.path.abspath(path))
     python = script(sys.executable, package_root())
-    write_atomic(os.path.join(os.path.dirname(os.path.abspath(path)), FALLBACK), python,
-                 0o755)
+    write_atomic(os.path.join(here, FALLBACK), python, 0o755)
     with tempfile.TemporaryDirectory(prefix="overnet-front-") as work:
         front, why = cfront.compile_c(FRONT_SOURCE, os.path.join(work, "overnet"))
+        reaper, _ = cfront.compile_c(REAPER_SOURCE, os.path.join(work, "reaper"))
     write_atomic(path, front if front is not None else python, 0o755)
+    if reaper is not None:
+        write_atomic(os.path.join(here, REAPER), reaper, 0o755)
     return why
 
 
