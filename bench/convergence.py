@@ -63,7 +63,8 @@ class Side:
             return None
         if r.get("name_ip") not in (None, ip):
             r["name"] = None          # a look-up that found another address does not count
-        out = {"run": t_return - t_issue}
+        out = {"run": t_return - t_issue, "expected": ip,
+               "answer": r.get("name_ip") or "no answer"}
         for what in ("ping", "name"):
             t = r.get(what)
             out[f"{what}_e2e"] = None if t is None else t - t_issue
@@ -171,7 +172,9 @@ def run(ctx: Context, res: Results) -> None:
                 ctx.progress(BENCH, f"trial {i + 1}/{cfg.conv_trials} {s.key:<7} " + (
                     "address mispredicted" if r is None else
                     f"run {r['run'] * 1e3:6.1f} ms, ping {_ms(r['ping_e2e'])} ms, "
-                    f"name {_ms(r['name_e2e'])} ms end to end"))
+                    f"name {_ms(r['name_e2e'])} ms end to end" + (
+                        "" if r["name_e2e"] is not None else
+                        f" (the name gave {r['answer']}, not {r['expected']})")))
         floors = cli_floor(ctx, sides)
     finally:
         for s in sides:

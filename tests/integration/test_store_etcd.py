@@ -9,6 +9,7 @@ with its own temp dir, stopped by PID whatever happens (see etcd_helper).
 from __future__ import annotations
 
 import asyncio
+import signal
 import contextlib
 import os
 import shutil
@@ -196,6 +197,31 @@ async def test_calls_and_watches_fail_with_store_unavailable_when_etcd_stops(
         own_etcd.start()
         # the same client reconnects by itself
         await contract.eventually(lambda: _answers(store), timeout=10, what="etcd back")
+    finally:
+        await store.close()
+
+
+async def test_a_store_of_one_member_keeps_its_connection_through_a_hang(
+        own_etcd: EtcdProcess) -> None:
+    """etcd stops answering for longer than a call may wait (a storm of starts on a busy
+    machine): the call fails, but the store keeps its one connection and its watch, and both
+    go on once etcd answers again: no new connection for every call and watch at once."""
+    store = EtcdStore(own_etcd.endpoint, call_timeout=0.5)
+    await store.connect()
+    try:
+        member = await store.members.current()
+        async with contextlib.aclosing(store.watch("/hang/", 0)) as watch:
+            pending = asyncio.create_task(collect(watch, 1, timeout=30))
+            await asyncio.sleep(0.2)
+            os.kill(own_etcd.proc.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable):
+                    await store.get("/hang/k")
+            finally:
+                os.kill(own_etcd.proc.pid, signal.SIGCONT)
+            await store.put("/hang/k", b"v")
+            assert [e.key for e in await pending] == ["/hang/k"]
+        assert await store.members.current() is member and store.failovers == 0
     finally:
         await store.close()
 
