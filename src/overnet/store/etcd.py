@@ -103,7 +103,8 @@ class EtcdStore(Store):
     connect() asks every member at once and uses the first that answers; calls stay on it
     until it fails, then move to another member (see the module's doc). Calls made before
     connect() connect first. Each attempt has `call_timeout`; a call that fails over is
-    retried until `failover_timeout` (default call_timeout + 1) after it began.
+    retried until `failover_timeout` (default call_timeout + 1) after it began. With one
+    member there is nowhere to fail over to: a failed call raises, and the connection stays.
     """
 
     def __init__(self, endpoints: str | Sequence[str], *, call_timeout: float = 3.0,
@@ -175,7 +176,7 @@ class EtcdStore(Store):
                     if not isinstance(err, StoreUnavailable):
                         raise err from e
                     self._drop(member, err)
-                    if time.monotonic() >= deadline:
+                    if not self.members.can_fail_over or time.monotonic() >= deadline:
                         raise err from e
 
     async def _attempt(self, fn: Callable[[aetcd.Client], Awaitable[T]], member: Member) -> T:

@@ -146,6 +146,11 @@ class Members:
                 self._current = await self._dial()
             return self._current
 
+    @property
+    def can_fail_over(self) -> bool:
+        """Whether there is another member to move to."""
+        return len(self.endpoints) > 1
+
     def drop(self, member: Member) -> bool:
         """Stop using `member` (it failed). True if it was the one in use.
 
@@ -154,7 +159,7 @@ class Members:
         make every call in flight, and every agent watching, start a new connection at once:
         under a storm of starts, a slow answer then became connections that could not even
         be opened in time (seen once in the 50-host lab: 3 of 1,000 starts failed)."""
-        if len(self.endpoints) == 1:
+        if not self.can_fail_over:
             return False
         was_current = self._current is member
         if was_current:
