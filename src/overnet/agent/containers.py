@@ -84,8 +84,7 @@ class ContainerService:
         links = [_parse_link(s) for s in req.get("links") or []]
         cid = secrets.token_hex(32)
         if not name:     # a name no other container of its network has
-            if self.networks.driver(net).publishes:
-                await self.view.mirror.need(net.id)
+            await self.networks.in_scope(net)
             name = names.generate_name({c.name for c in self.containers.values()} |
                                        {e.name for e in self.view.endpoints(net.id)})
         c = Container(id=cid, name=name, cmd=list(req.get("cmd") or ["/bin/sh"]),

@@ -321,9 +321,9 @@ class Agent:
         return None
 
     async def in_scope(self, *nets) -> None:
-        """Bring cluster-wide networks' records into the mirror before a read of them that
-        is not for this host's own containers (the API's, `doctor`'s)."""
-        await self.mirror.need(*(n.id for n in nets if self.networks.driver(n).publishes))
+        """Before a read of networks' records that is not for this host's own containers
+        (the API's, `doctor`'s): see NetworkService.in_scope."""
+        await self.networks.in_scope(*nets)
 
     def _keeps(self, net_id: str) -> bool:
         """Whether a network stays in the mirror's scope: this host has an endpoint on it."""

@@ -87,6 +87,11 @@ class NetworkService:
     def driver(self, net: NetworkRecord) -> Driver:
         return self.drivers[net.driver]
 
+    async def in_scope(self, *nets: NetworkRecord) -> None:
+        """Bring cluster-wide networks' records into the mirror's scope (listed, then
+        watched a while), for a read of networks this host may have no container on."""
+        await self.view.mirror.need(*(n.id for n in nets if self.driver(n).publishes))
+
     def is_builtin(self, net: NetworkRecord) -> bool:
         return any(n.id == net.id for n in self.builtin)
 
@@ -175,7 +180,7 @@ class NetworkService:
         net = self.find(ref)
         if self.is_builtin(net):
             raise Invalid(f"network {net.name} is built in and cannot be removed")
-        await self.view.mirror.need(net.id)
+        await self.in_scope(net)
         attached = self.view.endpoints(net.id)
         if attached:
             where = sorted({ep.host for ep in attached})
