@@ -19,7 +19,7 @@ import time
 
 from . import http as web
 from .client import ApiError
-from .cniroute import LocalApi, OnError
+from .local import LocalApi, OnError
 
 log = logging.getLogger(__name__)
 

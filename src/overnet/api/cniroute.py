@@ -7,7 +7,7 @@ plugin logic is the Python plugin's own (cni/main.py, cni/plugin.py), run here:
 - ADD on the event loop, its attach through the agent's own POST /endpoints route called
   in-process (the same validation and answer, no socket, no second HTTP parse);
 - the rarer verbs (DEL, CHECK, GC, STATUS) in a worker thread, their requests to the agent
-  answered in-process on the loop (`LoopClient`).
+  answered in-process on the loop (`local.LoopClient`).
 
 Request body: the CNI_* variables as "NAME=value\\0" each, an empty one ("\\0") to end them,
 then the network config as the runtime gave it. Answer (200): "0\\n" or "1\\n", the plugin's
@@ -17,23 +17,19 @@ exit status, then what goes to its stdout: the result or the spec's error JSON.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
-from urllib.parse import parse_qsl
 
 from ..cni import main as plugin_main
 from ..cni import pending, plugin
 from ..cni.config import OvernetConf
 from ..cni.spec import INVALID_ENVIRONMENT, LATEST, CniError
 from . import http as web
-from . import wire
-from .client import ApiError, Client, answer
+from .client import ApiError
+from .local import LocalApi, OnError
 
 # The variables the shim passes on (what parse_env reads).
 CNI_VARIABLES = frozenset(("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME",
                            "CNI_ARGS", "CNI_PATH"))
 
-OnError = Callable[[web.Request, Exception], web.Response]
 
 
 def encode_call(environ: dict[str, str], conf: bytes) -> bytes:
@@ -70,46 +66,6 @@ def _show(raw: bytes) -> str:
 
 def encode_answer(status: int, text: str) -> bytes:
     return f"{status}\n{text}".encode()
-
-
-class LocalApi:
-    """The agent's own routes, called in-process (no socket, no HTTP parse)."""
-
-    def __init__(self, routes: web.RouteTableDef, on_error: OnError) -> None:
-        self.routes = routes
-        self.on_error = on_error
-
-    async def exchange(self, method: str, target: str, payload: bytes | None
-                       ) -> tuple[int, str, bytes]:
-        """What Client.exchange returns for the same request over the socket."""
-        path, _, query = target.partition("?")
-        request = web.Request(method, path, dict(parse_qsl(query)), payload or b"")
-        response = await web.dispatch(self.routes, self.on_error, request)
-        return response.status, web.REASONS.get(response.status, ""), response.body
-
-    async def call(self, method: str, target: str, body: Any = None) -> Any:
-        payload = wire.dumps(body).encode() if body is not None else None
-        return answer(*await self.exchange(method, target, payload))
-
-    def client(self) -> Client:
-        return LoopClient(self, asyncio.get_running_loop())
-
-
-class LoopClient(Client):
-    """A Client for plugin code running in a worker thread: each request is answered by the
-    agent's routes on its event loop."""
-
-    def __init__(self, local: LocalApi, loop: asyncio.AbstractEventLoop) -> None:
-        self.path = "(in-process)"
-        self.timeout = 0.0
-        self.local = local
-        self.loop = loop
-
-    def exchange(self, method: str, target: str, payload: bytes | None
-                 ) -> tuple[int, str, bytes]:
-        future = asyncio.run_coroutine_threadsafe(
-            self.local.exchange(method, target, payload), self.loop)
-        return future.result()
 
 
 async def handle(local: LocalApi, body: bytes) -> tuple[int, str]:
