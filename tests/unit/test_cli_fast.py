@@ -25,7 +25,6 @@ from overnet.api import cliroute
 from overnet.api.client import answer
 from overnet.api.wire import read_message
 from overnet.cli import fast, launcher
-from overnet.fsutil import package_root
 
 NOW = time.time()
 CONTAINERS = [

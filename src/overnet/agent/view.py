@@ -8,7 +8,6 @@ unique in it (first writer wins). What is not admitted is never programmed anywh
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any, TypeVar
 
