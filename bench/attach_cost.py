@@ -1,4 +1,4 @@
-"""Cost of one Kernel.attach / re-attach / detach, in a throwaway two-host lab.
+"""Cost of one Kernel.attach_macvlan / re-attach / detach, in a throwaway one-host lab.
 
     sudo .venv/bin/python -m bench.attach_cost [--n 50] [--rounds 3]
 
@@ -65,14 +65,20 @@ def round_(n: int, rnd: int) -> None:
             k.ensure_overlay(net, VNI, GW, MTU, host.underlay_ip)
             cs = [lab.container(f"c{i}") for i in range(n + 1)]
 
+            def mac(i: int) -> str:
+                return f"02:42:0a:00:{i // 256:02x}:{i % 256:02x}"
+
             def attach(i: int) -> None:
-                k.attach(net, cs[i], f"vb{i:06x}", f"10.0.{1 + i // 250}.{1 + i % 250}/16",
-                         f"02:42:0a:00:{i // 256:02x}:{i % 256:02x}", MTU, gateway="10.0.0.1")
+                k.attach_macvlan(net, cs[i], f"10.0.{1 + i // 250}.{1 + i % 250}/16", mac(i),
+                                 MTU, gateway="10.0.0.1")
+
+            def detach(i: int) -> None:
+                k.detach_macvlan(cs[i], "eth0", mac(i))
             attach_ms = _timed(n, attach)
             reattach_ms = _timed(n, attach)
-            detach_ms = _timed(n, lambda i: k.detach(net, f"vb{i:06x}"))
+            detach_ms = _timed(n, detach)
             counts = []
-            for step in (attach, attach, lambda i: k.detach(net, f"vb{i:06x}")):
+            for step in (attach, attach, detach):
                 with _Counter() as c:
                     step(n)
                 counts.append(c.count)

@@ -1,7 +1,7 @@
 """3. Network set-up time: how long a new container's network takes.
 
 overnet, per container (N of them, one after another, on host net-1 of a 2-host lab):
-  - agent side: Agent._connect (namespace, address, store records, veth, routes, peers and
+  - agent side: Agent._connect (namespace, address, store records, interface, routes, peers and
     hosts files), timed inside the agent and returned as NetworkSetupSeconds;
   - end to end: the wall time of `overnet run -d`.
 Interleaved with it, on the same host: the reference CNI `bridge` plugin with `host-local` IPAM,
@@ -100,7 +100,7 @@ def overnet_vs_cni(ctx: Context, res: Results, lab: BenchLab) -> None:
     res.add_figure("setup.overnet.agent", BENCH, "overnet agent-side network set-up "
                    "(Agent._connect)", "ms", agent)
     res.add_figure("setup.overnet.attach", BENCH, "of which the endpoint's attach (address, "
-                   "veth, routes, peers, records: what a CNI ADD does)", "ms", attach)
+                   "interface, routes, peers, records: what a CNI ADD does)", "ms", attach)
     res.add_figure("setup.cni.add", BENCH, "CNI bridge + host-local ADD", "ms", add)
     res.add_figure("setup.cni.netns", BENCH, "runtime's `ip netns add` before CNI ADD", "ms",
                    netns_t)

@@ -214,7 +214,10 @@ def test_doctor_names_a_changed_mtu(lab, net):
         r = doctor(lab, "net-1")
         assert r.returncode == 1 and f"✘ network {net}: vxlan0: mtu 1400" in r.stdout, r.stdout
     finally:
-        lab.sh("net-1", "nsenter", f"--net={ns}", "ip", "link", "set", "vxlan0", "mtu", "1450")
+        # the kernel took vxlan0's macvlans down with it (gw0 and c's eth0): all three go back
+        key = lab.inspect("net-1", "c")["NetworkSettings"]["SandboxKey"]
+        for where, dev in ((ns, "vxlan0"), (ns, "gw0"), (key, "eth0")):
+            lab.sh("net-1", "nsenter", f"--net={where}", "ip", "link", "set", dev, "mtu", "1450")
 
 
 def test_doctor_names_udp_4789_dropped_on_the_underlay(lab, net):

@@ -47,10 +47,12 @@ def test_cross_host_ping_and_vxlan_device(lab2):
         assert int(vx.group(2)) == 1450 and int(vx.group(3)) == net["vni"] >= 256
         assert "dstport 4789" in vx.group(4) and "nolearning" in vx.group(4)
         assert "local " + lab2.host("net-1").address in vx.group(4)
-        assert re.search(r"br0: .*mtu 1450", links)
+        assert re.search(r"gw0@vxlan0: .*mtu 1450", links)     # the gateway's macvlan
+        assert len(re.findall(r"^\d+: ", links, re.M)) == 3      # lo, vxlan0, gw0: nothing else
         key = lab2.inspect("net-1", a)["NetworkSettings"]["SandboxKey"]
-        eth0 = lab2.sh("net-1", "nsenter", f"--net={key}", "ip", "link", "show", "eth0").stdout
-        assert "mtu 1450" in eth0
+        eth0 = lab2.sh("net-1", "nsenter", f"--net={key}", "ip", "-d", "link", "show",
+                       "eth0").stdout
+        assert "mtu 1450" in eth0 and "macvlan mode bridge" in eth0
         # remote peers are static: a permanent FDB entry and neighbour entry, nothing learned
         fdb = lab2.sh("net-1", "nsenter", f"--net={net['namespace']}", "bridge", "fdb", "show",
                       "dev", vx.group(1).split("@")[0]).stdout

@@ -39,6 +39,13 @@ def _containers(lab: LabForTests, host: str) -> list[dict]:
     return lab.client(host).get("/containers", all="1")
 
 
+def container_link(lab: LabForTests, host: str, cid: str, ifname: str = "eth0") -> str:
+    """`ip -d link show` of a container's interface ("" if it has none)."""
+    netns_dir = os.path.join(lab.host(host).run_dir, "overnet", "netns")
+    return lab.sh(host, "nsenter", f"--net={os.path.join(netns_dir, cid[:12])}", "ip", "-o",
+                  "-d", "link", "show", ifname).stdout
+
+
 def census(lab: LabForTests) -> list[str]:
     """Everything left behind or out of step, as lines; [] when the lab is clean."""
     problems: list[str] = []
@@ -83,19 +90,23 @@ def _host_census(lab: LabForTests, host: str, endpoints: dict, blocks: dict) -> 
     for name in files - wanted:
         for pid in pids_in_netns(os.path.join(netns_dir, name)):
             problems.append(f"{host}: process {pid} runs in unowned namespace {name}")
-    # veths: in each network namespace exactly one per local endpoint of that network
+    # devices: each network namespace holds its vxlan0 and gw0, nothing else; each running
+    # container's interface on an overlay network is a macvlan with its endpoint's MAC
     for net12 in {v["network"][:12] for v in mine.values()}:
-        path = os.path.join(netns_dir, net12)
-        links = lab.sh(host, "nsenter", f"--net={path}", "ip", "-o", "link", "show",
-                       "type", "veth").stdout
-        have = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
-        want = {c["NetworkSettings"]["Networks"][n]["host_ifname"] for c in running
-                for n in c["NetworkSettings"]["Networks"]
-                if c["NetworkSettings"]["Networks"][n]["network"][:12] == net12}
-        for extra in sorted(have - want):
-            problems.append(f"{host}: veth {extra} in network {net12} belongs to nothing")
-        for missing in sorted(want - have):
-            problems.append(f"{host}: veth {missing} of a running container is gone")
+        out = lab.sh(host, "nsenter", f"--net={os.path.join(netns_dir, net12)}", "ip", "-o",
+                     "link", "show").stdout
+        have = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+        for extra in sorted(have - {"lo", "vxlan0", "gw0"}):
+            problems.append(f"{host}: device {extra} in network {net12} belongs to nothing")
+        for missing in sorted({"vxlan0", "gw0"} - have):
+            problems.append(f"{host}: {missing} of network {net12} is gone")
+    for c in running:
+        for name, n in c["NetworkSettings"]["Networks"].items():
+            if n["driver"] == "overlay" and n["mac"]:
+                eth0 = container_link(lab, host, c["Id"])
+                if "macvlan" not in eth0 or n["mac"] not in eth0:
+                    problems.append(f"{host}: container {c['Id'][:12]} has no macvlan with "
+                                    f"{n['mac']} on network {name}: {eth0.strip()!r}")
     problems += _peer_census(lab, host, endpoints, netns_dir, mine)
     problems += _block_census(host, mine, blocks)
     return problems

@@ -8,12 +8,13 @@ import time
 import pytest
 
 from tests.labfixture import wait_until
-from tests.reliability.census import census
+from tests.reliability.census import census, container_link
 from tests.reliability.conftest import agent_alive, arm_crash
 
-# The points of a start, in order (agent/containers.py, agent/endpoints.py, dataplane/veth.py)
+# The points of a start, in order (agent/containers.py, agent/endpoints.py,
+# dataplane/macvlan.py)
 START_POINTS = ["create:journalled", "create:netns", "attach:reserved", "publish:before-txn",
-                "publish:after-txn", "veth:created", "attach:kernel", "attach:both",
+                "publish:after-txn", "macvlan:created", "attach:kernel", "attach:both",
                 "create:files", "create:spawned"]
 AGENT_ARGS = ["--resync-every", "1"]
 
@@ -27,8 +28,7 @@ def healthy(lab):
     ip_b = lab.inspect("net-2", b)["NetworkSettings"]["IPAddress"]
     assert wait_until(lambda: lab.ping("net-2", b, ip_a, count=1), timeout=5)
     return {"a": a, "b": b, "ip_a": ip_a, "ip_b": ip_b,
-            "veth": lab.inspect("net-1", a)["NetworkSettings"]["Networks"]["multihost"]
-            ["host_ifname"]}
+            "eth0": container_link(lab, "net-1", a).split(":")[0]}
 
 
 def _after_restart(lab, healthy) -> None:
@@ -37,8 +37,8 @@ def _after_restart(lab, healthy) -> None:
     assert problems is True or problems == [], problems
     assert lab.ping("net-1", healthy["a"], healthy["ip_b"], count=1)
     assert lab.ping("net-2", healthy["b"], healthy["ip_a"], count=1)
-    veth = lab.inspect("net-1", healthy["a"])["NetworkSettings"]["Networks"]["multihost"]
-    assert veth["host_ifname"] == healthy["veth"]
+    # the very same interface (its ifindex), not one made again
+    assert container_link(lab, "net-1", healthy["a"]).split(":")[0] == healthy["eth0"]
 
 
 @pytest.mark.parametrize("point", START_POINTS)

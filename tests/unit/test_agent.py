@@ -216,7 +216,7 @@ async def test_service_names_are_unique_per_network(cluster):
 async def test_a_failed_kernel_attach_leaves_nothing(cluster):
     (h1,) = await cluster.hosts(1)
     await h1.networks.create("web")
-    h1.dp.fail_next("attach")
+    h1.dp.fail_next("attach_macvlan")
     with pytest.raises(Exception, match="injected failure"):
         await attach(h1, "web", "a")
     await cluster.synced()
@@ -457,6 +457,43 @@ async def test_resync_restores_what_the_kernel_lost(cluster):
     await h1.reconciler.run_now("net:" + net.id, verify=True)
     assert vxlan_peers(h1, "web") == {b.ip: b.mac}
     assert await h1.endpoints.check("a", "eth0") == []
+
+
+async def test_resync_puts_right_the_devices_that_drifted(cluster):
+    """vxlan0's MTU lowered (the kernel lowers its macvlans with it: gw0, the containers'),
+    a container's interface downed: the next verifying pass restores all of it."""
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    a = await attach(h1, "web", "a")
+    net = h1.networks.find("web")
+    path = h1.networks.driver(net).namespace(net)
+    for ns, dev in ((path, "vxlan0"), (path, "gw0"), (a.netns, "eth0")):
+        h1.dp.link(ns, dev).mtu = 1400
+    h1.dp.link(a.netns, "eth0").up = False
+    assert await h1.endpoints.check("a", "eth0") != []
+    await h1.reconcile_network("net:" + net.id, False)       # an event's pass trusts its cache
+    assert h1.dp.link(a.netns, "eth0").mtu == 1400
+    await h1.reconciler.run_now("net:" + net.id, verify=True)
+    assert [h1.dp.link(ns, dev).mtu for ns, dev in
+            ((path, "vxlan0"), (path, "gw0"), (a.netns, "eth0"))] == [1450] * 3
+    assert h1.dp.link(a.netns, "eth0").up
+    assert await h1.endpoints.check("a", "eth0") == []
+
+
+async def test_the_repairing_pass_does_not_wait_for_a_busy_endpoint(cluster):
+    """An attach or a detach holds its endpoint's lock while it waits for the network's pass;
+    a verifying pass that waited for that lock would never end (seen with the store paused:
+    a start hung, not failed)."""
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    a = await attach(h1, "web", "a")
+    net = h1.networks.find("web")
+    h1.dp.link(a.netns, "eth0").mtu = 1400
+    async with h1.endpoints._lock(("a", "eth0")):      # an attach or detach at work
+        await asyncio.wait_for(h1.reconciler.run_now("net:" + net.id, verify=True), 5)
+        assert h1.dp.link(a.netns, "eth0").mtu == 1400  # left to that work (or the next pass)
+    await h1.reconciler.run_now("net:" + net.id, verify=True)
+    assert h1.dp.link(a.netns, "eth0").mtu == 1450
 
 
 async def test_check_names_what_differs(cluster):

@@ -56,6 +56,7 @@ class Host:
         self.dockerd = dockerd or FakeDockerd()
         self.plugin = DockerPlugin(agent)
         self.plugin.bindings.docker = self.dockerd
+        self.sandboxes: dict[str, tuple[str, str]] = {}   # endpoint -> (sandbox, SrcName)
 
     async def call(self, method: str, body: dict | None = None) -> dict:
         answer = await self.plugin.call(method, body)
@@ -103,6 +104,7 @@ class Host:
             "NetworkID": net_id, "EndpointID": ep_id, "SandboxKey": sandbox, "Options": {}})
         src = joined["InterfaceName"]["SrcName"]
         self.agent.dp.move_link(None, src, sandbox, "eth0")
+        self.sandboxes[ep_id] = (sandbox, src)
         eth0 = self.agent.dp.link(sandbox, "eth0")
         eth0.addresses, eth0.up = [addr["Address"]], True
         await self.ok("NetworkDriver.ProgramExternalConnectivity", {
@@ -115,6 +117,8 @@ class Host:
         """`docker rm -f`: revoke, leave (Docker moves the device back), delete, release."""
         ids = {"NetworkID": net_id, "EndpointID": ep_id}
         await self.ok("NetworkDriver.RevokeExternalConnectivity", ids)
+        sandbox, src = self.sandboxes.pop(ep_id)
+        self.agent.dp.move_link(sandbox, "eth0", None, src)
         await self.ok("NetworkDriver.Leave", ids)
         await self.ok("NetworkDriver.DeleteEndpoint", ids)
         await self.ok("IpamDriver.ReleaseAddress", {"PoolID": pool_id,
@@ -245,14 +249,13 @@ async def test_containers_on_two_hosts_get_distinct_addresses_and_see_each_other
     joined = r1["joined"]
     assert joined["InterfaceName"] == {"SrcName": handover_name(e1), "DstPrefix": "eth"}
     assert joined["Gateway"] == web.gateway and joined["StaticRoutes"] == []
-    # The overlay side is a port of br0 in the network's namespace; the container side was
-    # handed over with its MAC and the overlay MTU, and is now the sandbox's eth0.
+    # A macvlan of the network's vxlan0 was handed over with its MAC and the overlay MTU, and
+    # is now the sandbox's eth0.
     ep = h1.agent.endpoints.find(e1)
     ns = h1.agent.networks.driver(web).namespace(web)
-    host_end = h1.agent.dp.link(ns, ep.host_ifname)
-    assert host_end.master == "br0" and host_end.up
     eth0 = h1.agent.dp.link(r1["sandbox"], "eth0")
     assert eth0.mac == mac1 and eth0.mtu == ep.mtu == 1450
+    assert eth0.kind == "macvlan" and eth0.lower == (ns, "vxlan0")
     # Every host sees the record (runtime docker, named after the endpoint) and programs it.
     await cluster.synced()
     recs = {r.ip: r for r in h2.agent.view.endpoints(web.id)}
@@ -268,6 +271,7 @@ async def test_containers_on_two_hosts_get_distinct_addresses_and_see_each_other
     assert h1.agent.endpoints.find(e1) is None
     assert ns not in h1.agent.dp.namespaces     # its last endpoint here: the namespace went
     assert "eth0" not in h1.agent.dp.namespaces[r1["sandbox"]].links
+    assert handover_name(e1) not in h1.agent.dp.namespaces[None].links
     assert ip1 not in {r.ip for r in h2.agent.view.endpoints(web.id)}
     assert not h1.agent.endpoints.held
     await h1.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": d1, "EndpointID": e1})
@@ -331,7 +335,9 @@ async def test_an_agent_restart_keeps_docker_endpoints(cluster):
     d, p = await h.network_create("web", opts={"overnet.network": "web"})
     e, r = await h.run(d, p["PoolID"])
     await cluster.crash("h1")
+    old = h
     h = Host(await cluster.start("h1"), h.dockerd)   # a new agent and plugin, same kernel
+    h.sandboxes = old.sandboxes                      # (and the same containers)
     ep = h.agent.endpoints.find(e)
     assert ep is not None and ep.ip == r["address"].split("/")[0]
     assert await h.agent.endpoints.check(e) == []

@@ -12,13 +12,14 @@ from overnet.dataplane.api import Dataplane, DataplaneError
 from overnet.dataplane.fake import FakeDataplane
 
 NET, C = "/run/test/net1", "/run/test/c1"
+MAC1, MAC2 = "02:42:0a:00:00:02", "02:42:0a:00:00:03"
 
 
 async def plugged() -> FakeDataplane:
     dp = FakeDataplane(underlay="192.168.1.10/24")
     await dp.ensure_overlay(NET, 7, "10.0.0.1/24", 1450, "192.168.1.10")
     await dp.create_netns(C)
-    await dp.attach(NET, C, "veth1", "10.0.0.2/24", "02:42:0a:00:00:02", 1450)
+    await dp.attach_macvlan(NET, C, "10.0.0.2/24", MAC1, 1450)
     return dp
 
 
@@ -26,38 +27,37 @@ async def test_is_a_dataplane_and_needs_no_root() -> None:
     dp = await plugged()
     assert isinstance(dp, Dataplane)
     assert dp.link(C, "eth0").addresses == ["10.0.0.2/24"]
-    assert dp.link(NET, "veth1").peer == (C, "eth0")
+    assert dp.link(C, "eth0").lower == (NET, "vxlan0")
 
 
 async def test_fail_next_before_leaves_no_effect() -> None:
     dp = await plugged()
-    dp.fail_next("attach")
-    with pytest.raises(DataplaneError, match="injected failure in attach"):
-        await dp.attach(NET, C, "veth2", "10.0.0.3/24", "02:42:0a:00:00:03", 1450,
-                        ifname="eth1")
-    assert await dp.link_info(NET, "veth2") is None
+    dp.fail_next("attach_macvlan")
+    with pytest.raises(DataplaneError, match="injected failure in attach_macvlan"):
+        await dp.attach_macvlan(NET, C, "10.0.0.3/24", MAC2, 1450, ifname="eth1")
+    assert await dp.link_info(C, "eth1") is None
     # Only the next call fails.
-    await dp.attach(NET, C, "veth2", "10.0.0.3/24", "02:42:0a:00:00:03", 1450, ifname="eth1")
+    await dp.attach_macvlan(NET, C, "10.0.0.3/24", MAC2, 1450, ifname="eth1")
     assert await dp.link_info(C, "eth1") is not None
 
 
 async def test_fail_next_after_applies_then_raises() -> None:
     dp = await plugged()
-    dp.fail_next("detach", OSError("crash"), after=True, times=2)
+    dp.fail_next("detach_macvlan", OSError("crash"), after=True, times=2)
     for _ in range(2):
         with pytest.raises(OSError, match="crash"):
-            await dp.detach(NET, "veth1")
-    assert await dp.link_info(NET, "veth1") is None and await dp.link_info(C, "eth0") is None
-    await dp.detach(NET, "veth1")
-    assert dp.count("detach") == 3
+            await dp.detach_macvlan(C, "eth0", MAC1)
+    assert await dp.link_info(C, "eth0") is None
+    await dp.detach_macvlan(C, "eth0", MAC1)
+    assert dp.count("detach_macvlan") == 3
     with pytest.raises(ValueError, match="'link'"):
         dp.fail_next("link")  # a test handle, not an operation
 
 
 async def test_calls_are_logged() -> None:
     dp = await plugged()
-    assert [c.method for c in dp.calls] == ["ensure_overlay", "create_netns", "attach"]
-    assert dp.calls[-1].args[:3] == (NET, C, "veth1")
+    assert [c.method for c in dp.calls] == ["ensure_overlay", "create_netns", "attach_macvlan"]
+    assert dp.calls[-1].args[:3] == (NET, C, "10.0.0.2/24")
 
 
 async def test_corrupting_state() -> None:
@@ -74,11 +74,12 @@ async def test_corrupting_state() -> None:
     await dp.ensure_overlay(NET, 7, "10.0.0.1/24", 1450, "192.168.1.10")
     assert (await dp.vxlan_info(NET))["mtu"] == 1450  # converged back
 
-    dp.drop_link(C, "eth0")  # the other end goes with it, as in the kernel
-    assert await dp.link_info(NET, "veth1") is None
-    await dp.attach(NET, C, "veth1", "10.0.0.2/24", "02:42:0a:00:00:02", 1450)
+    dp.drop_link(NET, "vxlan0")  # its macvlans go with it, wherever they are, as in the kernel
+    assert await dp.link_info(C, "eth0") is None and await dp.link_info(NET, "gw0") is None
+    await dp.ensure_overlay(NET, 7, "10.0.0.1/24", 1450, "192.168.1.10")
+    await dp.attach_macvlan(NET, C, "10.0.0.2/24", MAC1, 1450)
     dp.drop_netns(C)
-    assert not await dp.is_netns(C) and await dp.link_info(NET, "veth1") is None
+    assert not await dp.is_netns(C) and await dp.link_info(NET, "gw0") is not None
     with pytest.raises(DataplaneError, match=C):
         await dp.links(C)
 
@@ -88,6 +89,5 @@ async def test_name_clash_with_foreign_device() -> None:
     await dp.create_netns("/run/test/c2")
     dp.add_device("/run/test/c2", "eth0", kind="dummy")
     with pytest.raises(DataplaneError, match="already has a device named eth0"):
-        await dp.attach(NET, "/run/test/c2", "veth3", "10.0.0.3/24", "02:42:0a:00:00:03", 1450)
-    assert await dp.link_info(NET, "veth3") is None
+        await dp.attach_macvlan(NET, "/run/test/c2", "10.0.0.3/24", MAC2, 1450)
     assert (await dp.link_info("/run/test/c2", "eth0")).kind == "dummy"  # type: ignore[union-attr]

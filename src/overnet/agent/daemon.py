@@ -301,6 +301,8 @@ class Agent:
             peers = self.endpoints.peers(net) if active else set()
             await driver.sync(net, peers, active=local, verify=verify)
             self.observer.peers(net, peers if local else set())
+        if verify and active:
+            await self.endpoints.converge(net)
         if self.dns is not None and active:
             await self.dns.update(net, True)
         if active:

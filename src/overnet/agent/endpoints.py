@@ -203,7 +203,7 @@ class EndpointService(Recovery):
             container_id=req.container_id, ifname=req.ifname, netns=req.netns,
             runtime=req.runtime, name=req.name, aliases=list(req.aliases),
             service=req.service, prefixlen=net.network.prefixlen, gateway=net.gateway,
-            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7], created=time.time(),
+            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7] if driver.host_side else "", created=time.time(),
             handover=req.handover)
         async with self.allocator.lock(net.id):
             ip = await self._allocate(net, driver, req.ip, req.held)
@@ -347,11 +347,12 @@ class EndpointService(Recovery):
     async def _teardown(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
         """Kernel first, then the store (owed if it does not answer), then the journal."""
         driver = self.networks.drivers.get(ep.driver)
-        if driver is not None and ep.host_ifname:
+        if driver is not None:
             try:
                 await driver.detach(net, attachment(ep))
             except Exception as e:   # the namespace may be gone with its devices
-                log.warning("endpoint %s: removing %s: %s", ep.id[:12], ep.host_ifname, e)
+                log.warning("endpoint %s: removing %s: %s", ep.id[:12],
+                            ep.host_ifname or ep.ifname, e)
         crashpoint("detach:kernel")
         for key, value in self._records_of(ep):
             try:
@@ -380,6 +381,25 @@ class EndpointService(Recovery):
                 await self.allocator.release(net, self.used_ips(net.id))
         except StoreError as e:
             log.info("network %s: blocks kept for now (%s)", net.name, e)
+
+    async def converge(self, net: NetworkRecord) -> None:
+        """Attach this host's endpoints on `net` again, which puts right what drifted in the
+        kernel (an interface downed, an MTU lowered under it by its vxlan0's). Not those handed
+        over to a runtime (their device is the runtime's to place), and not those an attach or
+        a detach is busy with: that one waits for the network's pass this runs in, so waiting
+        for it here would wait for ever."""
+        driver = self.networks.driver(net)
+        for ep in self.on_network(net.id):
+            ref = (ep.container_id, ep.ifname)
+            if ep.handover or self._lock(ref).locked():
+                continue
+            async with self._lock(ref):
+                if self.local.get(ref) is not ep or ep.phase != ATTACHED:
+                    continue      # detached or replaced meanwhile
+                try:
+                    await driver.attach(net, attachment(ep))
+                except Exception as e:   # noqa: BLE001  (its namespace may be going away)
+                    log.warning("endpoint %s: repairing %s: %s", ep.id[:12], ep.ifname, e)
 
     async def check(self, container_id: str, ifname: str = "eth0") -> list[str]:
         ep = self.get(container_id, ifname)

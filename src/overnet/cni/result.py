@@ -6,22 +6,26 @@ from .spec import at_least
 
 
 def add_result(endpoint: dict, ifname: str, netns: str, version: str) -> dict:
-    """interfaces: [host-side veth, container side]; one IP on the container side; the agent's
-    routes and DNS. Versions before 1.0.0 tag each IP with its family; 1.1.0 adds the MTU."""
+    """interfaces: [host-side veth, container side], or only the container side where the
+    driver keeps no device on the host's side (an overlay network's macvlan); one IP on the
+    container side; the agent's routes and DNS. Versions before 1.0.0 tag each IP with its
+    family; 1.1.0 adds the MTU."""
     mtu = endpoint.get("mtu")
     with_mtu = at_least(version, "1.1.0") and isinstance(mtu, int) and mtu > 0
-    host: dict = {"name": endpoint["host_ifname"]}
+    host: dict = {"name": endpoint.get("host_ifname") or ""}
     container: dict = {"name": ifname, "mac": endpoint.get("mac", ""), "sandbox": netns}
     if not container["mac"]:
         del container["mac"]
     if with_mtu:
         host["mtu"] = container["mtu"] = mtu
-    ip: dict = {"address": f"{endpoint['ip']}/{endpoint['prefixlen']}", "interface": 1}
+    interfaces = [host, container] if host["name"] else [container]
+    ip: dict = {"address": f"{endpoint['ip']}/{endpoint['prefixlen']}",
+                "interface": len(interfaces) - 1}
     if endpoint.get("gateway"):
         ip["gateway"] = endpoint["gateway"]
     if not at_least(version, "1.0.0"):
         ip["version"] = "6" if ":" in endpoint["ip"] else "4"
-    result = {"cniVersion": version, "interfaces": [host, container], "ips": [ip],
+    result = {"cniVersion": version, "interfaces": interfaces, "ips": [ip],
               "routes": [_route(r) for r in endpoint.get("routes") or []]}
     dns = _dns(endpoint.get("dns") or {})
     if dns:

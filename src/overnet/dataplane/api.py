@@ -104,11 +104,21 @@ class Dataplane(abc.ABC):
         container with ip/mac/mtu, up, lo up, default route via `gateway` if given."""
 
     @abc.abstractmethod
-    async def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
-                              mac: str, mtu: int, bridge: str = BRIDGE) -> None:
-        """A veth pair whose container end the runtime moves itself (Docker): `host_ifname`
-        a port of `bridge` in `net_ns`, up; `peer_ifname` down in the host namespace with
-        `mac` and `mtu`. detach() removes it, wherever the peer has gone since."""
+    async def attach_macvlan(self, net_ns: str, container_ns: str, ip_cidr: str, mac: str,
+                             mtu: int, gateway: str | None = None, ifname: str = "eth0"
+                             ) -> None:
+        """A macvlan of the vxlan0 of overlay namespace `net_ns`: `ifname` in the container
+        with ip/mac/mtu, up, lo up, default route via `gateway` if given (macvlan.py)."""
+
+    @abc.abstractmethod
+    async def attach_handover(self, net_ns: str, peer_ifname: str, mac: str, mtu: int) -> None:
+        """A macvlan of the vxlan0 of `net_ns` whose container end the runtime moves itself
+        (Docker): `peer_ifname` down in the host namespace with `mac` and `mtu`."""
+
+    @abc.abstractmethod
+    async def detach_macvlan(self, ns_path: str | None, ifname: str, mac: str) -> None:
+        """Delete the macvlan `ifname` with `mac` of `ns_path` (None: the host namespace);
+        no error if it, or its namespace, is gone."""
 
     @abc.abstractmethod
     async def detach(self, net_ns: str | None, host_ifname: str) -> None:
@@ -242,23 +252,27 @@ class NetlinkDataplane(Dataplane):
     async def attach(self, net_ns: str | None, container_ns: str, host_ifname: str,
                      ip_cidr: str, mac: str, mtu: int, gateway: str | None = None,
                      bridge: str = BRIDGE, ifname: str = "eth0") -> None:
-        tried = net_ns is not None      # (the host namespace is the kernel thread's home)
-        if tried:
-            self._check_open()
-            outcome = self.fast.attach(net_ns, container_ns, host_ifname, ip_cidr, mac, mtu,
-                                       gateway, bridge, ifname)
-            if outcome is Outcome.DONE:
-                return
-            if outcome is Outcome.LEFT:
-                await self._run(Kernel.detach, net_ns, host_ifname)
-        # what the fast path could not do (a pair to converge, a name taken): not tried twice
         await self._run(Kernel.attach, net_ns, container_ns, host_ifname, ip_cidr, mac, mtu,
-                        gateway, bridge, ifname, not tried)
+                        gateway, bridge, ifname)
 
-    async def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
-                              mac: str, mtu: int, bridge: str = BRIDGE) -> None:
-        await self._run(Kernel.attach_handover, net_ns, host_ifname, peer_ifname, mac, mtu,
-                        bridge)
+    async def attach_macvlan(self, net_ns: str, container_ns: str, ip_cidr: str, mac: str,
+                             mtu: int, gateway: str | None = None, ifname: str = "eth0"
+                             ) -> None:
+        self._check_open()
+        outcome = self.fast.attach(net_ns, container_ns, ip_cidr, mac, mtu, gateway, ifname)
+        if outcome is Outcome.DONE:
+            return
+        if outcome is Outcome.LEFT:
+            await self._run(Kernel.detach_macvlan, container_ns, ifname, mac)
+        # what the fast path could not do (a device to converge, a name taken): not tried twice
+        await self._run(Kernel.attach_macvlan, net_ns, container_ns, ip_cidr, mac, mtu,
+                        gateway, ifname, False)
+
+    async def attach_handover(self, net_ns: str, peer_ifname: str, mac: str, mtu: int) -> None:
+        await self._run(Kernel.attach_handover, net_ns, peer_ifname, mac, mtu)
+
+    async def detach_macvlan(self, ns_path: str | None, ifname: str, mac: str) -> None:
+        await self._run(Kernel.detach_macvlan, ns_path, ifname, mac)
 
     async def detach(self, net_ns: str | None, host_ifname: str) -> None:
         await self._run(Kernel.detach, net_ns, host_ifname)

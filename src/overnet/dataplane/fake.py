@@ -1,7 +1,7 @@
 """An in-memory Dataplane for unit tests of the agent and drivers: no root, no kernel.
 
 It keeps what the kernel would hold (namespaces, devices with mtu/mac/addresses/master/up,
-veth pairs, vxlan FDB and neighbour entries, routes) and answers like NetlinkDataplane does:
+veth pairs, macvlans, vxlan FDB and neighbour entries, routes) and answers like NetlinkDataplane does:
 tests/integration/test_dataplane_contract.py runs the same scenarios against both.
 
 Test handles: `namespaces` (path or None -> FakeNamespace), `link(ns, name)`, `add_device`,
@@ -35,6 +35,7 @@ from overnet.dataplane.fakestate import (
 )
 from overnet.dataplane.model import (
     BRIDGE,
+    GATEWAY,
     VXLAN,
     VXLAN_PORT,
     DataplaneError,
@@ -95,6 +96,7 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
         for link in list(ns.links.values()) if ns else []:
             if link.peer is not None:
                 self._delete(*link.peer)
+            self._drop_uppers((key, link.name))
 
     def remove_fdb(self, ns_path: str | None, mac: str, device: str = VXLAN) -> None:
         self.link(ns_path, device).fdb.pop(mac.lower(), None)
@@ -156,8 +158,9 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
         created = key not in self.namespaces
         self.namespaces.setdefault(key, FakeNamespace.fresh(key))
         try:
-            self._ensure_bridge(ns_path, BRIDGE, gateway_cidr, mtu)
+            self._delete(key, BRIDGE)      # an earlier layout's bridge over vxlan0
             self._ensure_vxlan0(ns_path, vni, mtu, local_ip, port)
+            self._ensure_gateway(ns_path, gateway_cidr, mtu)
         except BaseException:
             if created:
                 self.drop_netns(ns_path)
@@ -181,7 +184,20 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
             check_mtu(mtu, what)
             link = ns.add(VXLAN, "vxlan", mtu, vxlan=want)
         check_mtu(mtu, what)
-        link.master, link.mtu, link.up = BRIDGE, mtu, True
+        link.mtu, link.up = mtu, True
+
+    def _ensure_gateway(self, ns_path: str, gateway_cidr: str, mtu: int) -> None:
+        ns = self.namespaces[ns_key(ns_path)]
+        with bad_input(f"cannot set up {GATEWAY} ({gateway_cidr}) in namespace {ns_path}"):
+            gw = ipaddress.IPv4Interface(gateway_cidr)
+        link = ns.links.get(GATEWAY)
+        if link is not None and (link.kind != "macvlan" or link.lower != (ns.path, VXLAN)):
+            self._delete(ns.path, GATEWAY)
+            link = None
+        if link is None:
+            link = ns.add(GATEWAY, "macvlan", mtu, lower=(ns.path, VXLAN))
+        link.addresses = [f"{gw.ip}/{gw.network.prefixlen}"]
+        link.mtu, link.up = mtu, True
 
     @operation
     def remove_overlay(self, ns_path: str) -> None:
@@ -267,26 +283,65 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
             cns.routes["0.0.0.0/0"] = FakeRoute("0.0.0.0/0", ifname, gateway)
 
     @operation
-    def attach_handover(self, net_ns: str | None, host_ifname: str, peer_ifname: str,
-                        mac: str, mtu: int, bridge: str = BRIDGE) -> None:
-        check_ifname(host_ifname)
+    def attach_macvlan(self, net_ns: str, container_ns: str, ip_cidr: str, mac: str, mtu: int,
+                       gateway: str | None = None, ifname: str = "eth0") -> None:
+        check_ifname(ifname)
+        what = (f"cannot attach {container_ns} ({ifname} {ip_cidr} {mac} mtu {mtu}) to {VXLAN} "
+                f"in namespace {net_ns}")
+        with bad_input(what):
+            addr = ipaddress.IPv4Interface(ip_cidr)
+            check_mac(mac)
+        net, cns = self._ns(net_ns, what), self._ns(container_ns, what)
+        link = cns.links.get(ifname)
+        made = link is None
+        if made:
+            self._add_macvlan(net, cns, ifname, mac, mtu, what)
+        elif not self._ours(link, mac):
+            raise DataplaneError(f"{what}: the container already has a device named {ifname}",
+                                 errno.EEXIST)
+        else:
+            check_mtu(mtu, what)
+            link.mtu = mtu
+        try:
+            self._configure(cns, ifname, addr, gateway, what)
+        except BaseException:
+            if made:  # as the real one: no half-made device left behind
+                self._delete(cns.path, ifname)
+            raise
+
+    def _add_macvlan(self, net: FakeNamespace, into: FakeNamespace, ifname: str, mac: str,
+                     mtu: int, what: str) -> FakeLink:
+        if VXLAN not in net.links:
+            raise DataplaneError(f"{what}: no {VXLAN}", errno.ENODEV)
+        check_mtu(mtu, what)
+        return into.add(ifname, "macvlan", mtu, mac, lower=(net.path, VXLAN))
+
+    @staticmethod
+    def _ours(link: FakeLink, mac: str) -> bool:
+        return link.kind == "macvlan" and link.mac == mac.lower()
+
+    @operation
+    def attach_handover(self, net_ns: str, peer_ifname: str, mac: str, mtu: int) -> None:
         check_ifname(peer_ifname)
-        what = (f"cannot make {peer_ifname} ({mac} mtu {mtu}) for hand-over via {host_ifname} "
-                f"to {bridge} in {'host namespace' if net_ns is None else net_ns}")
+        what = (f"cannot make {peer_ifname} ({mac} mtu {mtu}) for hand-over on {VXLAN} in "
+                f"namespace {net_ns}")
         with bad_input(what):
             check_mac(mac)
         net, home = self._ns(net_ns, what), self._ns(None, what)
-        host, peer = net.links.get(host_ifname), home.links.get(peer_ifname)
-        if host is not None and peer is not None and host.peer == (None, peer_ifname):
-            return
-        if host is not None:
-            self._delete(net.path, host_ifname)
-        if peer_ifname in home.links:
+        link = home.links.get(peer_ifname)
+        if link is not None:
+            if self._ours(link, mac):
+                return
             raise DataplaneError(f"{what}: the host namespace already has a device named "
                                  f"{peer_ifname}", errno.EEXIST)
-        if bridge not in net.links:
-            raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV)
-        self._add_veth(net, home, host_ifname, peer_ifname, mac, mtu, bridge, what)
+        self._add_macvlan(net, home, peer_ifname, mac, mtu, what)
+
+    @operation
+    def detach_macvlan(self, ns_path: str | None, ifname: str, mac: str) -> None:
+        ns = self.namespaces.get(ns_key(ns_path))
+        link = ns.links.get(ifname) if ns else None
+        if link is not None and self._ours(link, mac):
+            self._delete(ns_key(ns_path), ifname)
 
     def move_link(self, src: str | None, name: str, dst: str | None, new_name: str) -> None:
         """Test handle: what a runtime does with a handed-over device (move and rename)."""
@@ -369,6 +424,13 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
                 del ns.routes[dst]
         if link.peer is not None:
             self._delete(*link.peer)
+        self._drop_uppers((key, name))
+
+    def _drop_uppers(self, lower: tuple[NsKey, str]) -> None:
+        """A device's macvlans go with it, wherever they are."""
+        for ns in list(self.namespaces.values()):
+            for upper in [li.name for li in ns.links.values() if li.lower == lower]:
+                self._delete(ns.path, upper)
 
     def _info(self, ns: FakeNamespace, link: FakeLink) -> LinkInfo:
         peer = None

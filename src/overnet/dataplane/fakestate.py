@@ -36,6 +36,7 @@ class FakeLink:
     master: str | None = None
     addresses: list[str] = field(default_factory=list)   # "ip/prefixlen"
     peer: tuple[NsKey, str] | None = None   # veth: (namespace, name) of the other end
+    lower: tuple[NsKey, str] | None = None  # macvlan: (namespace, name) of its lower device
     vxlan: dict[str, Any] | None = None     # vni, port, local, learning, proxy, l2miss, l3miss
     fdb: dict[str, str] = field(default_factory=dict)    # vxlan: mac -> vtep ip
     neigh: dict[str, str] = field(default_factory=dict)  # vxlan: ip -> mac

@@ -1,10 +1,10 @@
-"""A new container's veth pair made from the event loop's own thread.
+"""A new container's macvlan made from the event loop's own thread.
 
 Every other call goes to the kernel thread (worker.py), and costs two thread hand-overs, each
 a wake-up of an idle CPU: ~0.4 ms of a ~1.4 ms attach. The common case, a new container on a
-network whose namespace and bridge exist, needs neither pyroute2 nor anything the kernel
-thread holds: two round trips of hand-packed requests (veth.make_fresh, veth.configure_fresh)
-on sockets of its own. Anything else is the kernel thread's, which converges and explains.
+network whose namespace and vxlan0 exist, needs neither pyroute2 nor anything the kernel
+thread holds: three round trips of hand-packed requests (macvlan.make_fresh,
+veth.configure_fresh) on sockets of its own. Anything else is the kernel thread's, which converges and explains.
 
 Sockets are kept per network namespace, checked against the namespace file on every use: a
 namespace made again under the same path (a network removed and created again) gets a new
@@ -19,15 +19,16 @@ import os
 import socket
 
 from . import netns, rtnl
-from .model import DataplaneError, check_ifname, check_mac
+from .macvlan import delete_fresh, make_fresh
+from .model import VXLAN, DataplaneError, check_ifname, check_mac
 from .plumbing import ns_fd
-from .veth import configure_fresh, make_fresh
+from .veth import configure_fresh
 
 
 class Outcome(enum.Enum):
     DONE = "done"          # attached
     NOTHING = "nothing"    # nothing made: attach the slow way
-    LEFT = "left"          # a pair was made but not configured: delete it, then the slow way
+    LEFT = "left"          # a device was made but not configured: delete it, then the slow way
 
 
 class LoopAttach:
@@ -36,39 +37,42 @@ class LoopAttach:
     def __init__(self) -> None:
         self._nets: dict[str, tuple[tuple[int, int], rtnl.Rtnl, dict[str, int]]] = {}
 
-    def attach(self, net_ns: str, container_ns: str, host_ifname: str, ip_cidr: str, mac: str,
-               mtu: int, gateway: str | None, bridge: str, ifname: str) -> Outcome:
+    def attach(self, net_ns: str, container_ns: str, ip_cidr: str, mac: str, mtu: int,
+               gateway: str | None, ifname: str) -> Outcome:
         try:
-            check_ifname(host_ifname)
             check_ifname(ifname)
             check_mac(mac)
             addr = ipaddress.IPv4Interface(ip_cidr)
-            sock, master = self._net(net_ns, bridge)
+            sock, lower = self._net(net_ns, VXLAN)
         except (OSError, ValueError, DataplaneError):
             return Outcome.NOTHING
-        if master is None:
+        if lower is None:
             return Outcome.NOTHING
-        made = False
+        index = None
         try:
             with ns_fd(container_ns) as cfd:
                 with netns.entered(cfd):
                     craw = rtnl.Rtnl()
                 try:
-                    made, peer = make_fresh(sock, master, cfd, host_ifname, ifname,
-                                            mac.lower(), mtu)
-                    if not made:
-                        self.forget(net_ns)     # perhaps a stale bridge index
+                    index = make_fresh(sock, craw, lower, cfd, ifname, mac.lower(), mtu)
+                    if index is None:
+                        self.forget(net_ns)     # perhaps a stale vxlan0 index
                         return Outcome.NOTHING
-                    configure_fresh(craw, peer, addr, gateway,
-                                    f"configuring {ifname} in {container_ns}")
+                    try:
+                        configure_fresh(craw, index, addr, gateway,
+                                        f"configuring {ifname} in {container_ns}")
+                    except OSError:
+                        delete_fresh(craw, index)
+                        index = None            # nothing left
+                        raise
                 finally:
                     craw.close()
         except (OSError, DataplaneError):   # (DataplaneError: the container's namespace)
-            return Outcome.LEFT if made else Outcome.NOTHING
+            return Outcome.LEFT if index is not None else Outcome.NOTHING
         return Outcome.DONE
 
-    def _net(self, path: str, bridge: str) -> tuple[rtnl.Rtnl, int | None]:
-        """The socket of a network namespace and the ifindex of its `bridge` (None if none)."""
+    def _net(self, path: str, device: str) -> tuple[rtnl.Rtnl, int | None]:
+        """The socket of a network namespace and the ifindex of its `device` (None if none)."""
         st = os.stat(path)
         ident = (st.st_dev, st.st_ino)
         known = self._nets.get(path)
@@ -78,13 +82,13 @@ class LoopAttach:
                 sock = rtnl.Rtnl()
             known = self._nets[path] = (ident, sock, {})
         indexes = known[2]
-        if bridge not in indexes:
+        if device not in indexes:
             try:
                 with netns.entered(path):
-                    indexes[bridge] = socket.if_nametoindex(bridge)
+                    indexes[device] = socket.if_nametoindex(device)
             except OSError:
                 return known[1], None
-        return known[1], indexes[bridge]
+        return known[1], indexes[device]
 
     def forget(self, path: str) -> None:
         """Drop what is kept for a namespace (before it is deleted: a socket keeps it)."""

@@ -2,9 +2,10 @@
 
     plumbing.py  sockets per namespace, errors (`failing`), small netlink helpers
     links.py     reading devices (LinkInfo) and the underlay's MTU
-    bridge.py    bridges (local bridge driver, each overlay network's br0)
-    veth.py      attach / detach of containers
-    vxlan.py     overlay network namespaces (br0 + vxlan0) and their remote peers
+    bridge.py    bridges (local bridge driver)
+    veth.py      attach / detach of containers to a bridge (the local bridge driver)
+    macvlan.py   attach / detach of containers to an overlay network (a macvlan of vxlan0)
+    vxlan.py     overlay network namespaces (vxlan0 + gw0) and their remote peers
     routes.py    host subnets (flannel backends): flannel.N device, routes, host-gw
 
 Every operation is idempotent and raises DataplaneError naming device, namespace and value.
@@ -14,7 +15,7 @@ its one kernel thread (worker.py), behind the async `Dataplane` of api.py.
 
 from __future__ import annotations
 
-from overnet.dataplane import bridge, routes, veth, vxlan
+from overnet.dataplane import bridge, macvlan, routes, veth, vxlan
 from overnet.dataplane import links as _links
 from overnet.dataplane.model import (
     BRIDGE,
@@ -58,8 +59,10 @@ class Kernel(Netlink):
     remove_peer = vxlan.remove_peer
     # containers
     attach = veth.attach
-    attach_handover = veth.attach_handover
     detach = veth.detach
+    attach_macvlan = macvlan.attach
+    attach_handover = macvlan.handover
+    detach_macvlan = macvlan.detach
     # host subnets (flannel backends), host namespace
     underlay = routes.underlay
     ensure_vxlan = routes.ensure_vxlan

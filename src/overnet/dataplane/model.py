@@ -10,8 +10,9 @@ import errno
 import re
 from dataclasses import dataclass, field
 
-BRIDGE = "br0"          # the bridge of an overlay network's namespace (holds the gateway)
-VXLAN = "vxlan0"        # the overlay network's vxlan device, a port of BRIDGE
+BRIDGE = "br0"          # a bridge's default name (and of an overlay namespace before macvlans)
+VXLAN = "vxlan0"        # the overlay network's vxlan device, lower device of its macvlans
+GATEWAY = "gw0"         # the overlay network's own macvlan, holding the gateway address
 VXLAN_PORT = 4789       # IANA VXLAN port (flannel's vxlan backend uses 8472)
 VXLAN_OVERHEAD = 50     # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 IFNAMSIZ = 15           # usable characters of a Linux interface name

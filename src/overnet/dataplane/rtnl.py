@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 # linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/veth.h, linux/if_addr.h
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH, RTM_GETNEIGH = 16, 20, 24, 28, 30
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_NEWROUTE, RTM_NEWNEIGH, RTM_GETNEIGH = 20, 24, 28, 30
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_ECHO, NLM_F_DUMP = 0x1, 0x4, 0x8, 0x300
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
@@ -29,6 +30,7 @@ NLMSGERR_ATTR_MSG = 1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_NET_NS_FD = 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_MACVLAN_MODE, MACVLAN_MODE_BRIDGE = 1, 4
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_OIF, RTA_GATEWAY = 4, 5
 RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST = 254, 4, 1
@@ -80,6 +82,24 @@ def new_veth(host_ifname: str, mtu: int, master: int, peer_ifname: str, peer_mac
     body = (ifinfo(up=True) + attr(IFLA_IFNAME, _str(host_ifname)) + attr(IFLA_MTU, _u32(mtu))
             + attr(IFLA_MASTER, _u32(master)) + attr(IFLA_LINKINFO, info))
     return NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, body
+
+
+def new_macvlan(ifname: str, lower: int, mac: str, mtu: int, ns_fd: int) -> tuple[int, bytes]:
+    """(flags, body) of an RTM_NEWLINK making a bridge-mode macvlan of device `lower` (of
+    the socket's namespace), born in `ns_fd`: named, with its MAC and MTU, up. The kernel
+    echoes a device to the namespace it is born in, not to the asking socket: look it up
+    there (get_link)."""
+    info = (attr(IFLA_INFO_KIND, _str("macvlan"))
+            + attr(IFLA_INFO_DATA, attr(IFLA_MACVLAN_MODE, _u32(MACVLAN_MODE_BRIDGE))))
+    body = (ifinfo(up=True) + attr(IFLA_IFNAME, _str(ifname)) + attr(IFLA_ADDRESS, _mac(mac))
+            + attr(IFLA_MTU, _u32(mtu)) + attr(IFLA_LINK, _u32(lower))
+            + attr(IFLA_NET_NS_FD, _u32(ns_fd)) + attr(IFLA_LINKINFO, info))
+    return NLM_F_CREATE | NLM_F_EXCL, body
+
+
+def get_link(ifname: str) -> bytes:
+    """Body of an RTM_GETLINK of the device named `ifname` (answered as RTM_NEWLINK)."""
+    return ifinfo() + attr(IFLA_IFNAME, _str(ifname))
 
 
 def new_address(index: int, ip: str, prefixlen: int) -> bytes:

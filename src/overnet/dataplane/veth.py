@@ -61,7 +61,7 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
         fresh, index = _with_bridge(k, net_ns, bridge, what, pair.plug)
         crashpoint("veth:created")      # mid-netlink: the pair exists, unconfigured
         try:
-            _configure_container(cipr, index, addr, gateway, fresh)
+            configure_container(cipr, index, addr, gateway, fresh)
         except BaseException:
             if fresh:  # do not leave a half-configured pair behind
                 try:
@@ -133,36 +133,6 @@ def configure_fresh(craw: rtnl.Rtnl, peer: int | None, addr: ipaddress.IPv4Inter
         reply.check(what)
 
 
-def attach_handover(k: Netlink, net_ns: str | None, host_ifname: str, peer_ifname: str,
-                    mac: str, mtu: int, bridge: str = BRIDGE) -> None:
-    """A veth pair for a runtime that moves the container end itself (Docker's remote
-    drivers): `host_ifname` a port of `bridge` in `net_ns`, up; `peer_ifname` left down in
-    the home (host) namespace with `mac` and `mtu`, no address. Calling it again converges a
-    pair that is still whole; a stale host end is replaced."""
-    check_ifname(host_ifname)
-    check_ifname(peer_ifname)
-    what = (f"cannot make {peer_ifname} ({mac} mtu {mtu}) for hand-over via {host_ifname} "
-            f"to {bridge} in {k.label(net_ns)}")
-    with failing(what):
-        check_mac(mac)
-    ipr, home = k.socket(net_ns), k.socket(None)
-    with failing(what), k.fd(None) as home_fd:
-        host, peer = get_link(ipr, host_ifname), get_link(home, peer_ifname)
-        if host is not None and _paired(host, peer):
-            return
-        if host is not None:
-            ipr.link("del", index=host["index"])
-        if peer is not None:
-            raise DataplaneError(f"{what}: the host namespace already has a device named "
-                                 f"{peer_ifname}", errno.EEXIST)
-        master = k.index(net_ns, bridge, refresh=True)
-        if master is None:
-            raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV)
-        ipr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, master=master, state="up",
-                 peer={"ifname": peer_ifname, "net_ns_fd": home_fd, "address": mac.lower(),
-                       "mtu": mtu})
-
-
 def detach(k: Netlink, net_ns: str | None, host_ifname: str) -> None:
     """Delete a container's veth (its peer goes with it); no error if it is gone."""
     if net_ns is not None and not k.knows(net_ns) and not netns.is_netns(net_ns):
@@ -188,7 +158,7 @@ def _with_bridge(k: Netlink, path: str | None, bridge: str, what: str,
         return plug(again)
 
 
-def _configure_container(cipr: IPRoute, index: int, addr: ipaddress.IPv4Interface,
+def configure_container(cipr: IPRoute, index: int, addr: ipaddress.IPv4Interface,
                          gateway: str | None, fresh: bool) -> None:
     if fresh:  # nothing to compare with: skip the address dump
         cipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)

@@ -1,12 +1,13 @@
-"""Overlay networks: a namespace per network with br0 and vxlan0, and its remote peers.
+"""Overlay networks: a namespace per network with vxlan0 and gw0, and its remote peers.
 
     host namespace            network namespace (<state>/netns/<id>)    container namespace
-    underlay ip, UDP 4789 <-- vxlan0 (created here, moved) --+
-                                 br0 (gateway address) ------+-- vethXXXX <--> eth0 (ip, mac)
+    underlay ip, UDP 4789 <-- vxlan0 (created here, moved) --+-- macvlan ------ eth0 (ip, mac)
+                                 gw0 (macvlan: gateway) -----+
 
 The vxlan device is created in the host namespace and then moved, so its UDP socket stays on the
 underlay and every network shares the one port; remote endpoints are static FDB + neighbour
-entries (learning off, ARP answered by the vxlan proxy).
+entries (learning off, ARP answered by the vxlan proxy). Containers are macvlans of vxlan0
+(macvlan.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import NTF_SELF, NUD_PERMANENT
 
 from overnet.dataplane import netns, rtnl
-from overnet.dataplane.bridge import ensure_bridge_in
-from overnet.dataplane.model import BRIDGE, VXLAN, VXLAN_PORT, DataplaneError
+from overnet.dataplane.macvlan import ensure_gateway
+from overnet.dataplane.model import BRIDGE, GATEWAY, VXLAN, VXLAN_PORT, DataplaneError
 from overnet.dataplane.plumbing import (
     Netlink,
     attr,
@@ -39,7 +40,7 @@ _TMP_PREFIX = "onvx"  # temporary name of a vxlan device before it moves into it
 
 def ensure_overlay(k: Netlink, ns_path: str, vni: int, gateway_cidr: str, mtu: int,
                    local_ip: str, port: int = VXLAN_PORT) -> None:
-    """Network namespace with br0 (gateway, mtu, up) and vxlan0 (mtu, master br0, up).
+    """Network namespace with vxlan0 (mtu, up) and gw0 (its macvlan: gateway, mtu, up).
 
     If this call created the namespace and then fails, it removes it again.
     """
@@ -104,12 +105,15 @@ def _vxlan_config(msg: Any) -> dict[str, Any]:
 
 def _ensure_devices(k: Netlink, ns_path: str, vni: int, gateway_cidr: str, mtu: int,
                     local_ip: str, port: int) -> None:
-    br_index = ensure_bridge_in(k, ns_path, BRIDGE, gateway_cidr, mtu)
     ipr = k.socket(ns_path)
     want = {"vni": vni, "port": port, "local": local_ip, "learning": False, "proxy": True,
             "l2miss": False, "l3miss": False}
     with failing(f"cannot set up {VXLAN} (vni {vni}, port {port}, local {local_ip}) "
                  f"in network namespace {ns_path}"):
+        ipaddress.IPv4Interface(gateway_cidr)
+        # The bridge of an earlier layout (veth + br0) holds vxlan0 as a port: a device with
+        # a bridge over it takes no macvlan.
+        ignore_missing(ipr.link, "del", ifname=BRIDGE)
         link = get_link(ipr, VXLAN)
         if link is not None and _vxlan_config(link) != want:
             ipr.link("del", index=link["index"])
@@ -117,7 +121,9 @@ def _ensure_devices(k: Netlink, ns_path: str, vni: int, gateway_cidr: str, mtu: 
         if link is None:
             _create_vxlan(k, ns_path, vni, local_ip, port, mtu)
             link = ipr.link("get", ifname=VXLAN)[0]
-        ipr.link("set", index=link["index"], master=br_index, mtu=mtu, state="up")
+        ipr.link("set", index=link["index"], mtu=mtu, state="up")
+    k.remember(ns_path, VXLAN, int(link["index"]))
+    ensure_gateway(k, ns_path, GATEWAY, int(link["index"]), gateway_cidr, mtu)
 
 
 def _create_vxlan(k: Netlink, ns_path: str, vni: int, local_ip: str, port: int,

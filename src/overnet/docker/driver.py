@@ -2,11 +2,11 @@
 
 libnetwork creates no interface for a remote driver: Join must name a device in the host
 namespace (SrcName), which Docker then moves into the container and renames (DstPrefix + N)
-and addresses itself. So Join attaches with a *hand-over*: the overlay side is plugged into
-the network's br0 as for any container, the container side waits in the host namespace,
-already sized and with its MAC; the endpoint record is published at once, so peers are
-programmed and DNS names it. Leave changes nothing (Docker moves the device back itself);
-DeleteEndpoint detaches, which removes the pair wherever its container end is.
+and addresses itself. So Join attaches with a *hand-over*: the container's macvlan of the
+network's vxlan0, as any container gets, waits in the host namespace, already sized and with
+its MAC; the endpoint record is published at once, so peers are programmed and DNS names it.
+Leave changes nothing (Docker moves the device back to the host namespace itself);
+DeleteEndpoint detaches, which removes it there (a device still in a sandbox goes with it).
 
 Docker sends no container name. The endpoint is published under its ID's first 12
 characters at Join; once dockerd lists the container on the network (it does when the container

@@ -8,6 +8,8 @@ in its class attributes, so nothing outside `drivers/` ever asks for a driver by
     scope       "global": the network lives in the store and its addresses come from
                 per-host blocks; "local": one host's own
     needs_netns / needs_address   what a container on it gets
+    host_side   a container interface has a device on the host's side (a veth's other end,
+                its endpoint's `host_ifname`)
     publishes   its endpoints are written to the store, for other hosts
     discovery   its endpoints are listed in containers' /etc/hosts and in DNS
 """
@@ -42,7 +44,7 @@ class DriverOptions:
 class Attachment:
     """One container interface's link to one network on this host."""
     container_ns: str      # path of the container's network namespace
-    host_ifname: str       # the veth end the driver keeps on its side
+    host_ifname: str       # the veth end the driver keeps on its side ("": none)
     ip: str                # address without prefix
     prefixlen: int
     mac: str
@@ -64,6 +66,7 @@ class Driver:
     scope: ClassVar[str] = "local"
     needs_netns: ClassVar[bool] = True
     needs_address: ClassVar[bool] = True
+    host_side: ClassVar[bool] = True
     discovery: ClassVar[bool] = False
     publishes: bool = False
 

@@ -1,9 +1,9 @@
 """`overlay`: a cluster-wide network carried between hosts over VXLAN.
 
-On each host with endpoints on the network: the network's own namespace holding `br0` and
-`vxlan0` (created in the host namespace on the underlay address, then moved in), one veth per
-container interface, and for every remote endpoint a static FDB entry and a permanent
-neighbour entry.
+On each host with endpoints on the network: the network's own namespace holding `vxlan0`
+(created in the host namespace on the underlay address, then moved in) and `gw0`, its macvlan
+holding the gateway address; one macvlan of vxlan0 per container interface, in the container;
+and for every remote endpoint a static FDB entry and a permanent neighbour entry.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class OverlayDriver(Driver):
     scope = "global"
     discovery = True
     publishes = True
+    host_side = False
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -59,17 +60,19 @@ class OverlayDriver(Driver):
         async with self._lock(net.id):
             await self._ensure(net)
             if att.handover:
-                await self.dp.attach_handover(self.namespace(net), att.host_ifname,
-                                              att.handover, att.mac, self.mtu(net), "br0")
+                await self.dp.attach_handover(self.namespace(net), att.handover, att.mac,
+                                              self.mtu(net))
                 return
-            await self.dp.attach(self.namespace(net), att.container_ns, att.host_ifname,
-                                 f"{att.ip}/{att.prefixlen}", att.mac, self.mtu(net),
-                                 net.gateway, "br0", att.ifname)
+            await self.dp.attach_macvlan(self.namespace(net), att.container_ns,
+                                         f"{att.ip}/{att.prefixlen}", att.mac, self.mtu(net),
+                                         net.gateway, att.ifname)
 
     async def detach(self, net: NetworkRecord, att: Attachment) -> None:
-        async with self._lock(net.id):
-            if await self.dp.is_netns(self.namespace(net)):
-                await self.dp.detach(self.namespace(net), att.host_ifname)
+        """The container's macvlan, where it is: in the container, or for a hand-over in the
+        host namespace (where Docker puts it back when the container leaves). Gone with the
+        container's namespace or the network's vxlan0 otherwise."""
+        await self.dp.detach_macvlan(None if att.handover else att.container_ns,
+                                     att.handover or att.ifname, att.mac)
 
     async def sync(self, net: NetworkRecord, peers: set[RemotePeer], active: bool,
                    verify: bool = False) -> None:
@@ -77,6 +80,8 @@ class OverlayDriver(Driver):
             if not active:
                 await self._remove(net)
                 return
+            if verify:   # the devices as they should be, whatever happened to them
+                self._ready.discard(net.id)
             await self._ensure(net)
             if verify:   # what the kernel holds, not what we believe we put there
                 held = await self._held(net)

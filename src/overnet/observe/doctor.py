@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..dataplane.model import GATEWAY, VXLAN
 from ..store import keys
 from . import health
 
@@ -124,19 +125,23 @@ async def check_overlay_devices(agent: Any, net: Any, path: str) -> list[Finding
     except Exception as e:   # noqa: BLE001
         return [bad(hop, f"cannot read it: {e}")]
     want = {"vni": net.vni, "port": driver.port, "local": agent.cfg.advertise,
-            "mtu": driver.mtu(net), "master": "br0", "up": True}
+            "mtu": driver.mtu(net), "master": None, "up": True}
     wrong = [f"{k} {info.get(k)} (should be {v})" for k, v in want.items()
              if info.get(k) != v and not (k == "local" and info.get(k) is None)]
     out = [bad(hop, "; ".join(wrong)) if wrong else
            good(hop, f"vni {net.vni}, port {driver.port}, mtu {driver.mtu(net)}")]
-    br = await agent.dp.link_info(path, "br0")
-    if br is None:
-        out.append(bad(f"network {net.name}: br0", "missing"))
-    elif br.mtu != driver.mtu(net) or not br.up:
-        out.append(bad(f"network {net.name}: br0", f"mtu {br.mtu}, up {br.up} (should be "
-                       f"mtu {driver.mtu(net)}, up)"))
+    gw = await agent.dp.link_info(path, GATEWAY)
+    want_gw = f"{net.gateway}/{net.network.prefixlen}"
+    hop = f"network {net.name}: {GATEWAY}"
+    if gw is None:
+        out.append(bad(hop, "missing"))
+    elif gw.kind != "macvlan" or gw.mtu != driver.mtu(net) or not gw.up \
+            or want_gw not in gw.addresses:
+        out.append(bad(hop, f"{gw.kind} mtu {gw.mtu}, up {gw.up}, {', '.join(gw.addresses)} "
+                       f"(should be a macvlan of {VXLAN}, mtu {driver.mtu(net)}, up, "
+                       f"{want_gw})"))
     else:
-        out.append(good(f"network {net.name}: br0", f"mtu {br.mtu}"))
+        out.append(good(hop, f"{want_gw} mtu {gw.mtu}"))
     return out
 
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..agent.endpoints import attachment
+from ..dataplane.model import VXLAN
 from ..drivers.base import check_interface
 from ..store import keys
 from ..store.base import StoreError
@@ -112,7 +113,7 @@ async def side(agent: Any, net: Any, me: Any, other: Any, ref: str,
 
 
 async def local_half(agent: Any, net: Any, me: Any, other: Any, ref: str) -> list[Finding]:
-    """This host's hops for endpoint `me`: interface, veth, network devices, and the
+    """This host's hops for endpoint `me`: interface (a macvlan), network devices, and the
     entries that send traffic for `other` to its host."""
     where = f"{ref} on {me.host}"
     ep = agent.endpoints.find(me.container, me.ifname or "eth0")
@@ -130,9 +131,10 @@ async def local_half(agent: Any, net: Any, me: Any, other: Any, ref: str) -> lis
             for f in await check_overlay_devices(agent, net, path)]
     if not out[-1].ok and "missing" in out[-1].detail:
         return out
-    veth = await agent.dp.link_info(path, ep.host_ifname)
-    if veth is None or veth.master != "br0" or not veth.up:
-        out.append(bad(f"{me.host}: {ep.host_ifname}", "missing, down or not on br0"))
+    link = await agent.dp.link_info(ep.netns, ep.ifname)
+    if link is not None and link.kind != "macvlan":
+        out.append(bad(f"{where}: {ep.ifname}", f"a {link.kind or 'plain device'}, not a "
+                       f"macvlan of the network's {VXLAN}"))
     if other.host != me.host:
         out.append(await entries(agent, path, me, other))
     return out

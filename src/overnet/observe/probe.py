@@ -85,8 +85,9 @@ class Probes:
 def _listener(ns_path: str) -> socket.socket:
     """A packet socket on vxlan0 inside `ns_path` (made there, it stays there)."""
     from ..dataplane.netns import entered
-    # ETH_P_ALL, not our EtherType: vxlan0 is a bridge port, and the bridge takes its frames
-    # before protocol handlers see them; only the all-protocol taps (as tcpdump's) come first.
+    # ETH_P_ALL, not our EtherType: vxlan0 is the lower device of macvlans, whose receive
+    # handler sees its frames before protocol handlers do; only the all-protocol taps (as
+    # tcpdump's) come first.
     with entered(ns_path):
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
