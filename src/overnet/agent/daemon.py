@@ -69,6 +69,7 @@ class Agent:
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
         self._in_place: set[str] = set()     # networks whose peers and resolver are in place
+        self._drifted: set[str] = set()      # networks whose containers' interfaces want a look
         self._net_locks: dict[str, asyncio.Lock] = {}
 
     # --- start and stop ------------------------------------------------------------------
@@ -299,10 +300,11 @@ class Agent:
             # only a host with endpoints on the network programs its peers: the others would
             # re-admit the whole network on each of its changes for nothing
             peers = self.endpoints.peers(net) if active else set()
-            await driver.sync(net, peers, active=local, verify=verify)
+            if await driver.sync(net, peers, active=local, verify=verify):
+                self._drifted.add(net_id)
             self.observer.peers(net, peers if local else set())
-        if verify and active:
-            await self.endpoints.converge(net)
+        if net_id in self._drifted and (not active or await self.endpoints.converge(net)):
+            self._drifted.discard(net_id)
         if self.dns is not None and active:
             await self.dns.update(net, True)
         if active:

@@ -203,8 +203,8 @@ class EndpointService(Recovery):
             container_id=req.container_id, ifname=req.ifname, netns=req.netns,
             runtime=req.runtime, name=req.name, aliases=list(req.aliases),
             service=req.service, prefixlen=net.network.prefixlen, gateway=net.gateway,
-            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7] if driver.host_side else "", created=time.time(),
-            handover=req.handover)
+            mtu=driver.mtu(net), host_ifname="veth" + ep_id[:7] if driver.host_side else "",
+            created=time.time(), handover=req.handover)
         async with self.allocator.lock(net.id):
             ip = await self._allocate(net, driver, req.ip, req.held)
             self.unhold(net.id, str(ip))
@@ -382,16 +382,21 @@ class EndpointService(Recovery):
         except StoreError as e:
             log.info("network %s: blocks kept for now (%s)", net.name, e)
 
-    async def converge(self, net: NetworkRecord) -> None:
+    async def converge(self, net: NetworkRecord) -> bool:
         """Attach this host's endpoints on `net` again, which puts right what drifted in the
-        kernel (an interface downed, an MTU lowered under it by its vxlan0's). Not those handed
+        kernel (an MTU lowered under them by their vxlan0's, an interface downed): after the
+        network's own devices were found drifted and set up again. Not those handed
         over to a runtime (their device is the runtime's to place), and not those an attach or
         a detach is busy with: that one waits for the network's pass this runs in, so waiting
-        for it here would wait for ever."""
+        for it here would wait for ever. False if one was left for a later pass."""
         driver = self.networks.driver(net)
+        done = True
         for ep in self.on_network(net.id):
             ref = (ep.container_id, ep.ifname)
-            if ep.handover or self._lock(ref).locked():
+            if ep.handover:
+                continue
+            if self._lock(ref).locked():
+                done = False
                 continue
             async with self._lock(ref):
                 if self.local.get(ref) is not ep or ep.phase != ATTACHED:
@@ -400,6 +405,7 @@ class EndpointService(Recovery):
                     await driver.attach(net, attachment(ep))
                 except Exception as e:   # noqa: BLE001  (its namespace may be going away)
                     log.warning("endpoint %s: repairing %s: %s", ep.id[:12], ep.ifname, e)
+        return done
 
     async def check(self, container_id: str, ifname: str = "eth0") -> list[str]:
         ep = self.get(container_id, ifname)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from overnet.dataplane import netns, routes
-from overnet.dataplane.fastpath import LoopAttach, Outcome
+from overnet.dataplane.fastpath import LoopAttach
 from overnet.dataplane.kernel import Kernel
 from overnet.dataplane.model import (
     BRIDGE,
@@ -259,11 +259,8 @@ class NetlinkDataplane(Dataplane):
                              mtu: int, gateway: str | None = None, ifname: str = "eth0"
                              ) -> None:
         self._check_open()
-        outcome = self.fast.attach(net_ns, container_ns, ip_cidr, mac, mtu, gateway, ifname)
-        if outcome is Outcome.DONE:
+        if self.fast.attach(net_ns, container_ns, ip_cidr, mac, mtu, gateway, ifname):
             return
-        if outcome is Outcome.LEFT:
-            await self._run(Kernel.detach_macvlan, container_ns, ifname, mac)
         # what the fast path could not do (a device to converge, a name taken): not tried twice
         await self._run(Kernel.attach_macvlan, net_ns, container_ns, ip_cidr, mac, mtu,
                         gateway, ifname, False)

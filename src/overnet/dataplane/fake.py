@@ -1,8 +1,9 @@
 """An in-memory Dataplane for unit tests of the agent and drivers: no root, no kernel.
 
 It keeps what the kernel would hold (namespaces, devices with mtu/mac/addresses/master/up,
-veth pairs, macvlans, vxlan FDB and neighbour entries, routes) and answers like NetlinkDataplane does:
-tests/integration/test_dataplane_contract.py runs the same scenarios against both.
+veth pairs, macvlans, vxlan FDB and neighbour entries, routes) and answers like
+NetlinkDataplane does: tests/integration/test_dataplane_contract.py runs the same scenarios
+against both.
 
 Test handles: `namespaces` (path or None -> FakeNamespace), `link(ns, name)`, `add_device`,
 `drop_link`, `drop_netns`, `remove_fdb`, `remove_neigh` (corrupt state behind the agent's

@@ -3,8 +3,8 @@
 Every other call goes to the kernel thread (worker.py), and costs two thread hand-overs, each
 a wake-up of an idle CPU: ~0.4 ms of a ~1.4 ms attach. The common case, a new container on a
 network whose namespace and vxlan0 exist, needs neither pyroute2 nor anything the kernel
-thread holds: three round trips of hand-packed requests (macvlan.make_fresh,
-veth.configure_fresh) on sockets of its own. Anything else is the kernel thread's, which converges and explains.
+thread holds: three round trips of hand-packed requests (macvlan.plug_fresh) on sockets of
+its own. Anything else is the kernel thread's, which converges and explains.
 
 Sockets are kept per network namespace, checked against the namespace file on every use: a
 namespace made again under the same path (a network removed and created again) gets a new
@@ -13,22 +13,14 @@ socket, not one still bound to the old namespace.
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import os
 import socket
 
 from . import netns, rtnl
-from .macvlan import delete_fresh, make_fresh
+from .macvlan import plug_fresh
 from .model import VXLAN, DataplaneError, check_ifname, check_mac
 from .plumbing import ns_fd
-from .veth import configure_fresh
-
-
-class Outcome(enum.Enum):
-    DONE = "done"          # attached
-    NOTHING = "nothing"    # nothing made: attach the slow way
-    LEFT = "left"          # a device was made but not configured: delete it, then the slow way
 
 
 class LoopAttach:
@@ -38,38 +30,29 @@ class LoopAttach:
         self._nets: dict[str, tuple[tuple[int, int], rtnl.Rtnl, dict[str, int]]] = {}
 
     def attach(self, net_ns: str, container_ns: str, ip_cidr: str, mac: str, mtu: int,
-               gateway: str | None, ifname: str) -> Outcome:
+               gateway: str | None, ifname: str) -> bool:
+        """True: attached. False: for the kernel thread, which converges what may be left
+        (a device made, then refused its configuration) and explains what is wrong."""
         try:
             check_ifname(ifname)
             check_mac(mac)
             addr = ipaddress.IPv4Interface(ip_cidr)
             sock, lower = self._net(net_ns, VXLAN)
-        except (OSError, ValueError, DataplaneError):
-            return Outcome.NOTHING
-        if lower is None:
-            return Outcome.NOTHING
-        index = None
-        try:
+            if lower is None:
+                return False
             with ns_fd(container_ns) as cfd:
                 with netns.entered(cfd):
                     craw = rtnl.Rtnl()
                 try:
-                    index = make_fresh(sock, craw, lower, cfd, ifname, mac.lower(), mtu)
-                    if index is None:
-                        self.forget(net_ns)     # perhaps a stale vxlan0 index
-                        return Outcome.NOTHING
-                    try:
-                        configure_fresh(craw, index, addr, gateway,
-                                        f"configuring {ifname} in {container_ns}")
-                    except OSError:
-                        delete_fresh(craw, index)
-                        index = None            # nothing left
-                        raise
+                    if plug_fresh(sock, craw, lower, cfd, ifname, mac.lower(), mtu, addr,
+                                  gateway, f"configuring {ifname} in {container_ns}"):
+                        return True
                 finally:
                     craw.close()
-        except (OSError, DataplaneError):   # (DataplaneError: the container's namespace)
-            return Outcome.LEFT if index is not None else Outcome.NOTHING
-        return Outcome.DONE
+        except (OSError, ValueError, DataplaneError):   # (DataplaneError: a namespace)
+            return False
+        self.forget(net_ns)     # nothing made: perhaps a stale vxlan0 index
+        return False
 
     def _net(self, path: str, device: str) -> tuple[rtnl.Rtnl, int | None]:
         """The socket of a network namespace and the ifindex of its `device` (None if none)."""

@@ -75,47 +75,42 @@ def attach(k: Netlink, net_ns: str, container_ns: str, ip_cidr: str, mac: str, m
 def _attach_fresh(k: Netlink, net_ns: str, container_ns: str, ifname: str,
                   addr: ipaddress.IPv4Interface, mac: str, mtu: int,
                   gateway: str | None) -> bool:
-    """The common case, a new container, in three round trips of hand-packed requests
-    (make_fresh, then configure_fresh). False, with nothing left behind, when anything is not
-    as expected: attach() then converges the slow way and says what is wrong."""
+    """The common case, a new container, by hand-packed requests alone (plug_fresh). False
+    when anything is not as expected: attach() then converges the slow way and says what is
+    wrong."""
     lower = k.index(net_ns, VXLAN)
     if lower is None:
         return False
     try:
         with k.fd(container_ns) as cfd, k.transient_rtnl(cfd) as craw:
-            index = make_fresh(k.rtnl(net_ns), craw, lower, cfd, ifname, mac, mtu)
-            if index is None:
-                return False
-            try:
-                configure_fresh(craw, index, addr, gateway,
-                                f"configuring {ifname} in {container_ns}")
-            except BaseException:
-                delete_fresh(craw, index)
-                raise
+            return plug_fresh(k.rtnl(net_ns), craw, lower, cfd, ifname, mac, mtu, addr,
+                              gateway, f"configuring {ifname} in {container_ns}")
     except OSError:
         return False
-    return True
 
 
-def make_fresh(sock: rtnl.Rtnl, craw: rtnl.Rtnl, lower: int, cfd: int, ifname: str, mac: str,
-               mtu: int) -> int | None:
-    """One request on `sock` (of the network's namespace) makes the macvlan of `lower` in the
-    namespace open as `cfd` (whose socket is `craw`); one on `craw` reads its ifindex there.
-    Returns that ifindex; None if nothing was made."""
+def plug_fresh(sock: rtnl.Rtnl, craw: rtnl.Rtnl, lower: int, cfd: int, ifname: str, mac: str,
+               mtu: int, addr: ipaddress.IPv4Interface, gateway: str | None, what: str) -> bool:
+    """A new container's macvlan in three round trips: made by `sock` (of the network's
+    namespace) in the namespace open as `cfd`, its ifindex read and it configured by `craw`
+    (a socket in that namespace). False if nothing was made (the name is taken, `lower` is
+    stale); an OSError once it was: a configuration the kernel refused is raised after the
+    device went again. Whatever is left, attach() converges."""
     flags, body = rtnl.new_macvlan(ifname, lower, mac, mtu, cfd)
     [made] = sock.requests([(rtnl.RTM_NEWLINK, flags, body)])
     if made.error:
-        return None
+        return False
     crashpoint("macvlan:created")   # mid-netlink: the device exists, unconfigured
     [got] = craw.requests([(rtnl.RTM_GETLINK, 0, rtnl.get_link(ifname))])
     if got.error or not got.links:
         raise rtnl.RtnlError(got.error or errno.ENODEV, f"the new {ifname} is not to be found")
-    return got.links[0][0]
-
-
-def delete_fresh(craw: rtnl.Rtnl, index: int) -> None:
-    """Delete a device make_fresh made (by its ifindex, on the container's socket)."""
-    craw.requests([(rtnl.RTM_DELLINK, 0, rtnl.ifinfo(index))])
+    index = got.links[0][0]
+    try:
+        configure_fresh(craw, index, addr, gateway, what)
+    except BaseException:
+        craw.requests([(rtnl.RTM_DELLINK, 0, rtnl.ifinfo(index))])
+        raise
+    return True
 
 
 def handover(k: Netlink, net_ns: str, peer_ifname: str, mac: str, mtu: int) -> None:

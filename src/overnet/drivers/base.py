@@ -90,10 +90,13 @@ class Driver:
         """Disconnect it; missing pieces are fine."""
 
     async def sync(self, net: NetworkRecord, peers: set[RemotePeer], active: bool,
-                   verify: bool = False) -> None:
+                   verify: bool = False) -> bool:
         """Make the kernel hold exactly `peers` for the network (active: this host has
         endpoints on it; inactive: remove what the network left on this host). With
-        `verify`, read what the kernel holds instead of trusting what was programmed."""
+        `verify`, read what the kernel holds instead of trusting what was programmed.
+        True: the network's own devices had drifted and were set up again (the containers'
+        interfaces on them want another look)."""
+        return False
 
     async def adopt(self, active: dict[str, NetworkRecord]) -> None:
         """At start: take over kernel state an earlier run left for these networks."""

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 
-from ..dataplane.model import VXLAN_OVERHEAD
+from ..dataplane.model import GATEWAY, VXLAN_OVERHEAD, DataplaneError
 from ..store.records import NetworkRecord
 from .base import Attachment, Driver, RemotePeer, check_interface
 
@@ -75,12 +75,15 @@ class OverlayDriver(Driver):
                                      att.handover or att.ifname, att.mac)
 
     async def sync(self, net: NetworkRecord, peers: set[RemotePeer], active: bool,
-                   verify: bool = False) -> None:
+                   verify: bool = False) -> bool:
         async with self._lock(net.id):
             if not active:
                 await self._remove(net)
-                return
-            if verify:   # the devices as they should be, whatever happened to them
+                return False
+            repaired = verify and await self._drifted(net)
+            if repaired:
+                log.warning("network %s: its devices had drifted; setting them up again",
+                            net.name)
                 self._ready.discard(net.id)
             await self._ensure(net)
             if verify:   # what the kernel holds, not what we believe we put there
@@ -97,6 +100,19 @@ class OverlayDriver(Driver):
             if new:
                 await self.dp.add_peers(path, [(p.mac, p.ip, p.vtep) for p in new])
                 held |= new
+            return repaired
+
+    async def _drifted(self, net: NetworkRecord) -> bool:
+        """Whether the network's own devices differ from what _ensure makes (a vxlan0 whose
+        MTU was lowered took every macvlan of it down with it)."""
+        path, mtu = self.namespace(net), self.mtu(net)
+        try:
+            vx = await self.dp.vxlan_info(path)
+            gw = await self.dp.link_info(path, GATEWAY)
+        except DataplaneError:     # the namespace or vxlan0 is gone
+            return True
+        return ((vx["vni"], vx["port"], vx["mtu"], vx["up"]) != (net.vni, self.port, mtu, True)
+                or gw is None or (gw.kind, gw.mtu, gw.up) != ("macvlan", mtu, True))
 
     async def _remove(self, net: NetworkRecord) -> None:
         self._ready.discard(net.id)
