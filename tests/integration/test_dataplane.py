@@ -313,6 +313,31 @@ def test_reattach_repairs_drift(lab: Lab, kernels: list[Kernel]) -> None:
     assert ping(c1, ip2)
 
 
+def test_a_namespace_of_the_earlier_layout_is_converted(lab: Lab, kernels: list[Kernel]
+                                                          ) -> None:
+    """br0 over vxlan0 and a veth pair per container (overnet before macvlans): ensuring the
+    network takes the bridge away, attaching the container again replaces its veth by a
+    macvlan with the same MAC and address, and traffic flows."""
+    (c1, net1, ip1, mac1), (_c2, _net2, ip2, _mac2) = setup_overlay(lab, kernels)
+    k, host = kernels[0], lab.hosts[0]
+    k.detach_macvlan(c1, "eth0", mac1)              # the earlier layout, made by hand
+    in_ns(net1, "ip", "link", "del", "gw0")
+    in_ns(net1, "ip", "link", "add", "br0", "mtu", str(MTU), "type", "bridge")
+    in_ns(net1, "ip", "addr", "add", GW, "dev", "br0")
+    in_ns(net1, "ip", "link", "set", "br0", "up")
+    in_ns(net1, "ip", "link", "set", "vxlan0", "master", "br0")
+    k.forget(net1)
+    k.attach(net1, c1, "veth1000002", f"{ip1}/16", mac1, MTU, bridge="br0")
+    assert ping(c1, ip2)
+    k.ensure_overlay(net1, VNI, GW, MTU, host.underlay_ip)
+    k.attach_macvlan(net1, c1, f"{ip1}/16", mac1, MTU)
+    eth0 = in_ns(c1, "ip", "-o", "-d", "link", "show", "eth0").stdout
+    assert "macvlan mode bridge" in eth0 and mac1 in eth0
+    names = {ln.split(": ")[1].split("@")[0] for ln in links(net1)}
+    assert names == {"lo", "vxlan0", "gw0"}
+    assert ping(c1, ip2) and ping(c1, "10.0.0.1")
+
+
 def test_fresh_attach_takes_the_packed_path(lab: Lab, kernels: list[Kernel],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A new container's macvlan is made by the hand-packed requests alone (rtnl.py): were

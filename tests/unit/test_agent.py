@@ -491,6 +491,36 @@ async def test_resync_puts_right_the_devices_that_drifted(cluster):
     assert h1.dp.count("attach_macvlan") == before
 
 
+async def test_an_upgrade_moves_containers_from_veth_pairs_to_macvlans(cluster):
+    """A network namespace as an overnet before macvlans left it (vxlan0 a port of br0, a veth
+    pair per container, the MAC on the container's end): the upgraded agent takes the bridge
+    away, puts the gateway on gw0 and gives each container a macvlan with its MAC and
+    address, with nothing left of the pairs."""
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    a = await attach(h1, "web", "a")
+    net = h1.networks.find("web")
+    path = h1.networks.driver(net).namespace(net)
+    await cluster.crash("h1")
+    dp = cluster.kernels["h1"]
+    dp.drop_link(path, "gw0")
+    dp.add_device(path, "br0", kind="bridge", mtu=1450,
+                  addresses=[f"{net.gateway}/{net.network.prefixlen}"])
+    dp.link(path, "vxlan0").master = "br0"
+    dp.drop_link(a.netns, "eth0")
+    dp.namespaces[path].add("veth0000001", "veth", 1450, up=True, master="br0",
+                            peer=(a.netns, "eth0"))
+    dp.namespaces[a.netns].add("eth0", "veth", 1450, a.mac, up=True,
+                               addresses=[f"{a.ip}/{a.prefixlen}"], peer=(path, "veth0000001"))
+    h1 = await cluster.start("h1")
+    await h1.reconcile_network("net:" + net.id, False)
+    eth0 = dp.link(a.netns, "eth0")
+    assert (eth0.kind, eth0.mac, eth0.addresses) == ("macvlan", a.mac, [f"{a.ip}/{a.prefixlen}"])
+    assert set(dp.namespaces[path].links) == {"lo", "vxlan0", "gw0"}
+    assert dp.link(path, "vxlan0").master is None
+    assert await h1.endpoints.check("a", "eth0") == []
+
+
 async def test_the_repairing_pass_does_not_wait_for_a_busy_endpoint(cluster):
     """An attach or a detach holds its endpoint's lock while it waits for the network's pass;
     a verifying pass that waited for that lock would never end (seen with the store paused:

@@ -330,6 +330,33 @@ async def test_endpoint_errors_name_the_bad_value(cluster):
     assert "overnet.network=other" in err["Err"]
 
 
+async def test_a_docker_containers_interface_is_repaired_where_docker_put_it(cluster):
+    """Docker moved and renamed the device it was handed: a drifted network's pass converges it
+    in the sandbox under Docker's name, and replaces there a veth an overnet before macvlans
+    made (same MAC, same name), rather than handing over a new device."""
+    (h,) = await hosts(cluster, 1)
+    d, p = await h.network_create("web", opts={"overnet.network": "web"})
+    e, r = await h.run(d, p["PoolID"])
+    web = h.agent.networks.find("web")
+    path = h.agent.networks.driver(web).namespace(web)
+    dp, sandbox = h.agent.dp, r["sandbox"]
+    for ns, dev in ((path, "vxlan0"), (path, "gw0"), (sandbox, "eth0")):
+        dp.link(ns, dev).mtu = 1400
+    await h.agent.reconciler.run_now("net:" + web.id, verify=True)
+    eth0 = dp.link(sandbox, "eth0")
+    assert (eth0.kind, eth0.mtu) == ("macvlan", 1450)
+    mac = eth0.mac
+    dp.drop_link(sandbox, "eth0")                         # the earlier layout's veth
+    dp.namespaces[sandbox].add("eth0", "veth", 1450, mac, up=True,
+                               addresses=[r["address"]])
+    dp.link(path, "vxlan0").mtu = 1400
+    await h.agent.reconciler.run_now("net:" + web.id, verify=True)
+    eth0 = dp.link(sandbox, "eth0")
+    assert (eth0.kind, eth0.mac, eth0.addresses) == ("macvlan", mac, [r["address"]])
+    assert handover_name(e) not in dp.namespaces[None].links
+    await h.rm(d, p["PoolID"], e, r["address"])
+
+
 async def test_an_agent_restart_keeps_docker_endpoints(cluster):
     (h,) = await hosts(cluster, 1)
     d, p = await h.network_create("web", opts={"overnet.network": "web"})

@@ -385,16 +385,13 @@ class EndpointService(Recovery):
     async def converge(self, net: NetworkRecord) -> bool:
         """Attach this host's endpoints on `net` again, which puts right what drifted in the
         kernel (an MTU lowered under them by their vxlan0's, an interface downed): after the
-        network's own devices were found drifted and set up again. Not those handed
-        over to a runtime (their device is the runtime's to place), and not those an attach or
-        a detach is busy with: that one waits for the network's pass this runs in, so waiting
+        network's own devices were found drifted and set up again. Not those an attach or a
+        detach is busy with: that one waits for the network's pass this runs in, so waiting
         for it here would wait for ever. False if one was left for a later pass."""
         driver = self.networks.driver(net)
         done = True
         for ep in self.on_network(net.id):
             ref = (ep.container_id, ep.ifname)
-            if ep.handover:
-                continue
             if self._lock(ref).locked():
                 done = False
                 continue

@@ -294,6 +294,9 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
             check_mac(mac)
         net, cns = self._ns(net_ns, what), self._ns(container_ns, what)
         link = cns.links.get(ifname)
+        if link is not None and link.kind == "veth" and link.mac == mac.lower():
+            self._delete(cns.path, ifname)     # the earlier layout's veth: replaced
+            link = None
         made = link is None
         if made:
             self._add_macvlan(net, cns, ifname, mac, mtu, what)

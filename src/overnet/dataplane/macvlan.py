@@ -55,6 +55,9 @@ def attach(k: Netlink, net_ns: str, container_ns: str, ip_cidr: str, mac: str, m
         return
     with failing(what), k.transient(container_ns) as cipr:
         link = get_link(cipr, ifname)
+        if link is not None and earlier(link, mac):
+            cipr.link("del", index=link["index"])      # (its other end goes with it)
+            link = None
         made = link is None
         if made:
             _create(k, net_ns, container_ns, ifname, mac, mtu, what)
@@ -165,6 +168,13 @@ def _delete_ours(ipr: IPRoute, ifname: str, mac: str) -> None:
 def ours(link: Any, mac: str) -> bool:
     """A macvlan with this endpoint's MAC (a MAC is unique to its endpoint)."""
     return (attr(link, "linkinfo", "kind") == "macvlan"
+            and (link.get("address") or "").lower() == mac)
+
+
+def earlier(link: Any, mac: str) -> bool:
+    """This endpoint's interface as overnet made it before macvlans: the container end of a
+    veth pair whose other end was a port of the network's bridge (the MAC is the endpoint's)."""
+    return (attr(link, "linkinfo", "kind") == "veth"
             and (link.get("address") or "").lower() == mac)
 
 

@@ -33,6 +33,7 @@ class OverlayDriver(Driver):
         self._ready: set[str] = set()                      # networks whose namespace is set up
         self._programmed: dict[str, set[RemotePeer]] = {}  # what we put in the kernel
         self._locks: dict[str, asyncio.Lock] = {}
+        self._earlier: set[str] = set()   # adopted from an overnet before macvlans (below)
 
     def mtu(self, net: NetworkRecord) -> int:
         return self.host.mtu - VXLAN_OVERHEAD
@@ -59,13 +60,29 @@ class OverlayDriver(Driver):
     async def attach(self, net: NetworkRecord, att: Attachment) -> None:
         async with self._lock(net.id):
             await self._ensure(net)
+            ifname = att.ifname
             if att.handover:
-                await self.dp.attach_handover(self.namespace(net), att.handover, att.mac,
-                                              self.mtu(net))
-                return
+                ifname = await self._placed(att)
+                if ifname is None:
+                    await self.dp.attach_handover(self.namespace(net), att.handover, att.mac,
+                                                  self.mtu(net))
+                    return
             await self.dp.attach_macvlan(self.namespace(net), att.container_ns,
                                          f"{att.ip}/{att.prefixlen}", att.mac, self.mtu(net),
-                                         net.gateway, att.ifname)
+                                         net.gateway, ifname)
+
+    async def _placed(self, att: Attachment) -> str | None:
+        """The name a runtime gave the device it was handed, once it is in the container
+        (found by its MAC; a veth of an overnet before macvlans too): that one is converged in
+        place. None while it waits to be moved."""
+        if not att.container_ns or not await self.dp.is_netns(att.container_ns):
+            return None
+        try:
+            links = await self.dp.links(att.container_ns)
+        except DataplaneError:
+            return None
+        return next((li.name for li in links if li.mac == att.mac.lower()
+                     and li.kind in ("macvlan", "veth")), None)
 
     async def detach(self, net: NetworkRecord, att: Attachment) -> None:
         """The container's macvlan, where it is: in the container, or for a hand-over in the
@@ -80,7 +97,8 @@ class OverlayDriver(Driver):
             if not active:
                 await self._remove(net)
                 return False
-            repaired = verify and await self._drifted(net)
+            repaired = net.id in self._earlier or (verify and await self._drifted(net))
+            self._earlier.discard(net.id)
             if repaired:
                 log.warning("network %s: its devices had drifted; setting them up again",
                             net.name)
@@ -106,16 +124,25 @@ class OverlayDriver(Driver):
         """Whether the network's own devices differ from what _ensure makes (a vxlan0 whose
         MTU was lowered took every macvlan of it down with it)."""
         path, mtu = self.namespace(net), self.mtu(net)
+        vx = await self._vxlan_info(net)
         try:
-            vx = await self.dp.vxlan_info(path)
             gw = await self.dp.link_info(path, GATEWAY)
-        except DataplaneError:     # the namespace or vxlan0 is gone
+        except DataplaneError:     # the namespace is gone
             return True
-        return ((vx["vni"], vx["port"], vx["mtu"], vx["up"]) != (net.vni, self.port, mtu, True)
+        return ((vx.get("vni"), vx.get("port"), vx.get("mtu"), vx.get("up"))
+                != (net.vni, self.port, mtu, True)
                 or gw is None or (gw.kind, gw.mtu, gw.up) != ("macvlan", mtu, True))
+
+    async def _vxlan_info(self, net: NetworkRecord) -> dict:
+        """vxlan0 as the kernel holds it ({} if it, or the namespace, is gone)."""
+        try:
+            return await self.dp.vxlan_info(self.namespace(net))
+        except DataplaneError:
+            return {}
 
     async def _remove(self, net: NetworkRecord) -> None:
         self._ready.discard(net.id)
+        self._earlier.discard(net.id)
         self._programmed.pop(net.id, None)
         if await self.dp.is_netns(self.namespace(net)):
             log.info("removing namespace of network %s", net.id[:12])
@@ -127,6 +154,13 @@ class OverlayDriver(Driver):
         for net in active.values():
             if await self.dp.is_netns(self.namespace(net)):
                 async with self._lock(net.id):
+                    if (await self._vxlan_info(net)).get("master"):
+                        # an overnet before macvlans made it: vxlan0 a port of a bridge, the
+                        # containers on veth pairs. _ensure takes the bridge away; the first
+                        # pass then moves each container onto a macvlan (same MAC, address).
+                        log.warning("network %s: moving its containers from veth pairs to "
+                                    "macvlans", net.name)
+                        self._earlier.add(net.id)
                     await self._ensure(net)
                 log.info("adopted network namespace %s (%d peers)", net.id[:12],
                          len(self._programmed.get(net.id, ())))
