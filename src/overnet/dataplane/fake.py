@@ -97,7 +97,8 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
         for link in list(ns.links.values()) if ns else []:
             if link.peer is not None:
                 self._delete(*link.peer)
-            self._drop_uppers((key, link.name))
+            if link.kind == "vxlan":
+                self._drop_uppers((key, link.name))
 
     def remove_fdb(self, ns_path: str | None, mac: str, device: str = VXLAN) -> None:
         self.link(ns_path, device).fdb.pop(mac.lower(), None)
@@ -428,10 +429,11 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
                 del ns.routes[dst]
         if link.peer is not None:
             self._delete(*link.peer)
-        self._drop_uppers((key, name))
+        if link.kind == "vxlan":
+            self._drop_uppers((key, name))
 
     def _drop_uppers(self, lower: tuple[NsKey, str]) -> None:
-        """A device's macvlans go with it, wherever they are."""
+        """A vxlan device's macvlans go with it, wherever they are."""
         for ns in list(self.namespaces.values()):
             for upper in [li.name for li in ns.links.values() if li.lower == lower]:
                 self._delete(ns.path, upper)
