@@ -79,13 +79,14 @@ class Dataplane(abc.ABC):
     async def remove_bridge(self, name: str) -> None:
         """Delete a host bridge; no error if absent."""
 
-    # -- overlay network namespace (br0 + vxlan0) ---------------------------------------------
+    # -- overlay network namespace (vxlan0 + gw0) ---------------------------------------------
     @abc.abstractmethod
     async def ensure_overlay(self, ns_path: str, vni: int, gateway_cidr: str, mtu: int,
                              local_ip: str, port: int = VXLAN_PORT) -> None:
-        """Namespace `ns_path` with br0 (gateway, mtu, up) and vxlan0 (vni, port, local,
-        mtu, port of br0, up); a changed vxlan0 is recreated. A VNI already used on that
-        port is an error; a namespace this call created is removed again on failure."""
+        """Namespace `ns_path` with vxlan0 (vni, port, local, mtu, up) and gw0 (its macvlan:
+        gateway, mtu, up); a changed vxlan0 is recreated, the bridge of an earlier layout
+        removed. A VNI already used on that port is an error; a namespace this call created
+        is removed again on failure."""
 
     @abc.abstractmethod
     async def remove_overlay(self, ns_path: str) -> None:

@@ -1,5 +1,5 @@
-"""Bridges: the local bridge driver's bridge in the host namespace, and every overlay
-network's br0 (which holds the network's gateway address)."""
+"""Bridges: the local bridge driver's bridge in the host namespace (it holds the network's
+gateway address)."""
 
 from __future__ import annotations
 

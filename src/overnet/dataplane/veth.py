@@ -1,8 +1,10 @@
 """Plugging containers into a bridge with a veth pair, and unplugging them.
 
-The host end lives in the network's namespace (or the host namespace for the local bridge
-driver) as a port of the bridge; the container end is born inside the container's namespace,
-already named, addressed by MAC and sized, so nothing is moved or renamed afterwards.
+The host end lives in the bridge's namespace (the host's, for the local bridge driver: an
+overlay network's containers are macvlans, macvlan.py) as a port of the bridge; the container
+end is born inside the container's namespace, already named, addressed by MAC and sized, so
+nothing is moved or renamed afterwards. configure_container and configure_fresh (a container
+interface's address, `lo` and default route) serve macvlan.py too.
 """
 
 from __future__ import annotations
