@@ -399,7 +399,7 @@ class EndpointService(Recovery):
                 if self.local.get(ref) is not ep or ep.phase != ATTACHED:
                     continue      # detached or replaced meanwhile
                 try:
-                    await driver.attach(net, attachment(ep))
+                    await driver.reattach(net, attachment(ep))
                 except Exception as e:   # noqa: BLE001  (its namespace may be going away)
                     log.warning("endpoint %s: repairing %s: %s", ep.id[:12], ep.ifname, e)
         return done

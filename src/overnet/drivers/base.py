@@ -86,6 +86,10 @@ class Driver:
     async def attach(self, net: NetworkRecord, att: Attachment) -> None:
         """Connect a container interface (its netns exists); calling it again converges."""
 
+    async def reattach(self, net: NetworkRecord, att: Attachment) -> None:
+        """Put an attached interface right again (its network's devices had drifted)."""
+        await self.attach(net, att)
+
     async def detach(self, net: NetworkRecord, att: Attachment) -> None:
         """Disconnect it; missing pieces are fine."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import replace
 
 from ..dataplane.model import GATEWAY, VXLAN_OVERHEAD, DataplaneError
 from ..store.records import NetworkRecord
@@ -60,21 +61,24 @@ class OverlayDriver(Driver):
     async def attach(self, net: NetworkRecord, att: Attachment) -> None:
         async with self._lock(net.id):
             await self._ensure(net)
-            ifname = att.ifname
             if att.handover:
-                ifname = await self._placed(att)
-                if ifname is None:
-                    await self.dp.attach_handover(self.namespace(net), att.handover, att.mac,
-                                                  self.mtu(net))
-                    return
+                await self.dp.attach_handover(self.namespace(net), att.handover, att.mac,
+                                              self.mtu(net))
+                return
             await self.dp.attach_macvlan(self.namespace(net), att.container_ns,
                                          f"{att.ip}/{att.prefixlen}", att.mac, self.mtu(net),
-                                         net.gateway, ifname)
+                                         net.gateway, att.ifname)
+
+    async def reattach(self, net: NetworkRecord, att: Attachment) -> None:
+        """A device handed over to a runtime is converged where the runtime put it, under the
+        name it gave it; before it is moved, where it waits."""
+        ifname = await self._placed(att) if att.handover else None
+        await self.attach(net, replace(att, ifname=ifname, handover="") if ifname else att)
 
     async def _placed(self, att: Attachment) -> str | None:
         """The name a runtime gave the device it was handed, once it is in the container
-        (found by its MAC; a veth of an overnet before macvlans too): that one is converged in
-        place. None while it waits to be moved."""
+        (found by its MAC; a veth of an overnet before macvlans too). None while it waits to
+        be moved."""
         if not att.container_ns or not await self.dp.is_netns(att.container_ns):
             return None
         try:
