@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import replace
 
-from ..dataplane.model import GATEWAY, VXLAN_OVERHEAD, DataplaneError
+from ..dataplane.model import GATEWAY, VXLAN, VXLAN_OVERHEAD, DataplaneError
 from ..store.records import NetworkRecord
 from .base import Attachment, Driver, RemotePeer, check_interface
 
@@ -127,15 +127,36 @@ class OverlayDriver(Driver):
     async def _drifted(self, net: NetworkRecord) -> bool:
         """Whether the network's own devices differ from what _ensure makes (a vxlan0 whose
         MTU was lowered took every macvlan of it down with it)."""
-        path, mtu = self.namespace(net), self.mtu(net)
-        vx = await self._vxlan_info(net)
         try:
-            gw = await self.dp.link_info(path, GATEWAY)
+            return any((await self.device_problems(net)).values())
         except DataplaneError:     # the namespace is gone
             return True
-        return ((vx.get("vni"), vx.get("port"), vx.get("mtu"), vx.get("up"))
-                != (net.vni, self.port, mtu, True)
-                or gw is None or (gw.kind, gw.mtu, gw.up) != ("macvlan", mtu, True))
+
+    async def device_problems(self, net: NetworkRecord) -> dict[str, list[str]]:
+        """How the network's own devices differ from what _ensure makes them, one line per
+        field, by device ({vxlan0: [...], gw0: [...]}; empty: as it should be). Raises
+        DataplaneError if the network's namespace is gone."""
+        path, mtu = self.namespace(net), self.mtu(net)
+        gw = await self.dp.link_info(path, GATEWAY)
+        try:
+            vx = await self.dp.vxlan_info(path)
+        except DataplaneError as e:
+            vx_problems = [f"cannot read it: {e}"]
+        else:
+            want = {"vni": net.vni, "port": self.port, "local": self.host.address, "mtu": mtu,
+                    "master": None, "up": True}
+            vx_problems = [f"{k} {vx.get(k)} (should be {v})" for k, v in want.items()
+                           if vx.get(k) != v and not (k == "local" and vx.get(k) is None)]
+        if gw is None:
+            return {VXLAN: vx_problems, GATEWAY: ["missing"]}
+        cidr = f"{net.gateway}/{net.network.prefixlen}"
+        have = {"kind": gw.kind, "mtu": gw.mtu, "up": gw.up}
+        want = {"kind": "macvlan", "mtu": mtu, "up": True}
+        gw_problems = [f"{k} {have[k]} (should be {v})" for k, v in want.items() if have[k] != v]
+        if cidr not in gw.addresses:
+            gw_problems.append(f"holds {', '.join(gw.addresses) or 'no address'} (should "
+                               f"hold {cidr})")
+        return {VXLAN: vx_problems, GATEWAY: gw_problems}
 
     async def _vxlan_info(self, net: NetworkRecord) -> dict:
         """vxlan0 as the kernel holds it ({} if it, or the namespace, is gone)."""
