@@ -107,9 +107,10 @@ class OverlayDriver(Driver):
                 log.warning("network %s: its devices had drifted; setting them up again",
                             net.name)
                 self._ready.discard(net.id)
+            fresh = net.id not in self._ready       # _ensure reads the kernel's peers then
             await self._ensure(net)
             if verify:   # what the kernel holds, not what we believe we put there
-                held = await self._held(net)
+                held = self._programmed[net.id] if fresh else await self._held(net)
                 # one copy of a peer per host: where the kernel agrees, keep the caller's
                 # (equal) objects, which the observer holds too
                 self._programmed[net.id] = {p for p in peers if p in held} | (held - peers)
