@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from contextlib import nullcontext
 from typing import Any
 
 from pyroute2.iproute.linux import IPRoute
@@ -153,10 +152,8 @@ def detach(k: Netlink, ns_path: str | None, ifname: str, mac: str) -> None:
     namespace is (the device went with it)."""
     if ns_path is not None and not netns.is_netns(ns_path):
         return
-    with failing(f"cannot delete {ifname} in {k.label(ns_path)}"):
-        with (nullcontext(k.socket(None)) if ns_path is None
-              else k.transient(ns_path)) as ipr:
-            _delete_ours(ipr, ifname, mac.lower())
+    with failing(f"cannot delete {ifname} in {k.label(ns_path)}"), k.reader(ns_path) as ipr:
+        _delete_ours(ipr, ifname, mac.lower())
 
 
 def _delete_ours(ipr: IPRoute, ifname: str, mac: str) -> None:
