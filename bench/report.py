@@ -41,8 +41,10 @@ class Results:
 
     def add_ratio(self, rid: str, bench: str, label: str, num: str, den: str,
                   op: str | None = None, target: float | None = None,
-                  paired: bool | None = None) -> dict | None:
-        """num/den of two figures already added; None (and nothing added) if one is missing."""
+                  paired: bool | None = None, ceiling: str | None = None) -> dict | None:
+        """num/den of two figures already added; None (and nothing added) if one is missing.
+        `ceiling`: the id of a ratio that bounds this one (the best any path can do against
+        the same reference), named when the target is missed."""
         a, b = self.figures.get(num), self.figures.get(den)
         if a is None or b is None or not stats.clean(a["samples"]) \
                 or not stats.clean(b["samples"]):
@@ -51,6 +53,8 @@ class Results:
         r = {"id": rid, "bench": bench, "label": label, "num": num, "den": den, "summary": s,
              "target": {"op": op, "value": target} if op else None,
              "met": stats.check(s["median"], op, target) if op else None}
+        if ceiling:
+            r["ceiling"] = ceiling
         self.ratios.append(r)
         return r
 
@@ -166,6 +170,31 @@ def ratio_rows(res: Results) -> list[list[str]]:
     return rows
 
 
+def missed_lines(res: Results) -> list[str]:
+    """One line per ratio target missed: whether this run resolves the miss (its 95 % interval
+    excludes the target) and, when the benchmark names one, the ceiling against the same
+    reference in the same run."""
+    by_id = {r["id"]: r for r in res.ratios}
+    lines = []
+    for r in res.ratios:
+        if r["met"] is not False:
+            continue
+        s, t = r["summary"], r["target"]
+        line = f"- {r['label']}: {fmt(s['median'])}×, target {fmt_target(t)}"
+        ci = s.get("ci")
+        if ci:
+            inside = ci["low"] <= t["value"] <= ci["high"]
+            line += (f"; its 95 % interval [{ci['low']:.3f}, {ci['high']:.3f}] "
+                     + ("includes the target: this run does not tell it from the target"
+                        if inside else "excludes the target: missed"))
+        top = by_id.get(r.get("ceiling", ""))
+        if top is not None:
+            line += (f"; the ceiling, {top['label']}, was {fmt(top['summary']['median'])}× "
+                     "in the same run")
+        lines.append(line + ".")
+    return lines
+
+
 def absolute_rows(res: Results) -> list[list[str]]:
     rows = []
     for a in res.absolute:
@@ -200,6 +229,9 @@ def markdown(res: Results, title: bool = True) -> str:
                      "mean):\n")
         parts.append(table(RATIO_HEADER,
                            ratio_rows(res)) + "\n")
+    if missed_lines(res):
+        parts.append("Ratio targets missed:\n")
+        parts += missed_lines(res) + [""]
     if res.absolute:
         parts.append("Absolute targets:\n")
         parts.append(table(["bench", "figure", "value", "target", "met"],
@@ -254,6 +286,8 @@ def readme_section(res: Results, chart_path: str | None, control: Results | None
     if res.ratios:
         parts += [table(RATIO_HEADER,
                         ratio_rows(res)), ""]
+    if missed_lines(res):
+        parts += ["Ratio targets missed:", ""] + missed_lines(res) + [""]
     if res.absolute:
         parts += [table(["bench", "figure", "value", "target", "met"], absolute_rows(res)), ""]
     for s in res.skipped:

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from bench import stats
-from bench.report import Results, fmt, fmt_target, markdown, readme_section, summary_text, table
+from bench.report import (Results, fmt, fmt_target, markdown, missed_lines, readme_section,
+                          summary_text, table)
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -261,6 +262,26 @@ def test_ratio_table_shows_the_interval():
     md = markdown(_results())
     row = next(ln for ln in md.splitlines() if ln.startswith("| throughput | overlay / underlay"))
     assert "[0." in row and "±" in row
+
+
+def test_a_missed_target_says_whether_the_run_resolves_it_and_names_its_ceiling():
+    r = Results()
+    r.add_figure("bare", "throughput", "bare", "Gbit/s", [10.4, 10.6, 10.5, 10.5])
+    r.add_figure("ours", "throughput", "ours", "Gbit/s", [10.3, 10.5, 10.4, 10.4])
+    r.add_figure("theirs", "throughput", "theirs", "Gbit/s", [9.9, 10.0, 10.0, 9.9])
+    r.add_ratio("ceil", "throughput", "bare / theirs", "bare", "theirs")
+    r.add_ratio("near", "throughput", "ours / theirs", "ours", "theirs", ">=", 1.05,
+                ceiling="ceil")
+    r.add_ratio("far", "throughput", "ours / bare", "ours", "bare", ">=", 1.5)
+    r.add_ratio("met", "throughput", "ours / bare, low bar", "ours", "bare", ">=", 0.5)
+    near, far = missed_lines(r)
+    assert near.startswith("- ours / theirs: 1.045×, target >= 1.050")
+    assert "includes the target" in near
+    assert "the ceiling, bare / theirs, was 1.055×" in near
+    assert "excludes the target: missed" in far and "ceiling" not in far
+    assert "Ratio targets missed:" in markdown(r) and "Ratio targets missed:" in readme_section(
+        r, None)
+    assert missed_lines(Results()) == []
 
 
 # --- simulated control plane -----------------------------------------------------------------
