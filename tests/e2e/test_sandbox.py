@@ -63,7 +63,7 @@ def test_walkthrough_then_down_leaves_nothing(root):
         ok = walk(lab, underlay=free_underlay(), echo=out.append)
         text = "\n".join(out)
         assert ok, text
-        for needed in ("NETWORK ID", "multihost", "SERVICE ID", "foobar", "vxlan id",
+        for needed in ("NETWORK ID", "multihost", "SERVICE ID", "foobar", "vxlan id", "gw0@vxlan0",
                        "2 received", "Every step went as the seed says"):
             assert needed in text, needed
         pids = lab_pids(lab)

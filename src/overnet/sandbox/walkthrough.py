@@ -121,14 +121,28 @@ def _foobar(w: Walk, c2: str) -> None:
     key = w.sh("net-2", "overnet", "inspect", "-f", "{{ .NetworkSettings.SandboxKey }}",
                c3).strip()
     w.sh("net-2", "ls", "/run/overnet/netns")
-    w.sh("net-2", "nsenter", f"--net={key}", "ip", "addr", "show", "eth0")
+    eth0 = w.sh("net-2", "nsenter", f"--net={key}", "ip", "-d", "addr", "show", "eth0")
     foobar = w.sh("net-2", "overnet", "network", "inspect", "foobar")
+    mine = re.search(r'"ip": "([^"]+)",\s*"mac": "([^"]+)"', foobar)
+    w.check(mine is not None and f"inet {mine.group(1)}/" in eth0
+            and f"link/ether {mine.group(2)} " in eth0,
+            "the container's eth0 has the address and MAC of its record")
     ns = re.search(r'"namespace": "([^"]+)"', foobar)
-    if ns:
-        links = w.sh("net-2", "nsenter", f"--net={ns.group(1)}", "ip", "-d", "link", "show",
-                     "vxlan0")
+    gateway = re.search(r'"gateway": "([^"]+)"', foobar)
+    if ns and gateway:
+        # The seed's namespace holds br0, vxlan1 and a veth per container; overnet's holds
+        # vxlan0 and gw0 (the gateway), each container's eth0 a macvlan of vxlan0 like gw0.
+        links = w.sh("net-2", "nsenter", f"--net={ns.group(1)}", "ip", "-d", "addr", "show")
         w.check(re.search(r"vxlan id \d+", links) is not None and "dstport 4789" in links,
                 "the network's namespace holds a vxlan device on port 4789")
+        w.check(re.search(r"gw0@vxlan0:.*\n(.*\n)*?\s+macvlan mode bridge", links) is not None
+                and f"inet {gateway.group(1)}/" in links,
+                "and gw0, a macvlan of it holding the gateway address")
+        vxlan0 = re.search(r"^\s*(\d+): vxlan0@", links, re.M)
+        lower = re.search(r"eth0@if(\d+):", eth0)
+        w.check("macvlan mode bridge" in eth0 and vxlan0 is not None and lower is not None
+                and vxlan0.group(1) == lower.group(1),
+                "the container's eth0 is a macvlan of the same vxlan device (no bridge, no veth)")
 
 
 def _runtimes(w: Walk, lab: Lab, name1: str, name2: str) -> None:
