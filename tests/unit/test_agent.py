@@ -20,7 +20,7 @@ from overnet.ipam import pools
 from overnet.store import keys
 from overnet.store.base import Put
 from overnet.store.memory import MemoryState, MemoryStore
-from overnet.store.records import EndpointRecord
+from overnet.store.records import EndpointRecord, HostRecord
 
 
 class Cluster:
@@ -188,6 +188,42 @@ async def test_attach_programs_peers_both_ways_and_detach_withdraws(cluster):
     await cluster.synced()
     await asyncio.sleep(0.05)
     assert vxlan_peers(h1, "web") == {}
+
+
+def tunnel_of(agent: Agent, net_name: str, mac: str) -> str | None:
+    net = agent.networks.find(net_name)
+    return agent.dp.link(agent.networks.driver(net).namespace(net), "vxlan0").fdb.get(mac)
+
+
+async def test_a_host_record_reconciles_only_the_networks_that_host_has_endpoints_on(cluster):
+    h1, h2 = await two_hosts(cluster)
+    await h1.networks.create("db")
+    await attach(h1, "web", "a")
+    await attach(h1, "db", "d")                    # h2 has nothing on db
+    b = await attach(h2, "web", "b")
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert tunnel_of(h1, "web", b.mac) == cluster.address("h2")
+    passes: list[str] = []
+    run_now = h1.reconciler.run_now
+
+    async def counted(target: str, verify: bool = False) -> None:
+        passes.append(target)
+        await run_now(target, verify)
+
+    h1.reconciler.run_now = counted
+    await cluster.start("h3")                      # joins: no endpoint anywhere
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert passes == []                            # (it used to reconcile web and db)
+    # h2's record moves to another address: b's record (tunnel at the old one) no longer
+    # matches it, and web, where b is, withdraws b at once; db is not touched
+    moved = HostRecord(name="h2", address="192.168.9.42", started=1.0)
+    await MemoryStore(cluster.state).put(keys.host("h2"), moved.to_json())
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert tunnel_of(h1, "web", b.mac) is None
+    assert set(passes) == {"net:" + h1.networks.find("web").id}
 
 
 async def test_attach_twice_is_a_conflict_not_a_second_address(cluster):

@@ -320,8 +320,12 @@ class Agent:
         parts = keys.split(ev.key)
         if parts[0] in ("endpoints", "services", "networks", "blocks") and len(parts) > 1:
             return NET + parts[1]
-        if parts[0] == "hosts":      # a host's address: what its endpoints are checked against
-            self.reconciler.mark(*self._active_networks())
+        if parts[0] == "hosts" and len(parts) > 1:
+            # a host's address, what its endpoints are checked against: only the networks it
+            # has endpoints on (a host joining, or re-registering, concerns no other network;
+            # every host reconciling all its networks at every join was hosts² passes)
+            self.reconciler.mark(*(t for t in self._active_networks()
+                                   if parts[1] in self.view.owners(t[len(NET):])))
         return None
 
     async def in_scope(self, *nets) -> None:

@@ -32,6 +32,7 @@ class ClusterView:
         # Caches keyed on the mirror's generation of the prefixes they derive from: a change
         # to one network does not make every host re-scan and re-admit everything else.
         self._under: dict[str, tuple[int, list[str]]] = {}     # prefix -> (generation, keys)
+        self._owners: dict[str, tuple[Any, frozenset[str]]] = {}  # net_id -> (generation, hosts)
 
     @property
     def items(self) -> dict:
@@ -134,6 +135,20 @@ class ClusterView:
         if len(self._admitted) > 1024:
             self._admitted.clear()
         return admitted
+
+    def owners(self, net_id: str) -> frozenset[str]:
+        """The hosts the network's endpoint records name, admitted or not: the host records
+        their admission reads (cached until the network's endpoints change)."""
+        prefix = keys.endpoints(net_id)
+        gen = self.mirror.generation(prefix)
+        cached = self._owners.get(net_id)
+        if cached is not None and cached[0] == gen:
+            return cached[1]
+        if len(self._owners) > 1024:
+            self._owners.clear()
+        found = frozenset(r.host for _, _, r in self._records(prefix, EndpointRecord))
+        self._owners[net_id] = (gen, found)
+        return found
 
     def services(self, net_id: str | None = None) -> list[ServiceRecord]:
         prefix = keys.services(net_id) if net_id else keys.SERVICES
