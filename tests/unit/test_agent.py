@@ -226,6 +226,27 @@ async def test_a_host_record_reconciles_only_the_networks_that_host_has_endpoint
     assert set(passes) == {"net:" + h1.networks.find("web").id}
 
 
+async def test_a_host_leaving_an_address_lets_the_host_it_shadowed_be_programmed(cluster):
+    h1, h2 = await two_hosts(cluster)
+    await attach(h1, "web", "a")
+    b = await attach(h2, "web", "b")
+    store = MemoryStore(cluster.state)
+    h2_record = (await store.get(keys.host("h2"))).value
+    # h9 (no agent, no endpoint) claims h2's address; h2 then re-registers: h9's claim is
+    # now the older one, h2's is refused and b is not programmed anywhere
+    h9 = HostRecord(name="h9", address=cluster.address("h2"), started=1.0)
+    await store.put(keys.host("h9"), h9.to_json())
+    await store.put(keys.host("h2"), h2_record)
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert tunnel_of(h1, "web", b.mac) is None
+    # h9 goes: nothing of h2's changed, yet its record is admitted again and b comes back
+    await store.delete(keys.host("h9"))
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert tunnel_of(h1, "web", b.mac) == cluster.address("h2")
+
+
 async def test_attach_twice_is_a_conflict_not_a_second_address(cluster):
     (h1,) = await cluster.hosts(1)
     await h1.networks.create("web")

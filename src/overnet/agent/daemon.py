@@ -68,6 +68,8 @@ class Agent:
         self.mirror: ScopedMirror | None = None
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
+        # net_id -> the admitted records of its endpoints' hosts as its last pass read them
+        self._hosts_used: dict[str, dict[str, HostRecord | None]] = {}
         self._in_place: set[str] = set()     # networks whose peers and resolver are in place
         self._drifted: set[str] = set()      # networks whose containers' interfaces want a look
         self._net_locks: dict[str, asyncio.Lock] = {}
@@ -294,6 +296,11 @@ class Agent:
         gone = self.networks.get(net_id) is None
         local = bool(self.endpoints.on_network(net_id))
         active = local and not gone
+        if active:      # what this pass reads of the hosts (see _hosts_changed)
+            hosts = self.view.hosts()
+            self._hosts_used[net_id] = {h: hosts.get(h) for h in self.view.owners(net_id)}
+        else:
+            self._hosts_used.pop(net_id, None)
         if self.dns is not None and not active:
             await self.dns.update(net, False)    # its sockets would hold the namespace
         if driver.publishes:
@@ -320,13 +327,26 @@ class Agent:
         parts = keys.split(ev.key)
         if parts[0] in ("endpoints", "services", "networks", "blocks") and len(parts) > 1:
             return NET + parts[1]
-        if parts[0] == "hosts" and len(parts) > 1:
-            # a host's address, what its endpoints are checked against: only the networks it
-            # has endpoints on (a host joining, or re-registering, concerns no other network;
-            # every host reconciling all its networks at every join was hosts² passes)
-            self.reconciler.mark(*(t for t in self._active_networks()
-                                   if parts[1] in self.view.owners(t[len(NET):])))
+        if parts[0] == "hosts":
+            self._hosts_changed()
         return None
+
+    def _hosts_changed(self) -> None:
+        """Host records changed: reconcile the networks whose endpoints name a host whose
+        admitted record is not the one their last pass read (its own record changed, or
+        another took or left its address). A host joining or re-registering concerns no
+        other network: every host reconciling all its networks at every join was hosts²
+        passes."""
+        active = self._active_networks()
+        if not active:
+            return
+        hosts = self.view.hosts()
+
+        def stale(net_id: str) -> bool:
+            used = self._hosts_used.get(net_id)
+            return used is None or any(hosts.get(h) != rec for h, rec in used.items())
+
+        self.reconciler.mark(*(t for t in active if stale(t[len(NET):])))
 
     async def in_scope(self, *nets) -> None:
         """Before a read of networks' records that is not for this host's own containers
