@@ -247,6 +247,17 @@ async def test_a_host_leaving_an_address_lets_the_host_it_shadowed_be_programmed
     assert tunnel_of(h1, "web", b.mac) == cluster.address("h2")
 
 
+async def test_a_new_lease_rewrites_only_the_liveness_record(cluster):
+    (h1,) = await cluster.hosts(1)
+    store = MemoryStore(cluster.state)
+    host_before = await store.get(keys.host("h1"))
+    lease = await store.grant(30)                  # as after the store was away too long
+    await h1._register_host(lease)
+    assert await store.get(keys.host("h1")) == host_before      # not written again
+    alive = await store.get(keys.alive("h1"))
+    assert alive.lease == lease.id and alive.value == host_before.value
+
+
 async def test_attach_twice_is_a_conflict_not_a_second_address(cluster):
     (h1,) = await cluster.hosts(1)
     await h1.networks.create("web")

@@ -27,7 +27,7 @@ from ..ipam.allocator import HostAllocator
 from ..observe.counting import counting
 from ..observe.observer import Observer
 from ..store import keys, open_store
-from ..store.base import Store, StoreError, StoreUnavailable
+from ..store.base import Put, Store, StoreError, StoreUnavailable, ValueIs
 from ..store.keepalive import KeepAlive
 from ..store.scoped import ScopedMirror
 from ..store.records import HostRecord, decode
@@ -68,6 +68,7 @@ class Agent:
         self.mirror: ScopedMirror | None = None
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
+        self._started = time.time()     # this run of the agent: its host record says so
         # net_id -> the admitted records of its endpoints' hosts as its last pass read them
         self._hosts_used: dict[str, dict[str, HostRecord | None]] = {}
         self._in_place: set[str] = set()     # networks whose peers and resolver are in place
@@ -229,9 +230,12 @@ class Agent:
 
     async def _register_host(self, lease) -> None:
         assert self.store is not None
-        rec = HostRecord(name=self.name, address=self.cfg.advertise, started=time.time(),
+        rec = HostRecord(name=self.name, address=self.cfg.advertise, started=self._started,
                          mtu=self.mtu).to_json()
-        await self.store.put(keys.host(self.name), rec)
+        # the durable record only when it changed: a lease granted again (after the store was
+        # away longer than the TTL) is news for no other host, and every host receives it
+        await self.store.txn([ValueIs(keys.host(self.name), rec)], [],
+                             [Put(keys.host(self.name), rec)])
         await self.store.put(keys.alive(self.name), rec, lease=lease.id)
         self.observer.lease("liveness", self.name, lease.id, self.keepalive)
 
