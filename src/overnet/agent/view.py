@@ -9,7 +9,7 @@ unique in it (first writer wins). What is not admitted is never programmed anywh
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 from ..store import keys
 from ..store.records import (BlockRecord, EndpointRecord, HostRecord, NetworkRecord, Record,
@@ -18,6 +18,7 @@ from ..store.validate import admit_endpoints, admit_hosts
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Record)
+T = TypeVar("T")
 
 
 class ClusterView:
@@ -57,17 +58,12 @@ class ClusterView:
         """The keys under `prefix`: one scan of the copy per prefix and change under it, however
         often a start or a reconcile asks (peers, names, DNS and used addresses all ask for
         the same network's endpoints)."""
-        gen = self.mirror.generation(prefix)
-        cached = self._under.get(prefix)
-        if cached is not None and cached[0] == gen:
-            return cached[1]
-        if len(self._under) > 1024:
-            self._under.clear()
-        found = self.mirror.keys_in(prefix)    # one network's records: indexed
-        if found is None:
-            found = [k for k in list(self.items) if k.startswith(prefix)]
-        self._under[prefix] = (gen, found)
-        return found
+        def scan() -> list[str]:
+            found = self.mirror.keys_in(prefix)    # one network's records: indexed
+            return [k for k in list(self.items) if k.startswith(prefix)] \
+                if found is None else found
+
+        return _memo(self._under, prefix, self.mirror.generation(prefix), scan)
 
     def _records(self, prefix: str, cls: type[R]) -> list[tuple[str, int, R]]:
         """(key, mod_revision, record) under a prefix, oldest first."""
@@ -140,15 +136,8 @@ class ClusterView:
         """The hosts the network's endpoint records name, admitted or not: the host records
         their admission reads (cached until the network's endpoints change)."""
         prefix = keys.endpoints(net_id)
-        gen = self.mirror.generation(prefix)
-        cached = self._owners.get(net_id)
-        if cached is not None and cached[0] == gen:
-            return cached[1]
-        if len(self._owners) > 1024:
-            self._owners.clear()
-        found = frozenset(r.host for _, _, r in self._records(prefix, EndpointRecord))
-        self._owners[net_id] = (gen, found)
-        return found
+        return _memo(self._owners, net_id, self.mirror.generation(prefix), lambda: frozenset(
+            r.host for _, _, r in self._records(prefix, EndpointRecord)))
 
     def services(self, net_id: str | None = None) -> list[ServiceRecord]:
         prefix = keys.services(net_id) if net_id else keys.SERVICES
@@ -157,6 +146,19 @@ class ClusterView:
     def service(self, net_id: str, name: str) -> ServiceRecord | None:
         item = self.items.get(keys.service(net_id, name))
         return self._decode(ServiceRecord, keys.service(net_id, name), item) if item else None
+
+
+def _memo(table: dict[str, tuple[Any, T]], key: str, stamp: Any, compute: Callable[[], T]) -> T:
+    """compute(), kept in `table` under `key` until `stamp` changes (a table grown past 1024
+    entries starts afresh)."""
+    cached = table.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    if len(table) > 1024:
+        table.clear()
+    value = compute()
+    table[key] = (stamp, value)
+    return value
 
 
 _KINDS: dict[str, type[Record]] = {
