@@ -162,13 +162,15 @@ def _first(plain: list[dict], etcd_rate: float | None) -> str:
     joins = [s for s in plain if s.get("join_s", 0) >= 1]
     text = ("What grows now with the cluster on every host is the cluster-wide part of its "
             "copy: each host's address and liveness (two records a host) are in every copy, "
-            "and a host joining, leaving or re-registering reaches every host")
+            "and a host joining or leaving reaches every host (a lease granted again, only "
+            "its liveness record; and only hosts with endpoints on its networks reconcile "
+            "anything)")
     if len(joins) >= 2:
         a, b = joins[-2], joins[-1]
         text += (f": all {b['hosts']:,} hosts joining took {b['join_s']:.0f} s here against "
                  f"{a['join_s']:.0f} s for {a['hosts']:,} (the events grow with the square of "
-                 "the hosts, all on 2 CPUs here; each real host handles its own share, one "
-                 "event per join)")
+                 "the hosts, all on 2 CPUs here; each real host handles its own share, two "
+                 "events per join)")
     mb = [(s["hosts"], s.get("agent_mb") or s["worker_rss_mb"] / s["hosts"]) for s in plain]
     text += f", and a copy at {mb[-1][0]:,} hosts took {mb[-1][1]:.1f} MB per simulated agent"
     if len(mb) >= 2 and top["hosts"] < ISSUE_HOSTS and joins:
