@@ -2,8 +2,11 @@
 
 aetcd has no automatic keep-alive, so a background task refreshes the lease every ttl/3.
 The owner's `on_new_lease(lease)` puts its leased keys: for the first lease (in start())
-and again whenever the lease is gone (expired, revoked, or the store was unreachable for
-longer than the TTL, so it must be presumed expired) and a new one was granted.
+and again whenever the lease is gone (expired or revoked) and a new one was granted. After an
+outage, however long, the store itself says whether the lease outlived it: the first refresh
+that reaches it either keeps the lease or fails with LeaseLost. (etcd extends every lease when
+it elects a leader, so a lease may well outlive an outage longer than its TTL: the death of
+the member it was refreshed on, a restart of the whole cluster.)
 Nothing here raises once started: outages are logged once and retried every
 `retry_interval` seconds.
 """
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -37,7 +39,6 @@ class KeepAlive:
         self._task: asyncio.Task[None] | None = None
         self._need_new = False  # the current lease is gone
         self._owner_pending = False  # on_new_lease has not yet succeeded for the current lease
-        self._last_ok = 0.0  # monotonic time of the last refresh/grant that succeeded
         self._outage = False
 
     @property
@@ -55,7 +56,6 @@ class KeepAlive:
             self._lease = await self._bounded(self.store.grant(self.ttl))
         except TimeoutError:
             raise StoreUnavailable(f"{self.store.endpoint}: no answer to a lease grant") from None
-        self._last_ok = time.monotonic()
         await self.on_new_lease(self._lease)
         self._task = asyncio.create_task(self._run(), name=f"keepalive {self._lease.id:x}")
 
@@ -95,7 +95,6 @@ class KeepAlive:
         old = self._lease
         lease = await self._bounded(self.store.grant(self.ttl))
         self._lease, self._need_new, self._owner_pending = lease, False, True
-        self._last_ok = time.monotonic()
         self.renewals += 1
         log.warning("lease %x %s; granted lease %x", old.id if old else 0, why, lease.id)
         await self._call_owner()
@@ -106,15 +105,10 @@ class KeepAlive:
         self._owner_pending = False
 
     async def _step(self) -> None:
-        unreachable_for = time.monotonic() - self._last_ok
         if self._need_new:
             await self._new_lease("was lost")
-        elif self._outage and unreachable_for > self.ttl:
-            await self._new_lease(
-                f"presumed expired (store unreachable for {unreachable_for:.0f}s)")
         else:
             await self._bounded(self.store.refresh(self.lease))
-            self._last_ok = time.monotonic()
             self.refreshes += 1
             if self._owner_pending:
                 await self._call_owner()
