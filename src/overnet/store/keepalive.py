@@ -129,7 +129,11 @@ class KeepAlive:
                     self._outage = False
             except asyncio.CancelledError:
                 raise
-            except LeaseLost:
+            except LeaseLost:          # the store answers: replace the lease right away
+                if self._outage:
+                    log.info("store reachable again; lease %x did not outlive the outage",
+                             self.lease.id)
+                    self._outage = False
                 self._need_new = True
             except (TimeoutError, StoreUnavailable) as e:
                 if not self._outage:
