@@ -7,6 +7,7 @@ import os
 import random
 import secrets
 import shutil
+import stat
 import subprocess
 import time
 
@@ -73,12 +74,17 @@ def wait_until(predicate, timeout: float = 5.0, every: float = 0.02):
 
 
 def keep_logs(lab: Lab, dest: str) -> None:
-    """Agent and etcd logs outlive the lab, for a failure's post-mortem."""
+    """Agent and etcd logs outlive the lab, for a failure's post-mortem (regular files only:
+    a runtime's storage holds named pipes and sockets, which cannot be copied)."""
+    def regular(src: str, dst: str) -> None:
+        if stat.S_ISREG(os.lstat(src).st_mode):
+            shutil.copy2(src, dst)
+
     for h in lab.state.all_hosts():
         src = os.path.join(lab.dir, h.name)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(dest, h.name), dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("etcd"))
+                            ignore=shutil.ignore_patterns("etcd"), copy_function=regular)
 
 
 @pytest.fixture(scope="module")

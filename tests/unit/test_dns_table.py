@@ -119,3 +119,27 @@ def test_parse_upstream() -> None:
     for bad in ("dns.example", "1.2.3.4:0", "1.2.3.4:x", "[::1", "[::1]x", "1.2.3.4:70000"):
         with pytest.raises(ValueError, match="upstream resolver"):
             parse_upstream(bad)
+
+
+def test_a_networks_names_follow_its_endpoints_not_the_store_revision():
+    """An endpoint and its service are written together and reach the agent's copy on two
+    watches: a table built when only the service had arrived must not outlive the endpoint's
+    arrival, though the copy's revision did not move (the agent's stub view: pure logic)."""
+    from types import SimpleNamespace
+
+    from overnet.agent.dns import NetworkDns
+    from overnet.store import keys
+    from overnet.store.records import NetworkRecord
+
+    net = NetworkRecord(id="ab" * 32, name="n", driver="overlay", subnet="10.0.0.0/24",
+                        gateway="10.0.0.1", vni=256)
+    generations: dict[str, int] = {}
+    found: list = []
+    view = SimpleNamespace(revision=7, endpoints=lambda net_id: found, services=lambda n: [],
+                           mirror=SimpleNamespace(generation=lambda p: generations.get(p, 0)))
+    names = NetworkDns(view, networks=None, upstreams=[])
+    assert not names.table(net).addresses("own")
+    found.append(SimpleNamespace(name="own", ip="10.0.0.5", aliases=(), id="e1"))
+    generations[keys.endpoints(net.id)] = 1                  # revision still 7
+    assert names.table(net).addresses("own") == ["10.0.0.5"]
+    assert names.table(net) is names.table(net)              # unchanged: the same table

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from ..dns import Entry, NameTable, Resolvers, ResolverSpec, host_upstreams, resolv_conf
+from ..store import keys
 from ..store.records import NetworkRecord
 from .config import DOMAIN
 from .networks import NetworkService
@@ -22,13 +23,19 @@ class NetworkDns:
         self.networks = networks
         self.resolvers = Resolvers(host_upstreams() if upstreams is None else upstreams,
                                    port=port)
-        self._tables: dict[str, tuple[int, NameTable]] = {}
+        self._tables: dict[str, tuple[tuple, NameTable]] = {}
 
     def table(self, net: NetworkRecord) -> NameTable:
-        """The network's names (a new table per store revision: the resolver caches
-        answers per table object)."""
+        """The network's names, built again (a new table: the resolver caches answers per
+        table object) whenever what they come from changed: the network, its endpoints and
+        services, the host records that admit its endpoints. Not per store revision: one
+        write of an endpoint and its service reaches the copy on two watches, and a pass
+        between the two built the revision's table without the endpoint, for good."""
+        m = self.view.mirror
+        stamp = (net, m.generation(keys.endpoints(net.id)), m.generation(keys.services(net.id)),
+                 m.generation(keys.HOSTS))
         cached = self._tables.get(net.id)
-        if cached is not None and cached[0] == self.view.revision:
+        if cached is not None and cached[0] == stamp:
             return cached[1]
         entries = [Entry(ep.name, ep.ip, tuple(ep.aliases))
                    for ep in self.view.endpoints(net.id)]
@@ -38,7 +45,7 @@ class NetworkDns:
             if ep is not None and ep.ip in by_ip and svc.name != ep.name:
                 entries.append(Entry(svc.name, ep.ip, ()))
         table = NameTable.build(net.name, DOMAIN, entries, subnet=net.subnet)
-        self._tables[net.id] = (self.view.revision, table)
+        self._tables[net.id] = (stamp, table)
         return table
 
     def serves(self, net: NetworkRecord) -> bool:
