@@ -39,10 +39,6 @@ class ClusterView:
     def items(self) -> dict:
         return self.mirror.items
 
-    @property
-    def revision(self) -> int:
-        return int(self.mirror.revision)
-
     def _decode(self, cls: type[R], key: str, item: Any) -> R | None:
         """Each value is parsed once per revision."""
         cached = self._decoded.get(key)
