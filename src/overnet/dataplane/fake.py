@@ -41,6 +41,7 @@ from overnet.dataplane.model import (
     VXLAN_PORT,
     DataplaneError,
     LinkInfo,
+    attach_input,
     check_ifname,
     check_mac,
 )
@@ -224,13 +225,9 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
                mac: str, mtu: int, gateway: str | None = None, bridge: str = BRIDGE,
                ifname: str = "eth0") -> None:
         check_ifname(host_ifname)
-        check_ifname(ifname)
         where = "host namespace" if net_ns is None else f"namespace {net_ns}"
-        what = (f"cannot attach {container_ns} ({ifname} {ip_cidr} {mac} mtu {mtu}) via "
-                f"{host_ifname} to {bridge} in {where}")
-        with bad_input(what):
-            addr = ipaddress.IPv4Interface(ip_cidr)
-            check_mac(mac)
+        what, addr = attach_input(container_ns, ifname, ip_cidr, mac, mtu,
+                                  f"via {host_ifname} to {bridge} in {where}")
         net, cns = self._ns(net_ns, what), self._ns(container_ns, what)
         if bridge not in net.links:
             raise DataplaneError(f"{what}: no bridge {bridge}", errno.ENODEV)
@@ -287,12 +284,8 @@ class FakeDataplane(FakeHostSubnets, Dataplane):
     @operation
     def attach_macvlan(self, net_ns: str, container_ns: str, ip_cidr: str, mac: str, mtu: int,
                        gateway: str | None = None, ifname: str = "eth0") -> None:
-        check_ifname(ifname)
-        what = (f"cannot attach {container_ns} ({ifname} {ip_cidr} {mac} mtu {mtu}) to {VXLAN} "
-                f"in namespace {net_ns}")
-        with bad_input(what):
-            addr = ipaddress.IPv4Interface(ip_cidr)
-            check_mac(mac)
+        what, addr = attach_input(container_ns, ifname, ip_cidr, mac, mtu,
+                                  f"to {VXLAN} in namespace {net_ns}")
         net, cns = self._ns(net_ns, what), self._ns(container_ns, what)
         link = cns.links.get(ifname)
         if link is not None and link.kind == "veth" and link.mac == mac.lower():

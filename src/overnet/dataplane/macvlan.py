@@ -23,7 +23,7 @@ from pyroute2.iproute.linux import IPRoute
 
 from overnet.crashpoints import crashpoint
 from overnet.dataplane import netns, rtnl
-from overnet.dataplane.model import VXLAN, DataplaneError, check_ifname, check_mac
+from overnet.dataplane.model import VXLAN, DataplaneError, attach_input, check_ifname, check_mac
 from overnet.dataplane.plumbing import (
     IFF_UP,
     Netlink,
@@ -43,12 +43,8 @@ def attach(k: Netlink, net_ns: str, container_ns: str, ip_cidr: str, mac: str, m
     given) a default route via `gateway`. Calling it again converges; a failed call leaves no
     device behind that it created. `fresh=False`: the packed requests were tried already
     (fastpath.py), go straight to converging."""
-    check_ifname(ifname)
-    what = (f"cannot attach {container_ns} ({ifname} {ip_cidr} {mac} mtu {mtu}) to {VXLAN} "
-            f"in {k.label(net_ns)}")
-    with failing(what):
-        addr = ipaddress.IPv4Interface(ip_cidr)
-        check_mac(mac)
+    what, addr = attach_input(container_ns, ifname, ip_cidr, mac, mtu,
+                              f"to {VXLAN} in {k.label(net_ns)}")
     mac = mac.lower()
     if fresh and _attach_fresh(k, net_ns, container_ns, ifname, addr, mac, mtu, gateway):
         return

@@ -7,6 +7,7 @@ same names, the same validation and the same error messages on bad input.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -70,4 +71,20 @@ def check_mac(mac: str) -> None:
     """Raise ValueError (callers wrap it with what they were doing) on a malformed MAC."""
     if not _MAC.fullmatch(mac):
         raise ValueError(f"malformed MAC address {mac!r}")
+
+
+def attach_input(container_ns: str, ifname: str, ip_cidr: str, mac: str, mtu: int,
+                 onto: str) -> tuple[str, ipaddress.IPv4Interface]:
+    """A container attachment's input, checked before anything is touched (the kernel's and
+    the fake's alike): returns what the operation's errors say ("cannot attach ... `onto`")
+    and the parsed address; raises a DataplaneError (EINVAL) naming a bad name, address or
+    MAC."""
+    check_ifname(ifname)
+    what = f"cannot attach {container_ns} ({ifname} {ip_cidr} {mac} mtu {mtu}) {onto}"
+    try:
+        addr = ipaddress.IPv4Interface(ip_cidr)
+        check_mac(mac)
+    except ValueError as exc:
+        raise DataplaneError(f"{what}: {exc}", errno.EINVAL) from exc
+    return what, addr
 

@@ -20,7 +20,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from overnet.crashpoints import crashpoint
 from overnet.dataplane import netns, rtnl
-from overnet.dataplane.model import BRIDGE, LOOPBACK_INDEX, DataplaneError, check_ifname, check_mac
+from overnet.dataplane.model import (BRIDGE, LOOPBACK_INDEX, DataplaneError, attach_input,
+                                     check_ifname)
 from overnet.dataplane.plumbing import (
     IFF_UP as _IFF_UP,
 )
@@ -48,12 +49,8 @@ def attach(k: Netlink, net_ns: str | None, container_ns: str, host_ifname: str, 
     were tried already (fastpath.py), go straight to converging.
     """
     check_ifname(host_ifname)
-    check_ifname(ifname)
-    what = (f"cannot attach {container_ns} ({ifname} {ip_cidr} {mac} mtu {mtu}) via "
-            f"{host_ifname} to {bridge} in {k.label(net_ns)}")
-    with failing(what):
-        addr = ipaddress.IPv4Interface(ip_cidr)
-        check_mac(mac)
+    what, addr = attach_input(container_ns, ifname, ip_cidr, mac, mtu,
+                              f"via {host_ifname} to {bridge} in {k.label(net_ns)}")
     if fresh and _attach_fresh(k, net_ns, container_ns, host_ifname, ifname, addr,
                                mac.lower(), mtu, gateway, bridge):
         return
