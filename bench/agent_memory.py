@@ -60,6 +60,9 @@ async def feed(store_url: str, net_name: str, hosts: int, subnet_base: str) -> N
         rec = HostRecord(name=name, address=addrs[name], started=time.time()).to_json()
         await store.put(keys.host(name), rec)
         await store.put(keys.alive(name), rec, lease=lease.id)
+        member = HostRecord(name=name, address=addrs[name]).to_json()   # agent/membership.py
+        await store.put(keys.member(net.id, name), member)
+        await store.put(keys.presence(net.id, name), member, lease=lease.id)
     allocators = {n: HostAllocator(store, n) for n in names}
     used: set = set()
     made = 0

@@ -138,8 +138,8 @@ def carrying(steps: list[dict], fan: list[dict]) -> str:
                      "records), a start reached every subscribed agent's copy in "
                      f"{_pair(big['last_sub_ms'])} ms and was programmed there in "
                      f"{_pair(big['programmed_ms'])} ms (p50 / p99); each agent took "
-                     f"{big['agent_mb']:.1f} MB (its copy: every host's and network's record, "
-                     f"its network's endpoints) and one garbage-collection pass "
+                     f"{big['agent_mb']:.1f} MB (its copy: every network's record, its "
+                     f"network's hosts and endpoints) and one garbage-collection pass "
                      f"{big.get('gc_ms', 0):.1f} ms.")
     parts.append(_first(plain, etcd_rate))
     return " ".join(parts)
@@ -160,30 +160,26 @@ def _first(plain: list[dict], etcd_rate: float | None) -> str:
     """What breaks first, by comparing the limits the curves give."""
     top = max(plain, key=lambda s: s["hosts"])
     joins = [s for s in plain if s.get("join_s", 0) >= 1]
-    text = ("What grows now with the cluster on every host is the cluster-wide part of its "
-            "copy: each host's address and liveness (two records a host) are in every copy, "
-            "and a host joining or leaving reaches every host (a lease granted again, only "
-            "its liveness record; and only hosts with endpoints on its networks reconcile "
-            "anything)")
+    text = ("What every host's copy holds of the cluster as a whole is one record a "
+            "network: a host's own records (its address, its liveness) reach only the hosts "
+            "of its networks, two a network (its membership and its presence there), so a "
+            "host joining, restarting or leaving costs the others O(hosts of its networks)")
     if len(joins) >= 2:
         a, b = joins[-2], joins[-1]
         text += (f": all {b['hosts']:,} hosts joining took {b['join_s']:.0f} s here against "
-                 f"{a['join_s']:.0f} s for {a['hosts']:,} (the events grow with the square of "
-                 "the hosts, all on 2 CPUs here; each real host handles its own share, two "
-                 "events per join)")
+                 f"{a['join_s']:.0f} s for {a['hosts']:,}, all on 2 CPUs")
     mb = [(s["hosts"], s.get("agent_mb") or s["worker_rss_mb"] / s["hosts"]) for s in plain]
     text += f", and a copy at {mb[-1][0]:,} hosts took {mb[-1][1]:.1f} MB per simulated agent"
-    if len(mb) >= 2 and top["hosts"] < ISSUE_HOSTS and joins:
-        (h0, m0), (h1, m1) = mb[-2], mb[-1]
-        at = m1 + (m1 - m0) / (h1 - h0) * (ISSUE_HOSTS - h1)
-        join = joins[-1]["join_s"] * (ISSUE_HOSTS / joins[-1]["hosts"]) ** 2
+    if top["hosts"] < ISSUE_HOSTS and joins:
+        at = mb[-1][1]
+        join = joins[-1]["join_s"] * ISSUE_HOSTS / joins[-1]["hosts"]
         text += (f". Agents on all {ISSUE_HOSTS:,} hosts were not run on this machine: by "
-                 f"these curves they would hold ~{at:.0f} MB each (~{at * ISSUE_HOSTS / 1024:.0f}"
-                 f" GB together) and their join alone would take ~{join / 60:.0f} min on its "
-                 "2 CPUs")
+                 f"these curves they would hold ~{at:.1f} MB each (~{at * ISSUE_HOSTS / 1024:.0f}"
+                 f" GB together) and their join would take ~{join / 60:.0f} min on its 2 CPUs")
     text += "."
     if etcd_rate:
         text += (f" What breaks first is etcd's own write rate, ~{etcd_rate:.0f} container "
-                 "starts per second per etcd core whatever the hosts, then joins: a whole "
-                 "cluster restarting at once is hosts² events, spread over the hosts' CPUs.")
+                 "starts per second per etcd core whatever the hosts; a whole cluster "
+                 "restarting at once is hosts × hosts-per-network events, spread over the "
+                 "hosts' CPUs.")
     return text

@@ -253,11 +253,12 @@ class Worker(LightHosts):
                          batch: int = 100) -> dict:
         """Background endpoints written as their hosts' agents would write them, `batch` per
         transaction (a burst of starts): for each [host, index, network] of `items`, the
-        host's address block (one of the pool's last, by the host's place in its network)
-        and `per_host` endpoints in it. The agent then allocates from that block."""
+        host's records on the network, its address block (one of the pool's last, by the
+        host's place in its network) and `per_host` endpoints in it. The agent then
+        allocates from that block."""
         from overnet.ipam.pools import block_at, block_count, mac_for, usable
         from overnet.store.base import Put
-        from overnet.store.records import BlockRecord, EndpointRecord
+        from overnet.store.records import BlockRecord, EndpointRecord, HostRecord
         puts = []
         for name, index, network in items:
             if per_host < 1:
@@ -267,6 +268,10 @@ class Worker(LightHosts):
             pool = net.network
             block = block_at(pool, block_count(pool) - 1 - index % size)
             puts.append(Put(keys.block(net.id, block), BlockRecord(host=name).to_json()))
+            # the host on its network (agent/membership.py), its presence under no lease
+            member = HostRecord(name=name, address=address(index), mtu=1500).to_json()
+            puts += [Put(keys.member(net.id, name), member),
+                     Put(keys.presence(net.id, name), member)]
             for slot, ip in zip(range(per_host), usable(pool, block,
                                                         ipaddress.IPv4Address(net.gateway))):
                 eid = f"b{index}s{slot}x{net.id[:8]}"

@@ -56,11 +56,7 @@ class Cluster:
         await agent.supervisor.stop()
         await agent.mirror.stop()
         agent.keepalive._task.cancel()       # no revoke: the lease simply is not renewed
-        await self.expire(name)
-
-    async def expire(self, name: str) -> None:
-        store = MemoryStore(self.state)
-        await store.delete(keys.alive(name))
+        await MemoryStore(self.state).revoke(agent.keepalive.lease)   # ... and lapses
 
     async def synced(self) -> None:
         """Every agent's copy holds what the store holds under each prefix in its scope."""
@@ -195,7 +191,7 @@ def tunnel_of(agent: Agent, net_name: str, mac: str) -> str | None:
     return agent.dp.link(agent.networks.driver(net).namespace(net), "vxlan0").fdb.get(mac)
 
 
-async def test_a_host_record_reconciles_only_the_networks_that_host_has_endpoints_on(cluster):
+async def test_a_membership_reconciles_only_its_network(cluster):
     h1, h2 = await two_hosts(cluster)
     await h1.networks.create("db")
     await attach(h1, "web", "a")
@@ -212,18 +208,21 @@ async def test_a_host_record_reconciles_only_the_networks_that_host_has_endpoint
         await run_now(target, verify)
 
     h1.reconciler.run_now = counted
-    await cluster.start("h3")                      # joins: no endpoint anywhere
+    h3 = await cluster.start("h3")                 # joins: no endpoint anywhere
     await cluster.synced()
     await asyncio.sleep(0.05)
     assert passes == []                            # (it used to reconcile web and db)
-    # h2's record moves to another address: b's record (tunnel at the old one) no longer
-    # matches it, and web, where b is, withdraws b at once; db is not touched
-    moved = HostRecord(name="h2", address="192.168.9.42", started=1.0)
-    await MemoryStore(cluster.state).put(keys.host("h2"), moved.to_json())
+    assert not [k for k in h1.view.items if "h3" in k]    # and h1 holds nothing of h3
+    assert not [k for k in h3.view.items if k.startswith((keys.MEMBERS, keys.PRESENT))]
+    # h2's record on web moves to another address: b's record (tunnel at the old one) no
+    # longer matches it, and web withdraws b at once; db is not touched
+    web = h1.networks.find("web").id
+    moved = HostRecord(name="h2", address="192.168.9.42")
+    await MemoryStore(cluster.state).put(keys.member(web, "h2"), moved.to_json())
     await cluster.synced()
     await asyncio.sleep(0.05)
     assert tunnel_of(h1, "web", b.mac) is None
-    assert set(passes) == {"net:" + h1.networks.find("web").id}
+    assert set(passes) == {"net:" + web}
 
 
 async def test_a_host_leaving_an_address_lets_the_host_it_shadowed_be_programmed(cluster):
@@ -231,20 +230,75 @@ async def test_a_host_leaving_an_address_lets_the_host_it_shadowed_be_programmed
     await attach(h1, "web", "a")
     b = await attach(h2, "web", "b")
     store = MemoryStore(cluster.state)
-    h2_record = (await store.get(keys.host("h2"))).value
-    # h9 (no agent, no endpoint) claims h2's address; h2 then re-registers: h9's claim is
-    # now the older one, h2's is refused and b is not programmed anywhere
-    h9 = HostRecord(name="h9", address=cluster.address("h2"), started=1.0)
-    await store.put(keys.host("h9"), h9.to_json())
-    await store.put(keys.host("h2"), h2_record)
+    web = h1.networks.find("web").id
+    h2_record = (await store.get(keys.member(web, "h2"))).value
+    # h9 (no agent, no endpoint) claims h2's address on web; h2's record is written again:
+    # h9's claim is now the older one, h2's is refused and b is not programmed anywhere
+    h9 = HostRecord(name="h9", address=cluster.address("h2"))
+    await store.put(keys.member(web, "h9"), h9.to_json())
+    await store.put(keys.member(web, "h2"), h2_record)
     await cluster.synced()
     await asyncio.sleep(0.05)
     assert tunnel_of(h1, "web", b.mac) is None
     # h9 goes: nothing of h2's changed, yet its record is admitted again and b comes back
-    await store.delete(keys.host("h9"))
+    await store.delete(keys.member(web, "h9"))
     await cluster.synced()
     await asyncio.sleep(0.05)
     assert tunnel_of(h1, "web", b.mac) == cluster.address("h2")
+
+
+async def test_a_host_is_on_a_network_while_it_has_endpoints_there(cluster):
+    h1, h2 = await two_hosts(cluster)
+    web = h1.networks.find("web").id
+    mine = {keys.member(web, "h2"), keys.presence(web, "h2")}
+    store = MemoryStore(cluster.state)
+    b = await attach(h2, "web", "b")
+    c = await attach(h2, "web", "c")
+    kvs = {k: await store.get(k) for k in mine}
+    assert all(kvs.values()) and kvs[keys.presence(web, "h2")].lease == h2.keepalive.lease.id
+    assert json.loads(kvs[keys.member(web, "h2")].value)["address"] == cluster.address("h2")
+    await h2.endpoints.detach("b")
+    assert all([await store.get(k) for k in mine])       # c is still there
+    await h2.endpoints.detach("c")
+    assert not any([await store.get(k) for k in mine])   # the last one went: h2 left web
+    assert b.ip and c.ip
+
+
+async def test_a_lost_presence_is_put_back(cluster):
+    h1, h2 = await two_hosts(cluster)
+    await attach(h2, "web", "b")
+    web = h1.networks.find("web").id
+    store = MemoryStore(cluster.state)
+    await store.delete(keys.presence(web, "h2"))      # e.g. its lease lapsed meanwhile
+    for _ in range(200):
+        kv = await store.get(keys.presence(web, "h2"))
+        if kv is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert kv is not None and kv.lease == h2.keepalive.lease.id
+
+
+async def test_gc_keeps_the_records_of_a_host_that_is_alive_but_not_present(cluster):
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    await attach(h1, "web", "a")
+    net = h1.networks.find("web")
+    store = MemoryStore(cluster.state)
+    rec = HostRecord(name="h7", address="192.168.9.77")   # an agent that writes no presence
+    ip = "10.128.0.200"
+    ep = EndpointRecord(id="e" * 64, network=net.id, container="c" * 64, name="old",
+                        host="h7", host_address=rec.address, ip=ip, mac="02:42:0a:80:00:c8")
+    await store.put(keys.host("h7"), rec.to_json())
+    await store.put(keys.alive("h7"), rec.to_json())
+    await store.put(keys.member(net.id, "h7"), rec.to_json())
+    await store.put(keys.endpoint(net.id, ip), ep.to_json())
+    await cluster.synced()
+    h1.gc.grace = 0
+    assert await h1.gc.collect() == 0                 # alive: nothing of it goes
+    assert keys.endpoint(net.id, ip) in h1.view.items
+    await store.delete(keys.alive("h7"))
+    assert await h1.gc.collect() == 2                 # dead: its endpoint and membership
+    assert await store.get(keys.member(net.id, "h7")) is None
 
 
 async def test_a_new_lease_rewrites_only_the_liveness_record(cluster):
@@ -420,9 +474,10 @@ async def test_gc_after_grace_and_not_before(cluster):
     net = h1.networks.find("web")
     assert keys.endpoint(net.id, b.ip) in h1.view.items
     now[0] += 1
-    assert await h1.gc.collect() == 1            # the endpoint; its block stays
+    assert await h1.gc.collect() == 2            # the endpoint, h2 on web; its block stays
     await cluster.synced()
     assert keys.endpoint(net.id, b.ip) not in h1.view.items
+    assert keys.member(net.id, "h2") not in h1.view.items
     assert any(k.startswith(keys.blocks(net.id)) for k in h1.view.items)
     now[0] += 540
     assert await h1.gc.collect() == 1            # now the block
@@ -448,7 +503,7 @@ async def test_a_restarted_agent_republishes_and_loses_a_taken_address(cluster):
     await cluster.crash("h2")
     await cluster.synced()
     h1.gc.grace = h1.gc.block_grace = 0
-    assert await h1.gc.collect() == 3             # h2's two endpoints and its block
+    assert await h1.gc.collect() == 4             # h2's two endpoints, block, membership
     await cluster.synced()
     taken = await attach(h1, "web", "a")         # h1 takes the block and b's address
     assert taken.ip == b.ip
@@ -469,7 +524,7 @@ async def test_collected_endpoints_come_back_and_their_addresses_stay_unused(clu
     await cluster.crash("h2")
     await cluster.synced()
     h1.gc.grace = 0
-    assert await h1.gc.collect() == 1             # the endpoint, not the block
+    assert await h1.gc.collect() == 2             # the endpoint, h2 on web; not the block
     await cluster.synced()
     with pytest.raises(Conflict, match="full"):   # b still holds its address: not given out
         await attach(h1, "web", "a")
@@ -503,6 +558,12 @@ async def test_store_garbage_never_reaches_the_kernel(cluster):
     }
     await store.txn([], [Put(keys.endpoint(net.id, k), v) for k, v in bad.items()])
     await store.put(keys.VNIS + "not-a-number", b"{}")
+    # host records on web that must not change who h2 is: one under another host's name,
+    # one that is not a host record, one for a host no endpoint names
+    await store.put(keys.member(net.id, "h3"), HostRecord(name="h2", address="192.168.9.66")
+                    .to_json())
+    await store.put(keys.member(net.id, "h4"), b'{"name": "h4", "address": "0.0.0.0"}')
+    await store.put(keys.presence(net.id, "h5"), b"not json")
     await cluster.synced()
     await h1.reconcile_network("net:" + net.id, True)
     assert vxlan_peers(h1, "web") == {b.ip: b.mac}

@@ -90,19 +90,37 @@ async def test_a_scripted_sequence_arrives_in_order(cluster):
     a = await attach(h1, "web", "a", name="alpha")
     b = await attach(h2, "web", "b", name="beta")
     await settle(cluster)
+    c = await attach(h2, "web", "c", name="gamma")
+    await settle(cluster)
     await h2.endpoints.detach("b", "eth0")
     await settle(cluster)
     await cluster.crash("h2")
     await settle(cluster)
     seen = kinds(h1, "network", "peer", "host")
-    assert seen == [("network", "create", "web"), ("host", "up", "h2"),
-                    ("network", "attach", "web"), ("peer", "programmed", b.ip),
-                    ("peer", "withdrawn", b.ip), ("host", "down", "h2")]
+    # h1 hears of h2 once they share a network (the up, on its own watch, may come before
+    # or after the peer's programming), and of its death last
+    assert [e for e in seen if e[0] == "host"] == [("host", "up", "h2"), ("host", "down", "h2")]
+    assert seen[-1] == ("host", "down", "h2")
+    assert [e for e in seen if e[0] != "host"] == [
+        ("network", "create", "web"), ("network", "attach", "web"),
+        ("peer", "programmed", b.ip), ("peer", "programmed", c.ip),
+        ("peer", "withdrawn", b.ip)]
     attach_ev = h1.events.select(types={"network"})[1]
     assert attach_ev.attrs["runtime"] == "cni" and attach_ev.attrs["ip"] == a.ip
     assert ("lease", "acquired", "h1") in kinds(h1, "lease")
     seqs = [e.seq for e in h1.events.ring]
     assert seqs == sorted(seqs)
+
+
+async def test_a_host_leaving_a_network_has_not_gone_down(cluster):
+    h1, h2 = await cluster.hosts(2)
+    await h1.networks.create("web")
+    await attach(h1, "web", "a")
+    await attach(h2, "web", "b")
+    await settle(cluster)
+    await h2.endpoints.detach("b", "eth0")
+    await settle(cluster)
+    assert kinds(h1, "host") == [("host", "up", "h2")]
 
 
 async def test_network_removal_is_an_event_on_every_host(cluster):
@@ -287,7 +305,7 @@ async def test_topology_and_its_dot_source(cluster):
     await settle(cluster)
     from overnet.observe import graph
     from overnet.observe.topology import topology
-    topo = topology(h1)
+    topo = await topology(h1)
     assert [(h["name"], h["alive"]) for h in topo["hosts"]] == [("h1", True), ("h2", False)]
     assert [n["name"] for n in topo["networks"]] == ["web"]
     assert {(e["name"], e["ip"], e["host"]) for e in topo["endpoints"]} == \

@@ -46,7 +46,8 @@ async def settle(mirror: ScopedMirror, key: str, rev: int) -> None:
 
 async def test_only_the_cluster_wide_kinds_until_a_network_is_needed(world):
     writer, reader, mirror = world
-    assert keys.host("h1") in mirror.items and keys.network(NET_A) in mirror.items
+    assert keys.network(NET_A) in mirror.items
+    assert keys.host("h1") not in mirror.items          # no agent mirrors every host
     assert not [k for k in mirror.items if k.startswith(tuple(keys.PER_NETWORK))]
     assert keys.ENDPOINTS not in reader.lists and mirror.networks() == set()
     assert mirror.keys_in(keys.endpoints(NET_A)) == []
@@ -77,7 +78,7 @@ async def test_a_needed_network_comes_whole_then_follows(world):
     await settle(mirror, keys.endpoint(NET_A, "10.0.0.4"), rev)
     assert keys.endpoint(NET_A, "10.0.0.4") in mirror.items
     assert keys.endpoint(NET_B, "10.0.0.4") not in mirror.items
-    assert len(mirror.items) == len(list(mirror.items)) == 5   # host, network, 2 + 1 of NET_A
+    assert len(mirror.items) == len(list(mirror.items)) == 4   # network, 2 + 1 of NET_A
 
 
 async def test_a_network_leaves_scope_only_when_nothing_keeps_it(world):

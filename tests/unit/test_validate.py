@@ -36,7 +36,7 @@ def test_vtep_must_be_the_live_hosts_address():
     assert admitted == []
     reasons = dict(rejected)
     assert "not the address of host 'net-1'" in reasons[bad[0][0]]
-    assert "not a live host" in reasons[bad[3][0]]
+    assert "is not on the network" in reasons[bad[3][0]]
 
 
 def test_ip_must_be_a_usable_address_of_the_subnet():

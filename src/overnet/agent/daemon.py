@@ -38,6 +38,7 @@ from .containers import ContainerService
 from .dns import NetworkDns
 from .endpoints import EndpointService
 from .gc import GarbageCollector
+from .membership import Membership
 from .networks import BUILTIN, NAME_RE, NetworkService, builtin_networks
 from .reconcile import Reconciler
 from .state import LocalState
@@ -69,8 +70,6 @@ class Agent:
         self.keepalive: KeepAlive | None = None
         self._last_net: dict = {}
         self._started = time.time()     # this run of the agent: its host record says so
-        # net_id -> the admitted records of its endpoints' hosts as its last pass read them
-        self._hosts_used: dict[str, dict[str, HostRecord | None]] = {}
         self._in_place: set[str] = set()     # networks whose peers and resolver are in place
         self._drifted: set[str] = set()      # networks whose containers' interfaces want a look
         self._net_locks: dict[str, asyncio.Lock] = {}
@@ -141,6 +140,10 @@ class Agent:
             ids = {**ids, "bridge": self.hostsubnet.bridge_id}
             bridge_subnet = str(self.hostsubnet.subnet)
         self.allocator = HostAllocator(self.store, self.name)
+        self.membership = Membership(
+            self.store, self.mirror, self.name,
+            HostRecord(name=self.name, address=self.cfg.advertise, mtu=self.mtu).to_json(),
+            lambda: self.keepalive.lease.id, self._keeps)
         self.networks = NetworkService(
             self.store, self.view, self.name, self.drivers,
             builtin_networks(ids, bridge_subnet), self.cfg.default_range,
@@ -148,7 +151,7 @@ class Agent:
         self.endpoints = EndpointService(
             store=self.store, view=self.view, networks=self.networks,
             allocator=self.allocator, state=self.state, dp=self.dp, host=self.host,
-            changed=self._endpoint_changed)
+            membership=self.membership, changed=self._endpoint_changed)
         self.containers = ContainerService(
             state=self.state, endpoints=self.endpoints, networks=self.networks,
             view=self.view, dp=self.dp, host=self.host, default_network=self.default_net[1],
@@ -238,6 +241,12 @@ class Agent:
                              [Put(keys.host(self.name), rec)])
         await self.store.put(keys.alive(self.name), rec, lease=lease.id)
         self.observer.lease("liveness", self.name, lease.id, self.keepalive)
+        if self.keepalive is not None and self.keepalive.renewals:
+            # this host's presence on its networks went with the old lease: put it again
+            if getattr(self, "membership", None) is not None:
+                self.membership.renewed()
+            if getattr(self, "reconciler", None) is not None:
+                self.reconciler.mark(*self._active_networks())
 
     # --- recovery ------------------------------------------------------------------------
 
@@ -300,11 +309,11 @@ class Agent:
         gone = self.networks.get(net_id) is None
         local = bool(self.endpoints.on_network(net_id))
         active = local and not gone
-        if active:      # what this pass reads of the hosts (see _hosts_changed)
-            hosts = self.view.hosts()
-            self._hosts_used[net_id] = {h: hosts.get(h) for h in self.view.owners(net_id)}
-        else:
-            self._hosts_used.pop(net_id, None)
+        if active and driver.publishes:
+            try:
+                await self.membership.ensure(net_id)
+            except StoreError as e:     # the resync tries again; peers are programmed still
+                log.warning("network %s: this host's membership not written: %s", net.name, e)
         if self.dns is not None and not active:
             await self.dns.update(net, False)    # its sockets would hold the namespace
         if driver.publishes:
@@ -329,28 +338,15 @@ class Agent:
         if ev.type == "put":
             self.view.inspect(ev.key)
         parts = keys.split(ev.key)
-        if parts[0] in ("endpoints", "services", "networks", "blocks") and len(parts) > 1:
+        if parts[0] in ("endpoints", "services", "networks", "blocks", "members") \
+                and len(parts) > 1:
+            if parts[0] == "members" and ev.type == "delete":
+                self.membership.lost(ev.key, ev.mod_revision)
             return NET + parts[1]
-        if parts[0] == "hosts":
-            self._hosts_changed()
+        if parts[0] == "present" and ev.type == "delete":
+            lost = self.membership.lost(ev.key, ev.mod_revision)
+            return NET + lost if lost else None
         return None
-
-    def _hosts_changed(self) -> None:
-        """Host records changed: reconcile the networks whose endpoints name a host whose
-        admitted record is not the one their last pass read (its own record changed, or
-        another took or left its address). A host joining or re-registering concerns no
-        other network: every host reconciling all its networks at every join was hosts²
-        passes."""
-        active = self._active_networks()
-        if not active:
-            return
-        hosts = self.view.hosts()
-
-        def stale(net_id: str) -> bool:
-            used = self._hosts_used.get(net_id)
-            return used is None or any(hosts.get(h) != rec for h, rec in used.items())
-
-        self.reconciler.mark(*(t for t in active if stale(t[len(NET):])))
 
     async def in_scope(self, *nets) -> None:
         """Before a read of networks' records that is not for this host's own containers
@@ -362,9 +358,11 @@ class Agent:
         return any(ep.network == net_id for ep in self.endpoints.local.values())
 
     def _mine(self, key: str) -> bool:
-        """Whether the mirror holds an endpoint or service record of this host: with no
-        local endpoint on its network, a stray the sweep has yet to remove (this host's
-        address blocks stay with it, in scope or not)."""
+        """Whether the mirror holds an endpoint, service or membership record of this host:
+        with no local endpoint on its network, a stray the sweep has yet to remove (this
+        host's address blocks stay with it, in scope or not)."""
+        if key.startswith((keys.MEMBERS, keys.PRESENT)):
+            return key.rpartition("/")[2] == self.name
         return key.startswith((keys.ENDPOINTS, keys.SERVICES)) and \
             getattr(self.view.record_at(key), "host", None) == self.name
 

@@ -33,7 +33,7 @@ class NetworkDns:
         between the two built the revision's table without the endpoint, for good."""
         m = self.view.mirror
         stamp = (net, m.generation(keys.endpoints(net.id)), m.generation(keys.services(net.id)),
-                 m.generation(keys.HOSTS))
+                 m.generation(keys.members(net.id)))
         cached = self._tables.get(net.id)
         if cached is not None and cached[0] == stamp:
             return cached[1]

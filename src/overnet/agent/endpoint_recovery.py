@@ -31,8 +31,8 @@ class Recovery:
     async def sweep(self: EndpointService) -> int:
         """Delete this host's records that no local endpoint backs: a transaction whose
         answer was lost (the store paused, the agent timed out and rolled back, then the
-        store applied it after all). Safe against attaches in flight: an endpoint is in
-        `local` before its records are written."""
+        store applied it after all), a network left while the store was away. Safe against
+        attaches in flight: an endpoint is in `local` before its records are written."""
         ours = {ep.id for ep in self.local.values()}
         stray = []
         for key in self.view.keys_under(keys.ENDPOINTS) + self.view.keys_under(keys.SERVICES):
@@ -43,7 +43,8 @@ class Recovery:
         for key, value in stray:
             log.warning("removing %s: no endpoint of this host backs it", key)
             await self.store.txn([ValueIs(key, value)], [Delete(key)])
-        return len(stray)
+        left = [n for n in self.membership.strays() if await self.membership.leave(n)]
+        return len(stray) + len(left)
 
     # --- check and gc --------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ class Recovery:
             if self.networks.driver(net).scope == "global":
                 await self.allocator.reclaim(net, ipaddress.IPv4Address(ep.ip))
             ops = [Put(key, ep.record.encode())]
-            result = await self.store.txn([Absent(key)], ops)
+            result = await self.membership.publish(net.id, [Absent(key)], ops)
             if result.succeeded:
                 log.warning("re-published endpoint %s (%s) of %s: its record was gone",
                             ep.ip, net.name, ep.container_id[:12])

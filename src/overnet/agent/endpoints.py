@@ -31,6 +31,7 @@ from ..store import keys
 from ..store.base import Absent, Delete, Put, Store, StoreError, ValueIs
 from ..store.records import EndpointRecord, NetworkRecord, ServiceRecord
 from .endpoint_recovery import Recovery, attachment, placeholder
+from .membership import Membership
 from .networks import NAME_RE, NetworkService
 from .state import ATTACHED, CONFLICT, LocalEndpoint, LocalState
 from .view import ClusterView
@@ -82,8 +83,9 @@ class AttachRequest:
 class EndpointService(Recovery):
     def __init__(self, *, store: Store, view: ClusterView, networks: NetworkService,
                  allocator: HostAllocator, state: LocalState, dp, host: HostInfo,
-                 changed: Callable[[str], Awaitable[None]]) -> None:
+                 membership: Membership, changed: Callable[[str], Awaitable[None]]) -> None:
         self.store = store
+        self.membership = membership   # this host's records on the networks it is on
         self.view = view
         self.networks = networks
         self.allocator = allocator
@@ -283,14 +285,15 @@ class EndpointService(Recovery):
 
     async def _publish(self, net: NetworkRecord, ep: LocalEndpoint) -> None:
         """Endpoint (keyed by its address) and service name in one transaction, with the
-        records _reserve staged (and journalled)."""
+        records _reserve staged (and journalled), and this host's on the network if it is
+        the first endpoint there (agent/membership.py)."""
         ekey = keys.endpoint(net.id, ep.ip)
         compares, ops = [Absent(ekey)], [Put(ekey, ep.record.encode())]
         if ep.service:
             compares.append(Absent(keys.service(net.id, ep.service)))
             ops.append(Put(keys.service(net.id, ep.service), ep.service_record.encode()))
         crashpoint("publish:before-txn")
-        result = await self.store.txn(compares, ops)
+        result = await self.membership.publish(net.id, compares, ops)
         crashpoint("publish:after-txn")
         if not result.succeeded:
             ep.record = ep.service_record = ""
@@ -340,6 +343,7 @@ class EndpointService(Recovery):
             net = self.networks.get(ep.network) or placeholder(ep)
             await self._teardown(net, ep)
         self._ref_locks.pop(ref, None)
+        await self.membership.leave_quietly(ep.network)
         self.events.emit("network", "detach", ep.network_name, **endpoint_attrs(ep))
         await self.changed(ep.network)
         return True

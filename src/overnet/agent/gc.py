@@ -1,7 +1,9 @@
 """Garbage collection of dead hosts' records.
 
-A host is dead when its liveness record (under a short lease) has been gone for the whole
-grace period, continuously, as seen by this agent. An agent that is merely down (restarting,
+A host is dead when its presence on a network (its liveness record there, under a short
+lease: agent/membership.py) has been gone for the whole grace period, continuously, as seen
+by this agent, and the store holds no liveness record of it (`alive/<host>`, read before
+anything is deleted). An agent that is merely down (restarting,
 cut off from the store) comes back well within the grace and re-publishes what it has, so
 its containers never lose their records.
 
@@ -26,7 +28,7 @@ from .view import ClusterView
 
 log = logging.getLogger(__name__)
 
-_OWNED = ("endpoints", "services", "blocks")     # records that name the host owning them
+_OWNED = ("endpoints", "services", "blocks", "members")   # records naming their host
 
 
 class GarbageCollector:
@@ -42,15 +44,19 @@ class GarbageCollector:
         self.collected = 0
 
     def owners(self) -> dict[str, list[str]]:
-        """Keys of endpoints, services and blocks by owning host, for hosts not alive."""
-        alive = self.view.alive_hosts() | {self.me}
+        """Keys of endpoints, services, blocks and memberships by owning host, for hosts not
+        present on the network of the key."""
         out: dict[str, list[str]] = {}
         for key in [k for kind in _OWNED for k in self.view.keys_under(keys.ROOT + kind + "/")]:
-            if len(keys.split(key)) == 3:
-                rec = self.view.record_at(key)     # parsed once per revision, then cached
-                host = getattr(rec, "host", None)
-                if host and host not in alive:
-                    out.setdefault(host, []).append(key)
+            parts = keys.split(key)
+            if len(parts) != 3:
+                continue
+            if parts[0] == "members":
+                host = parts[2]
+            else:
+                host = getattr(self.view.record_at(key), "host", None)   # parsed once
+            if host and host != self.me and host not in self.view.present(parts[1]):
+                out.setdefault(host, []).append(key)
         return out
 
     async def collect(self) -> int:
@@ -65,10 +71,18 @@ class GarbageCollector:
             since = self.dead_since.setdefault(host, now)
             due = [k for k in owned if now - since >= (
                 self.block_grace if k.startswith(keys.BLOCKS) else self.grace)]
-            if due:
-                log.warning("host %s dead for %.0fs: removing %d of its records", host,
-                            now - since, len(due))
-                await self.store.txn([], [Delete(k) for k in due])
-                deleted += len(due)
+            if not due:
+                continue
+            if await self.store.get(keys.alive(host)) is not None:
+                # not present on these networks but alive: an agent that has yet to put its
+                # presence back (or an older one that writes none); nothing of it goes
+                log.info("host %s is alive but not present where %s is: keeping its "
+                         "records", host, due[0])
+                self.dead_since[host] = now
+                continue
+            log.warning("host %s dead for %.0fs: removing %d of its records", host,
+                        now - since, len(due))
+            await self.store.txn([], [Delete(k) for k in due])
+            deleted += len(due)
         self.collected += deleted
         return deleted

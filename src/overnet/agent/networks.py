@@ -188,7 +188,8 @@ class NetworkService:
                            f"(on {', '.join(where)}): remove them first")
         ops = [Delete(keys.network(net.id)), Delete(keys.name(net.name)),
                Delete(keys.vni(net.vni)), Delete(keys.blocks(net.id), prefix=True),
-               Delete(keys.services(net.id), prefix=True)]
+               Delete(keys.services(net.id), prefix=True),
+               Delete(keys.members(net.id), prefix=True), Delete(keys.present(net.id), prefix=True)]
         if net.pool_claimed:
             ops.append(Delete(keys.pool(net.network)))
         result = await self.store.txn([], ops)

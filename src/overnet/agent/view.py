@@ -4,6 +4,8 @@ Nothing read from the store is taken on faith: every record is parsed and checke
 are logged with their key and skipped), and endpoints are admitted only against the cluster:
 their tunnel endpoint must be a live host's address, their address inside the network and
 unique in it (first writer wins). What is not admitted is never programmed anywhere.
+A network's hosts are its members (agent/membership.py), admitted the same way: one address,
+one host.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ class ClusterView:
         self.mirror = mirror     # its `items` (key -> Item(value, mod_revision)) stay current
         self._decoded: dict[str, tuple[int, object]] = {}
         self._admitted: dict[str, tuple[tuple, list[EndpointRecord]]] = {}
-        self._hosts: tuple[int, dict[str, HostRecord]] = (-1, {})     # at generation
         # Networks not in the store whose endpoints are (host subnets: every host's bridge
         # is part of one routed network), with the record to check them against.
         self.local_networks: dict[str, NetworkRecord] = {}
         # Caches keyed on the mirror's generation of the prefixes they derive from: a change
         # to one network does not make every host re-scan and re-admit everything else.
         self._under: dict[str, tuple[int, list[str]]] = {}     # prefix -> (generation, keys)
-        self._owners: dict[str, tuple[Any, frozenset[str]]] = {}  # net_id -> (generation, hosts)
+        self._hosts: dict[str, tuple[Any, dict[str, HostRecord]]] = {}   # net_id -> (gen, ..)
+        self._present: dict[str, tuple[Any, frozenset[str]]] = {}
 
     @property
     def items(self) -> dict:
@@ -96,44 +98,38 @@ class ClusterView:
 
     # --- hosts -------------------------------------------------------------------------
 
-    def hosts(self) -> dict[str, HostRecord]:
-        """Every known host and its tunnel address, alive or not (an agent that is down
-        does not take its host's containers off the network)."""
-        gen = self.mirror.generation(keys.HOSTS)
-        if self._hosts[0] != gen:
-            self._hosts = (gen, admit_hosts(self._records(keys.HOSTS, HostRecord))[0])
-        return self._hosts[1]
+    def hosts(self, net_id: str) -> dict[str, HostRecord]:
+        """The hosts on a network and their tunnel addresses, up or not (an agent that is
+        down does not take its host's containers off the network): agent/membership.py."""
+        prefix = keys.members(net_id)
+        return _memo(self._hosts, net_id, self.mirror.generation(prefix),
+                     lambda: admit_hosts(self._records(prefix, HostRecord))[0])
 
-    def alive_hosts(self) -> set[str]:
-        """Hosts whose agent renews its liveness lease now."""
-        return {k[len(keys.ALIVE):] for k in self.keys_under(keys.ALIVE)}
+    def present(self, net_id: str) -> frozenset[str]:
+        """The hosts on a network whose agent renews its liveness lease now."""
+        prefix = keys.present(net_id)
+        return _memo(self._present, net_id, self.mirror.generation(prefix), lambda: frozenset(
+            k[len(prefix):] for k in self.keys_under(prefix)))
 
     # --- endpoints and services ------------------------------------------------------
 
     def endpoints(self, net_id: str) -> list[EndpointRecord]:
         """The network's admitted endpoints, oldest first (cached until the network, its
-        endpoints or the hosts change)."""
+        endpoints or its hosts change)."""
         net = self.network(net_id) or self.local_networks.get(net_id)
         stamp = (net, self.mirror.generation(keys.endpoints(net_id)),
-                 self.mirror.generation(keys.HOSTS))
+                 self.mirror.generation(keys.members(net_id)))
         cached = self._admitted.get(net_id)
         if cached is not None and cached[0][0] is net and cached[0][1:] == stamp[1:]:
             return cached[1]
         candidates = [(k, rev, r) for k, rev, r in self._records(keys.endpoints(net_id),
                                                                   EndpointRecord)
                       if k == keys.endpoint(net_id, r.ip)]
-        admitted = admit_endpoints(net, candidates, self.hosts())[0] if net else []
+        admitted = admit_endpoints(net, candidates, self.hosts(net_id))[0] if net else []
         self._admitted[net_id] = (stamp, admitted)
         if len(self._admitted) > 1024:
             self._admitted.clear()
         return admitted
-
-    def owners(self, net_id: str) -> frozenset[str]:
-        """The hosts the network's endpoint records name, admitted or not: the host records
-        their admission reads (cached until the network's endpoints change)."""
-        prefix = keys.endpoints(net_id)
-        return _memo(self._owners, net_id, self.mirror.generation(prefix), lambda: frozenset(
-            r.host for _, _, r in self._records(prefix, EndpointRecord)))
 
     def services(self, net_id: str | None = None) -> list[ServiceRecord]:
         prefix = keys.services(net_id) if net_id else keys.SERVICES
@@ -159,4 +155,5 @@ def _memo(table: dict[str, tuple[Any, T]], key: str, stamp: Any, compute: Callab
 
 _KINDS: dict[str, type[Record]] = {
     "networks": NetworkRecord, "endpoints": EndpointRecord, "services": ServiceRecord,
-    "hosts": HostRecord, "alive": HostRecord, "blocks": BlockRecord}
+    "hosts": HostRecord, "alive": HostRecord, "members": HostRecord, "present": HostRecord,
+    "blocks": BlockRecord}

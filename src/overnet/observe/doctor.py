@@ -6,11 +6,13 @@ the background loops, and the devices of each active network as a whole."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..dataplane.model import GATEWAY, VXLAN
 from ..store import keys
+from ..store.records import HostRecord, decode
 from . import health
 
 RESYNC_FIX = ("the agent repairs kernel drift at its next resync (--resync-every); if it "
@@ -38,7 +40,7 @@ def bad(hop: str, detail: str, fix: str = RESYNC_FIX) -> Finding:
 
 async def check_host(agent: Any) -> list[Finding]:
     out = await _store(agent)
-    out += _records(agent)
+    out += await _records(agent) if out[0].ok else []   # read from the store
     out += _loops(agent)
     for net in _active_networks(agent):
         out += await check_network(agent, net)
@@ -58,9 +60,11 @@ async def _store(agent: Any) -> list[Finding]:
                 "the agent") if sync else good("store sync", "in sync")]
 
 
-def _records(agent: Any) -> list[Finding]:
+async def _records(agent: Any) -> list[Finding]:
     out = []
-    mine = agent.view.hosts().get(agent.name)
+    get = lambda key: asyncio.wait_for(agent.store.get(key), health.STORE_PATIENCE)  # noqa
+    kv = await get(keys.host(agent.name))
+    mine = decode(HostRecord, kv.key, kv.value) if kv else None
     if mine is None:
         out.append(bad(f"hosts/{agent.name}", "this host has no host record",
                        "restart the agent: it writes its record on start"))
@@ -70,12 +74,23 @@ def _records(agent: Any) -> list[Finding]:
                        "two agents share one --name: give each host its own"))
     else:
         out.append(good(f"hosts/{agent.name}", mine.address))
-    if agent.name in agent.view.alive_hosts():
+    if await get(keys.alive(agent.name)):
         out.append(good(f"alive/{agent.name}", "liveness lease held"))
     else:
         out.append(bad(f"alive/{agent.name}", "no liveness record: other hosts see this one "
                        "as down", "the agent re-registers once the store answers; check "
                        "the store"))
+    for net in _active_networks(agent):
+        if not agent.networks.driver(net).publishes:
+            continue
+        missing = [k for k in (keys.member(net.id, agent.name), keys.presence(net.id,
+                                                                                agent.name))
+                   if k not in agent.view.items]
+        hop = f"host {agent.name} on network {net.name}"
+        out.append(bad(hop, f"{', '.join(missing)} missing: the network's other hosts do not "
+                       "program this host's containers", "the agent writes them on its "
+                       "next pass of the network; check the store") if missing else
+                   good(hop, "member, present"))
     return out
 
 
@@ -179,10 +194,6 @@ async def _subnet_routes(dp: Any, hs: Any) -> list[Finding]:
         out.append(bad(hop, f"{', '.join(missing)} missing on "
                        f"{device or 'the underlay device'}") if missing else good(hop))
     return out or [good("host subnet routes", "no other host holds a lease")]
-
-
-def alive(agent: Any, host: str) -> bool:
-    return host in agent.view.alive_hosts()
 
 
 def endpoint_key(net_id: str, ip: str) -> str:

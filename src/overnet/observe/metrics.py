@@ -40,10 +40,11 @@ class AgentCollector:
         yield from self._dns(a)
 
     def _cluster(self, a: Any) -> Iterator[Metric]:
-        g = GaugeMetricFamily("overnet_cluster_num_hosts", "Hosts of the cluster, by state.",
-                              labels=["state"])
-        g.add_metric(["registered"], len(a.view.hosts()))
-        g.add_metric(["alive"], len(a.view.alive_hosts()))
+        g = GaugeMetricFamily("overnet_cluster_num_hosts", "Hosts on the networks this "
+                              "host's copy of the store holds, by state.", labels=["state"])
+        nets = a.mirror.networks()
+        g.add_metric(["registered"], len(set().union(*(a.view.hosts(n) for n in nets))))
+        g.add_metric(["alive"], len(set().union(*(a.view.present(n) for n in nets))))
         yield g
         eps = GaugeMetricFamily("overnet_active_local_endpoints",
                                 "Endpoints on this host, by network and runtime.",

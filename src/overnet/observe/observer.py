@@ -52,7 +52,8 @@ class Observer:
         self.failed_targets: set[str] = set()      # targets whose last reconcile failed
         self.programmed: dict[str, set] = {}       # network ID -> peers last programmed
         self._names: dict[str, str] = {}           # network ID -> name, for removals
-        self._alive: set[str] = set()
+        self._present: dict[str, set[str]] = {}   # host -> networks it is present on
+        self._items: Any = {}                      # the agent's copy (seed)
         # answers doctor requests of other hosts (set where the API is served: observe/path)
         self.on_doctor: Callable[[str, bytes], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -85,12 +86,13 @@ class Observer:
 
     # --- what the store says -------------------------------------------------------------
 
-    def seed(self, items: dict) -> None:
+    def seed(self, items: Any) -> None:
         """The state the first events apply to (read right after subscribing)."""
+        self._items = items
         for key, item in items.items():
             parts = keys.split(key)
-            if parts[0] == "alive" and len(parts) == 2:
-                self._alive.add(parts[1])
+            if parts[0] == "present" and len(parts) == 3:
+                self._present.setdefault(parts[2], set()).add(parts[1])
             elif parts[0] == "networks" and len(parts) == 2:
                 self._names[parts[1]] = _field(item.value, "name") or parts[1]
 
@@ -99,20 +101,26 @@ class Observer:
             parts = keys.split(ev.key)
             if parts[0] == "doctor":
                 self._doctor(parts, ev)
-            if len(parts) != 2:
-                continue
-            if parts[0] == "alive":
-                self._host(parts[1], ev)
-            elif parts[0] == "networks":
+            elif parts[0] == "present" and len(parts) == 3 and parts[2] != self.host:
+                self._host(parts[1], parts[2], ev)
+            elif parts[0] == "networks" and len(parts) == 2:
                 self._network(parts[1], ev)
 
-    def _host(self, name: str, ev: Any) -> None:
-        if ev.type == "put" and name not in self._alive:
-            self._alive.add(name)
-            self.events.emit("host", "up", name, address=_field(ev.value, "address"))
-        elif ev.type == "delete" and name in self._alive:
-            self._alive.discard(name)
-            self.events.emit("host", "down", name)
+    def _host(self, net_id: str, name: str, ev: Any) -> None:
+        """A host's presence on one of this host's networks: up with its first, down when
+        the last goes while it is still a member (a host leaving a network removes its
+        membership first, agent/membership.py)."""
+        on = self._present.setdefault(name, set())
+        if ev.type == "put" and net_id not in on:
+            on.add(net_id)
+            if len(on) == 1:
+                self.events.emit("host", "up", name, address=_field(ev.value, "address"))
+        elif ev.type == "delete" and net_id in on:
+            on.discard(net_id)
+            if not on:
+                del self._present[name]
+                if keys.member(net_id, name) in self._items:
+                    self.events.emit("host", "down", name)
 
     def _network(self, net_id: str, ev: Any) -> None:
         if ev.type == "put" and net_id not in self._names:

@@ -85,7 +85,7 @@ async def steps(agent: Any, a_ref: str, b_ref: str, probes: Probes | None = None
             found = await underlay(agent, net, a, b, probes)
         else:
             me, other, ref = stage
-            if me.host != agent.name and me.host in agent.view.alive_hosts():
+            if me.host != agent.name and me.host in agent.view.present(net.id):
                 yield f"asking the agent of {me.host} for its half of the path"
             found = await side(agent, net, me, other, ref, probes)
         for f in found:
@@ -105,9 +105,9 @@ async def side(agent: Any, net: Any, me: Any, other: Any, ref: str,
                probes: Probes) -> list[Finding]:
     if me.host == agent.name:
         return await local_half(agent, net, me, other, ref)
-    if me.host not in agent.view.alive_hosts():
+    if me.host not in agent.view.present(net.id):
         return [bad(f"host {me.host}: agent", f"the agent of {me.host} is down (no "
-                    f"alive/{me.host}): nothing there is checked or repaired",
+                    f"present/{net.id[:12]}…/{me.host}): nothing there is checked or repaired",
                     f"start the agent on {me.host}")]
     return await ask(agent, me, other, net, ref, probes)
 
@@ -163,7 +163,7 @@ async def underlay(agent: Any, net: Any, a: Any, b: Any, probes: Probes) -> list
         return [bad(hop, f"ICMP does not pass: {why}", "check routing and firewalls between "
                     "the hosts' underlay addresses")]
     out = [good(hop, "ICMP passes")]
-    remote = agent.view.hosts().get(peer.host)
+    remote = agent.view.hosts(net.id).get(peer.host)
     mtu = agent.networks.driver(net).mtu(net) + VXLAN_OVERHEAD
     if remote is not None and remote.mtu and remote.mtu < mtu:
         out.append(bad(f"underlay MTU {me.host} ⇄ {peer.host}", f"{peer.host}'s underlay MTU "

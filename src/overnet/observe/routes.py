@@ -103,5 +103,5 @@ def add_routes(routes: web.RouteTableDef, agent: Any) -> None:
     @routes.get("/topology")
     async def topo(request: web.Request) -> web.Response:
         await agent.in_scope(*agent.networks.all())
-        return _json(topology(agent))
+        return _json(await topology(agent))
 

@@ -1,17 +1,29 @@
 """The cluster as it is, for `overnet graph`: hosts, networks, endpoints and the VXLAN
 tunnels between the hosts that carry each network (read from the agent's copy of the
-store, plus this host's endpoints on networks that are not published)."""
+store and the store's host records, plus this host's endpoints on networks that are not
+published)."""
 
 from __future__ import annotations
 
+import asyncio
 from itertools import combinations
 from typing import Any
 
+from ..store import keys
+from ..store.records import HostRecord, decode
+from ..store.validate import admit_hosts
 
-def topology(agent: Any) -> dict[str, Any]:
-    alive = agent.view.alive_hosts()
-    hosts = [{"name": h.name, "address": h.address, "mtu": h.mtu, "alive": h.name in alive}
-             for h in sorted(agent.view.hosts().values(), key=lambda h: h.name)]
+
+async def topology(agent: Any) -> dict[str, Any]:
+    """Every network in scope first (the caller's `in_scope`); the hosts are read from the
+    store here: no agent's copy holds every host (agent/membership.py)."""
+    (records, _), (alive, _) = await asyncio.gather(agent.store.list(keys.HOSTS),
+                                                    agent.store.list(keys.ALIVE))
+    found = [(kv.key, kv.mod_revision, rec) for kv in records
+             if (rec := decode(HostRecord, kv.key, kv.value)) is not None]
+    up = {kv.key[len(keys.ALIVE):] for kv in alive}
+    hosts = [{"name": h.name, "address": h.address, "mtu": h.mtu, "alive": h.name in up}
+             for h in sorted(admit_hosts(found)[0].values(), key=lambda h: h.name)]
     networks, endpoints, tunnels = [], [], []
     for net in sorted(agent.networks.all(), key=lambda n: n.name):
         driver = agent.networks.driver(net)

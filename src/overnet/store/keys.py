@@ -6,14 +6,19 @@
     /overnet/v1/pools/<a.b.c.d-len>          PoolClaim     (default pools handed to networks)
     /overnet/v1/hosts/<host>                 HostRecord    (durable: the host's address)
     /overnet/v1/alive/<host>                 HostRecord    (under the host's liveness lease)
+    /overnet/v1/members/<net-id>/<host>      HostRecord    (durable: a host on the network)
+    /overnet/v1/present/<net-id>/<host>      HostRecord    (the same, under its liveness lease)
     /overnet/v1/blocks/<net-id>/<a.b.c.d-len> BlockRecord  (address block owned by a host)
     /overnet/v1/endpoints/<net-id>/<a.b.c.d> EndpointRecord (keyed by its address: unique)
     /overnet/v1/services/<net-id>/<name>     ServiceRecord (name unique within a network)
     /overnet/v1/doctor/<id>                  a `doctor` path request and its answers
 
-An agent mirrors the cluster-wide kinds (GLOBAL) whole, and the per-network kinds
-(PER_NETWORK: most of the store, O(containers)) only for the networks it needs
-(store/scoped.py).
+An agent mirrors the cluster-wide kinds (GLOBAL, O(networks)) whole, and the per-network
+kinds (PER_NETWORK: most of the store, O(containers)) only for the networks it needs
+(store/scoped.py). A host's own records (`hosts/`, `alive/`) are written for whoever asks
+about one host (its name, `doctor`, `graph`) and mirrored by no agent: each network has its
+hosts' copies (`members/`, `present/`, written with the host's first endpoint on it), so a
+host joining, leaving or re-registering reaches the hosts of its networks, not every host.
 
 Flannel's layout (host subnets) lives under its own prefix, see `flannel_*` below.
 """
@@ -36,10 +41,12 @@ ALIVE = ROOT + "alive/"
 BLOCKS = ROOT + "blocks/"
 ENDPOINTS = ROOT + "endpoints/"
 SERVICES = ROOT + "services/"
+MEMBERS = ROOT + "members/"
+PRESENT = ROOT + "present/"
 DOCTOR = ROOT + "doctor/"
 
-GLOBAL = (ALIVE, DOCTOR, HOSTS, NETWORKS)      # what every agent mirrors whole
-PER_NETWORK = (BLOCKS, ENDPOINTS, SERVICES)    # each followed by <net-id>/
+GLOBAL = (DOCTOR, NETWORKS)      # what every agent mirrors whole
+PER_NETWORK = (BLOCKS, ENDPOINTS, MEMBERS, PRESENT, SERVICES)    # each followed by <net-id>/
 
 FLANNEL_PREFIX = "/coreos.com/network"
 
@@ -143,6 +150,22 @@ def services(net_id: str) -> str:
 
 def service(net_id: str, svc_name: str) -> str:
     return services(net_id) + svc_name
+
+
+def members(net_id: str) -> str:
+    return f"{MEMBERS}{net_id}/"
+
+
+def member(net_id: str, host_name: str) -> str:
+    return members(net_id) + host_name
+
+
+def present(net_id: str) -> str:
+    return f"{PRESENT}{net_id}/"
+
+
+def presence(net_id: str, host_name: str) -> str:
+    return present(net_id) + host_name
 
 
 def split(key: str) -> tuple[str, ...]:

@@ -70,7 +70,7 @@ class _Subnet:
 def _host_problem(ep: EndpointRecord, hosts: Mapping[str, HostRecord]) -> str | None:
     host = hosts.get(ep.host)
     if host is None:
-        return f"host {ep.host!r} is not a live host"
+        return f"host {ep.host!r} is not on the network (no record of it there)"
     if host.address != ep.host_address:
         return (f"VTEP {ep.host_address} is not the address of host {ep.host!r} "
                 f"({host.address})")
@@ -81,8 +81,9 @@ def admit_endpoints(network: NetworkRecord, candidates: list[Candidate],
                     hosts: Mapping[str, HostRecord]
                     ) -> tuple[list[EndpointRecord], list[Rejected]]:
     """Split `candidates` (all endpoint records of `network`) into the ones
-    the kernel may hold and the rejected ones with a reason. `hosts`: the live host records by
-    name. Deterministic, O(n log n) at worst and O(n) for input already in revision order.
+    the kernel may hold and the rejected ones with a reason. `hosts`: the network's host
+    records by name (its members, agent/membership.py). Deterministic, O(n log n) at worst
+    and O(n) for input already in revision order.
 
     For a bridge (flannel) network pass a record whose subnet is the cluster's whole flannel
     network: each host's bridge subnet is only part of it."""
@@ -120,7 +121,7 @@ def _endpoint_problem(net_id: str, subnet: _Subnet, ep: EndpointRecord,
 
 def admit_hosts(candidates: list[tuple[str, int, HostRecord]]
                 ) -> tuple[dict[str, HostRecord], list[Rejected]]:
-    """Live host records (key, mod_revision, record) -> the ones to trust, by name. A record
+    """Host records (key, mod_revision, record) -> the ones to trust, by name. A record
     must sit under its own name, and an underlay address belongs to one host only (the first
     writer): another host record claiming it would draw its endpoints' traffic."""
     admitted: dict[str, HostRecord] = {}

@@ -1,0 +1,127 @@
+"""This host's place on the networks it has endpoints on.
+
+Each network holds, for every host with endpoints on it, the host's name, address and MTU
+twice: durable (`members/<net>/<host>`: what the network's endpoints are admitted against; an
+agent that is down does not take its host's containers off the network) and under the host's
+liveness lease (`present/<net>/<host>`: what the garbage collector and `host up/down` events
+read). The hosts of a network receive a host's joins, restarts and departures; no other host
+does (the cluster-wide `hosts/` and `alive/` records are mirrored by no agent).
+
+The records are written with the host's first endpoint on a network, in the transaction that
+claims its address; again by a reconcile pass that finds this host not a member (after the
+agent restarted, its lease was granted again, or a record was deleted under it); and removed
+once no endpoint of this host is left on the network. A lock per network orders a join
+against a leave, so no endpoint is published into a network its host is leaving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from ..store import keys
+from ..store.base import Compare, Delete, Op, Put, Store, StoreError, TxnResult, ValueIs
+
+log = logging.getLogger(__name__)
+
+
+class Membership:
+    def __init__(self, store: Store, mirror: Any, me: str, record: bytes,
+                 lease: Callable[[], int], in_use: Callable[[str], bool]) -> None:
+        self.store = store
+        self.mirror = mirror          # the agent's copy: wait_for()
+        self.me = me
+        self.record = record          # the HostRecord written on every network
+        self.lease = lease            # the current liveness lease's ID
+        self.in_use = in_use          # net_id -> whether this host has an endpoint on it
+        self._joined: dict[str, int] = {}    # net_id -> revision of this run's join
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def joined(self, net_id: str) -> bool:
+        return net_id in self._joined
+
+    def _lock(self, net_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(net_id, asyncio.Lock())
+
+    def _keys(self, net_id: str) -> tuple[str, str]:
+        return keys.member(net_id, self.me), keys.presence(net_id, self.me)
+
+    async def publish(self, net_id: str, compares: list[Compare], ops: list[Op]) -> TxnResult:
+        """store.txn(compares, ops), with this host's records on the network added when it is
+        not a member yet."""
+        if net_id in self._joined:
+            return await self.store.txn(compares, ops)
+        async with self._lock(net_id):
+            if net_id in self._joined:
+                return await self.store.txn(compares, ops)
+            member, presence = self._keys(net_id)
+            result = await self.store.txn(compares, [
+                *ops, Put(member, self.record), Put(presence, self.record, self.lease())])
+            if result.succeeded:
+                self._joined[net_id] = result.revision
+            return result
+
+    async def ensure(self, net_id: str) -> None:
+        """Be a member of a network this host has endpoints on (the durable record is
+        written only when it differs: the others re-admit the network on every change)."""
+        if net_id in self._joined:
+            return
+        async with self._lock(net_id):
+            if net_id in self._joined or not self.in_use(net_id):
+                return
+            member, presence = self._keys(net_id)
+            leased = Put(presence, self.record, self.lease())
+            result = await self.store.txn([ValueIs(member, self.record)], [leased],
+                                          [Put(member, self.record), leased])
+            self._joined[net_id] = result.revision
+
+    async def leave(self, net_id: str) -> bool:
+        """Remove this host's records from a network it has no endpoint left on. The durable
+        one goes first and the leased one once this copy saw that: a host whose presence
+        goes while it is still a member went down, it did not leave (observe/observer.py)."""
+        async with self._lock(net_id):
+            if self.in_use(net_id):
+                return False
+            self._joined.pop(net_id, None)
+            member, presence = self._keys(net_id)
+            result = await self.store.txn([ValueIs(member, self.record)], [Delete(member)])
+            if result.succeeded:
+                try:
+                    await self.mirror.wait_for(member, result.revision, 2.0)
+                except TimeoutError:
+                    pass
+            await self.store.txn([ValueIs(presence, self.record)], [Delete(presence)])
+            return True
+
+    def _holds(self, net_id: str) -> bool:
+        """Whether this host is, or the copy says it is, on the network."""
+        return net_id in self._joined or any(k in self.mirror.items for k in self._keys(net_id))
+
+    async def leave_quietly(self, net_id: str) -> None:
+        """After a detach: leave() if that was this host's last endpoint on the network (the
+        sweep tries again what the store did not take)."""
+        if self.in_use(net_id) or not self._holds(net_id):
+            return
+        try:
+            await self.leave(net_id)
+        except StoreError as e:
+            log.info("network %s: this host's records stay for now (%s)", net_id[:12], e)
+
+    def strays(self) -> list[str]:
+        """Networks in the copy that hold this host's records but no endpoint of it."""
+        return [n for n in self.mirror.networks() if not self.in_use(n) and self._holds(n)]
+
+    def lost(self, key: str, revision: int) -> str | None:
+        """A record of this host was deleted (its lease lapsed, or someone removed it): the
+        network to join again, unless the deletion is older than this run's join."""
+        net_id, _, host = key.rpartition("/")
+        net_id = net_id.rpartition("/")[2]
+        if host != self.me or revision <= self._joined.get(net_id, revision):
+            return None
+        self._joined.pop(net_id, None)
+        return net_id
+
+    def renewed(self) -> None:
+        """A new lease: every presence is to be put again under it."""
+        self._joined.clear()
