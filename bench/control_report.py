@@ -32,6 +32,7 @@ def step_rows(steps: list[dict]) -> list[list[str]]:
                      f"{s['events_per_host_per_start']:.2f}", _pair(s["last_sub_ms"]),
                      _pair(s["programmed_ms"]),
                      "–" if s.get("join_s") is None else f"{s['join_s']:.0f}",
+                     "–" if s.get("fill_s") is None else f"{s['fill_s']:.0f}",
                      f"{s['etcd_cpu_ms_per_start']:.1f}", f"{s['db_mb']:.1f}",
                      "–" if cpu is None else f"{cpu:.0f}",
                      f"{s.get('agent_mb') or s['worker_rss_mb'] / s['hosts']:.1f}",
@@ -43,7 +44,8 @@ def step_rows(steps: list[dict]) -> list[list[str]]:
 STEP_HEADER = ["hosts", "endpoints", "etcd keys written / start",
                "watch events / host / start", "start → every subscribed mirror p50 / p99 ms",
                "→ peer programmed on every subscribed host p50 / p99 ms",
-               "every host joined, s", "etcd CPU ms / start", "etcd DB MB",
+               "every host joined, s", "its endpoints written and one attached on every "
+               "host, s", "etcd CPU ms / start", "etcd DB MB",
                "agent CPU µs / host / start", "MB / agent", "simulation behind, max ms",
                "machine load"]
 FAN_HEADER = ["watchers", "each watches", "events / watcher / write",

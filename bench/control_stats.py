@@ -100,16 +100,10 @@ def starts_per_core(cpu_ms_per_start: float) -> float | None:
 
 
 def memory_need_mb(step: dict, target: int) -> float:
-    """The workers' memory for `target` agents, from a step: per agent a fixed part plus a
-    part per key of the store (every mirror holds all of it), fitted on the memory right
-    after the hosts joined (store of `join_keys` keys) and after the step (`keys`); the
-    store is assumed to grow in proportion to the hosts."""
-    hosts = max(1, step["hosts"])
-    r1, k1 = step["worker_rss_mb"] / hosts, max(1.0, step["keys"])
-    r0, k0 = step.get("join_rss_mb", 0.0) / hosts, step.get("join_keys", 0.0)
-    per_key = (r1 - r0) / (k1 - k0) if k1 > k0 and r1 > r0 else r1 / k1
-    fixed = max(0.0, r1 - per_key * k1)
-    return target * (fixed + per_key * k1 * target / hosts)
+    """The workers' memory for `target` agents, from a step: each agent's copy holds its
+    networks' records (networks of a fixed size, the same endpoints per host) and one record
+    a network, so an agent costs about the same at any cluster size."""
+    return target * step["worker_rss_mb"] / max(1, step["hosts"])
 
 
 def busy_cpu(idle0: list[dict], idle1: list[dict], end: list[dict]) -> float:
