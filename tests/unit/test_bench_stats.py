@@ -307,7 +307,7 @@ def _control_step(hosts: int) -> dict:
             "programmed_ms": [15.0, 25.0], "last_host_ms": [10.0, 40.0],
             "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 0.8 * hosts,
             "agent_cpu_us_per_start": 500.0, "keys": 5 * hosts, "gc_ms": 2.0, "net_size": 50,
-            "lag_max_ms": 120.0, "loadavg": 3.2, "join_s": hosts / 100}
+            "lag_max_ms": 120.0, "loadavg": 3.2, "join_s": hosts / 100, "fill_s": hosts / 50}
 
 
 def _fan(mode: str, watchers: int, cpu: float) -> dict:
@@ -325,16 +325,16 @@ def test_readme_section_carries_the_control_plane_run_with_its_commit():
     ctl.note("control", "stopped before 5000 hosts: memory")
     sec = readme_section(_results(), None, ctl, "bench/results/control-scale.png")
     assert "### Control plane, simulated" in sec and "at commit abc1234" in sec
-    assert ("| 1,000 | 2,040 | 1.00 | 1.02 | 20.0 / 29.8 | 20.0 / 24.9 | 10 | 12.5 | 3.2 "
-            "| 500 | 0.8 | 120 | 3 |") in sec
+    assert ("| 1,000 | 2,040 | 1.00 | 1.02 | 20.0 / 29.8 | 20.0 / 24.9 | 10 | 20 | 12.5 | "
+            "3.2 | 500 | 0.8 | 120 | 3 |") in sec
     assert ("| 5,000 | its network's endpoints (50 hosts; agents now) | 0.010 | 7.0 / 9.0 | "
             "2.00 | 50 | 0 |") in sec
     assert "(about 500 starts per second per etcd core)" in sec        # scoped, as agents now
     assert "a write would cost 40.0 ms (about 25 starts per second per core)" in sec
     assert "all 1,000 hosts joining took 10 s here against 1 s for 100" in sec
-    # the 5,000 hosts, read off the curves: 0.8 MB a host, joins growing as hosts²
-    assert "they would hold ~1 MB each (~4 GB together)" in sec
-    assert "their join alone would take ~4 min" in sec
+    # the 5,000 hosts, read off the curves: 0.8 MB an agent, joins growing with hosts
+    assert "they would hold ~0.8 MB each (~4 GB together)" in sec
+    assert "their join would take ~1 min" in sec
     assert "stopped before 5000 hosts" in sec
     assert readme_section(_results(), None) == readme_section(_results(), None, None)
 
