@@ -278,6 +278,38 @@ async def test_a_lost_presence_is_put_back(cluster):
     assert kv is not None and kv.lease == h2.keepalive.lease.id
 
 
+async def test_a_host_of_an_older_agent_is_adopted_onto_the_network(cluster, monkeypatch):
+    from overnet.agent import membership
+    monkeypatch.setattr(membership, "ADOPT_AFTER", 0.0)
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    await attach(h1, "web", "a")
+    net = h1.networks.find("web")
+    store = MemoryStore(cluster.state)
+    # h7's agent predates members/: its host record, liveness and endpoint, nothing more
+    rec = HostRecord(name="h7", address="192.168.9.77", started=5.0)
+    ep = EndpointRecord(id="e" * 64, network=net.id, container="c" * 64, name="old",
+                        host="h7", host_address=rec.address, ip="10.128.0.200",
+                        mac="02:42:0a:80:00:c8")
+    await store.put(keys.host("h7"), rec.to_json())
+    await store.put(keys.alive("h7"), rec.to_json())
+    await store.put(keys.endpoint(net.id, ep.ip), ep.to_json())
+    await cluster.synced()
+    await h1.reconcile_network("net:" + net.id, True)
+    kv = await store.get(keys.member(net.id, "h7"))
+    assert kv is not None and HostRecord.from_json(kv.value).address == rec.address
+    await cluster.synced()
+    await h1.reconcile_network("net:" + net.id, True)
+    assert vxlan_peers(h1, "web") == {ep.ip: ep.mac}
+    h1.gc.grace = 0
+    assert await h1.gc.collect() == 0        # not present, but alive: nothing of it goes
+    # once a run: a membership removed is not copied again behind its host's back
+    await store.delete(keys.member(net.id, "h7"))
+    await cluster.synced()
+    await h1.reconcile_network("net:" + net.id, True)
+    assert await store.get(keys.member(net.id, "h7")) is None
+
+
 async def test_gc_keeps_the_records_of_a_host_that_is_alive_but_not_present(cluster):
     (h1,) = await cluster.hosts(1)
     await h1.networks.create("web")

@@ -312,8 +312,10 @@ class Agent:
         if active and driver.publishes:
             try:
                 await self.membership.ensure(net_id)
+                await self.membership.adopt(net_id, self.view.owners(net_id)
+                                            - self.view.hosts(net_id).keys())
             except StoreError as e:     # the resync tries again; peers are programmed still
-                log.warning("network %s: this host's membership not written: %s", net.name, e)
+                log.warning("network %s: memberships not written: %s", net.name, e)
         if self.dns is not None and not active:
             await self.dns.update(net, False)    # its sockets would hold the namespace
         if driver.publishes:

@@ -12,18 +12,28 @@ claims its address; again by a reconcile pass that finds this host not a member 
 agent restarted, its lease was granted again, or a record was deleted under it); and removed
 once no endpoint of this host is left on the network. A lock per network orders a join
 against a leave, so no endpoint is published into a network its host is leaving.
+
+Agents from before these records existed write none: a host with endpoints on the network
+but no membership there is adopted (`adopt`), so that a cluster can be upgraded one host at
+a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Iterable
 from typing import Any, Callable
 
 from ..store import keys
-from ..store.base import Compare, Delete, Op, Put, Store, StoreError, TxnResult, ValueIs
+from ..store.base import (Absent, Compare, Delete, Op, Put, Store, StoreError, TxnResult,
+                          ValueIs)
+from ..store.records import HostRecord, decode
 
 log = logging.getLogger(__name__)
+
+ADOPT_AFTER = 5.0     # s a host with endpoints on a network may go without being a member
 
 
 class Membership:
@@ -37,9 +47,8 @@ class Membership:
         self.in_use = in_use          # net_id -> whether this host has an endpoint on it
         self._joined: dict[str, int] = {}    # net_id -> revision of this run's join
         self._locks: dict[str, asyncio.Lock] = {}
-
-    def joined(self, net_id: str) -> bool:
-        return net_id in self._joined
+        self._adopted: set[tuple[str, str]] = set()    # (net_id, host) looked up this run
+        self._missing: dict[str, dict[str, float]] = {}   # net_id -> host -> first seen
 
     def _lock(self, net_id: str) -> asyncio.Lock:
         return self._locks.setdefault(net_id, asyncio.Lock())
@@ -84,6 +93,7 @@ class Membership:
             if self.in_use(net_id):
                 return False
             self._joined.pop(net_id, None)
+            self._missing.pop(net_id, None)
             member, presence = self._keys(net_id)
             result = await self.store.txn([ValueIs(member, self.record)], [Delete(member)])
             if result.succeeded:
@@ -111,6 +121,37 @@ class Membership:
     def strays(self) -> list[str]:
         """Networks in the copy that hold this host's records but no endpoint of it."""
         return [n for n in self.mirror.networks() if not self.in_use(n) and self._holds(n)]
+
+    async def adopt(self, net_id: str, missing: Iterable[str],
+                    now: float | None = None) -> int:
+        """Hosts that have endpoints on the network and are not its members: agents older
+        than members/ write none. A host still missing `ADOPT_AFTER` s after a pass first
+        saw it so (not a membership on its way: it comes in one transaction with the
+        endpoint, on another watch) gets its record on the network copied from its own
+        (`hosts/<host>`), once per run, so that its endpoints are admitted as before; its
+        presence stays absent (the garbage collector reads `alive/<host>` before it deletes
+        anything). Returns how many were adopted."""
+        now = time.monotonic() if now is None else now
+        missing = set(missing) - {self.me}
+        seen = self._missing.setdefault(net_id, {})
+        for host in set(seen) - missing:
+            del seen[host]
+        due = sorted(h for h in missing if now - seen.setdefault(h, now) >= ADOPT_AFTER
+                     and (net_id, h) not in self._adopted)
+        adopted = 0
+        for host in due:
+            self._adopted.add((net_id, host))
+            kv = await self.store.get(keys.host(host))
+            rec = decode(HostRecord, kv.key, kv.value) if kv else None
+            if rec is None or rec.name != host:
+                continue
+            member = keys.member(net_id, host)
+            copy = HostRecord(name=host, address=rec.address, mtu=rec.mtu).to_json()
+            if (await self.store.txn([Absent(member)], [Put(member, copy)])).succeeded:
+                log.info("network %s: host %s writes no membership (an older agent): its "
+                         "host record copied onto the network", net_id[:12], host)
+                adopted += 1
+        return adopted
 
     def lost(self, key: str, revision: int) -> str | None:
         """A record of this host was deleted (its lease lapsed, or someone removed it): the

@@ -36,6 +36,7 @@ class ClusterView:
         self._under: dict[str, tuple[int, list[str]]] = {}     # prefix -> (generation, keys)
         self._hosts: dict[str, tuple[Any, dict[str, HostRecord]]] = {}   # net_id -> (gen, ..)
         self._present: dict[str, tuple[Any, frozenset[str]]] = {}
+        self._owners: dict[str, tuple[Any, frozenset[str]]] = {}
 
     @property
     def items(self) -> dict:
@@ -130,6 +131,13 @@ class ClusterView:
         if len(self._admitted) > 1024:
             self._admitted.clear()
         return admitted
+
+    def owners(self, net_id: str) -> frozenset[str]:
+        """The hosts the network's endpoint records name, admitted or not (cached until the
+        network's endpoints change)."""
+        prefix = keys.endpoints(net_id)
+        return _memo(self._owners, net_id, self.mirror.generation(prefix), lambda: frozenset(
+            r.host for _, _, r in self._records(prefix, EndpointRecord)))
 
     def services(self, net_id: str | None = None) -> list[ServiceRecord]:
         prefix = keys.services(net_id) if net_id else keys.SERVICES
