@@ -35,7 +35,6 @@ import time
 
 from overnet.store import keys
 
-from . import control_hybrid as hybrid
 from . import control_stats as cs
 from .control_fanout import fanout
 from .control_plot import draw_curves, record, step_line
@@ -221,10 +220,10 @@ def run(ctx: Context, res: Results) -> None:
             step["step_s"], step["grown_from"] = time.monotonic() - t, have
             steps.append(step)
             ctx.progress(BENCH, step_line(step))
-        if cfg.ctl_hybrid and not stopped:
+        if cfg.ctl_big and not stopped:
             sim.close()
             sim = Sim(ctx)
-            step = _hybrid(ctx, sim)
+            step = _big(ctx, sim)
             if "stopped" in step:
                 stopped = step["stopped"]
             else:
@@ -240,23 +239,21 @@ def run(ctx: Context, res: Results) -> None:
         _finish(ctx, res, steps, stopped, fan)
 
 
-def _hybrid(ctx: Context, sim: Sim) -> dict:
-    """`ctl_hybrid` hosts, real agents on one network of them (bench/control_hybrid.py)."""
+def _big(ctx: Context, sim: Sim) -> dict:
+    """`ctl_big` hosts with `ctl_big_per_host` endpoints each, an agent on every one."""
     cfg = ctx.cfg
-    hosts, per_host = cfg.ctl_hybrid, cfg.ctl_hybrid_per_host
-    ctx.progress(BENCH, f"{hosts} hosts, {per_host} endpoints each: agents on one network, "
-                 "watchers of their own network's endpoints for the others")
+    hosts, per_host = cfg.ctl_big, cfg.ctl_big_per_host
+    ctx.progress(BENCH, f"{hosts} hosts, {per_host} endpoints each, an agent on every one")
     t = time.monotonic()
     try:
-        built = hybrid.build(ctx, sim, hosts, per_host)
-        step = {**sim.sample(cfg.ctl_starts, on=list(range(built["agents"]))), **built,
-                **sim.housekeeping(), "endpoints": hosts * per_host + cfg.ctl_starts,
-                "grown_from": 0, "step_s": time.monotonic() - t}
+        grown = sim.grow(hosts, per_host)
+        step = {**sim.sample(cfg.ctl_starts), **grown, **sim.housekeeping(),
+                "endpoints": hosts * per_host + cfg.ctl_starts, "per_host": per_host,
+                "big": True, "grown_from": 0, "step_s": time.monotonic() - t}
     except Exception as e:  # noqa: BLE001 - the limit of this machine: say it, keep the rest
-        why = f"failed at {hosts} hosts (agents on one network): {type(e).__name__}: {e}"
+        why = f"failed at {hosts} hosts with {per_host} endpoints each: {type(e).__name__}: {e}"
         ctx.progress(BENCH, why)
         return {"stopped": why}
-    step["agent_cpu_us_per_start"] = None     # the workers' CPU includes the watchers'
     ctx.progress(BENCH, step_line(step))
     return step
 
@@ -281,7 +278,8 @@ def _finish(ctx: Context, res: Results, steps: list[dict], stopped: str,
     if steps:
         out = getattr(ctx, "out", None) or os.path.join(HERE, "results")
         os.makedirs(out, exist_ok=True)
-        err = draw_curves(steps, os.path.join(out, "control-scale.png"), stopped,
+        err = draw_curves([s for s in steps if not s.get("big")],   # the curve: one per size
+                          os.path.join(out, "control-scale.png"), stopped,
                           [f for f in fan if "last_ms" in f])
         if err:
             res.note(BENCH, f"no curves: {err}")

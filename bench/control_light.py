@@ -91,19 +91,3 @@ class LightHosts:
             await st.txn([], [Put(f"{prefixes[i % len(prefixes)]}b{i}", value)
                               for i in range(lo, min(count, lo + batch))])
         return {"seconds": time.monotonic() - t}
-
-    async def op_hosts(self, items: list[list], batch: int = 100) -> dict:
-        """Host and liveness records of hosts without an agent, one per [name, index] (the
-        liveness keys under no lease: nothing collects these hosts while the run lasts)."""
-        from overnet.store.base import Put
-        from overnet.store.records import HostRecord
-        puts = []
-        for name, index in items:
-            rec = HostRecord(name=name, address=address(index), started=time.time(),
-                             mtu=1500).to_json()
-            puts += [Put(keys.host(name), rec), Put(keys.alive(name), rec)]
-        writer = await self._writer()
-        rev = 0
-        for lo in range(0, len(puts), batch):
-            rev = (await writer.txn([], puts[lo:lo + batch])).revision
-        return {"revision": rev}

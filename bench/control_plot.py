@@ -21,14 +21,22 @@ def step_line(s: dict) -> str:
             f"{s['missing']} missed")
 
 
+def _name(s: dict) -> tuple[str, str]:
+    """A step's key and label in the results (the big step apart from the curve's)."""
+    h = s["hosts"]
+    if s.get("big"):
+        return f"h{h}x{s['per_host']}", f"{h} hosts × {s['per_host']} endpoints"
+    return f"h{h}", f"{h} hosts"
+
+
 def record(res: Results, steps: list[dict], stopped: str, fan: list[dict]) -> None:
     for s in steps:
-        h = s["hosts"]
+        n, h = _name(s)
         for key, label in (("last_sub_ms", "start to every subscribed host's mirror"),
                            ("programmed_ms", "start to its peer programmed on all subscribed"),
                            ("last_host_ms", "start to every mirror that received it"),
                            ("attach_ms", "attach call")):
-            res.add_figure(f"ctl.h{h}.{key}", BENCH, f"{h} hosts: {label}", "ms", s[key])
+            res.add_figure(f"ctl.{n}.{key}", BENCH, f"{h}: {label}", "ms", s[key])
         for key, label, unit in (
                 ("writes_per_start", "etcd keys written per start", "count"),
                 ("write_requests_per_start", "etcd write requests per start", "count"),
@@ -41,13 +49,14 @@ def record(res: Results, steps: list[dict], stopped: str, fan: list[dict]) -> No
                 ("gc_ms", "one agent's GC pass", "ms"),
                 ("sweep_ms", "one agent's sweep", "ms")):
             if key in s:
-                res.add_figure(f"ctl.h{h}.{key}", BENCH, f"{h} hosts: {label}", unit, [s[key]])
-        res.add_absolute(f"ctl.h{h}.writes", BENCH, f"etcd keys written per start, {h} hosts",
-                         f"ctl.h{h}.writes_per_start", "median", "<=", 3)
-        res.add_absolute(f"ctl.h{h}.p99", BENCH, f"start to every subscribed host's mirror, "
-                         f"p99, {h} hosts", f"ctl.h{h}.last_sub_ms", "p99", "<=", 1000)
-    if len(steps) >= 2:
-        a, b = steps[0]["hosts"], steps[-1]["hosts"]
+                res.add_figure(f"ctl.{n}.{key}", BENCH, f"{h}: {label}", unit, [s[key]])
+        res.add_absolute(f"ctl.{n}.writes", BENCH, f"etcd keys written per start, {h}",
+                         f"ctl.{n}.writes_per_start", "median", "<=", 3)
+        res.add_absolute(f"ctl.{n}.p99", BENCH, f"start to every subscribed host's mirror, "
+                         f"p99, {h}", f"ctl.{n}.last_sub_ms", "p99", "<=", 1000)
+    plain = [s for s in steps if not s.get("big")]
+    if len(plain) >= 2:
+        a, b = plain[0]["hosts"], plain[-1]["hosts"]
         res.add_ratio("ctl.writes_growth", BENCH, f"etcd keys written per start, {b} hosts / "
                       f"{a} hosts (1: constant)", f"ctl.h{b}.writes_per_start",
                       f"ctl.h{a}.writes_per_start", "<=", 1.1)

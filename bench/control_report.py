@@ -27,7 +27,8 @@ def step_rows(steps: list[dict]) -> list[list[str]]:
     rows = []
     for s in steps:
         cpu = s.get("agent_cpu_us_per_start")
-        hosts = f"{s['hosts']:,}" + (f" ({s['agents']} agents)" if s.get("hybrid") else "")
+        hosts = f"{s['hosts']:,}" + (f" ({s['per_host']} endpoints each)" if s.get("big")
+                                     else "")
         rows.append([hosts, f"{s['endpoints']:,}", f"{s['writes_per_start']:.2f}",
                      f"{s['events_per_host_per_start']:.2f}", _pair(s["last_sub_ms"]),
                      _pair(s["programmed_ms"]),
@@ -107,9 +108,9 @@ def _biggest(fan: list[dict], mode: str) -> dict | None:
 
 def carrying(steps: list[dict], fan: list[dict]) -> str:
     """What one etcd carries and what breaks first, read off the measured curves."""
-    plain = [s for s in steps if not s.get("hybrid")] or steps
+    plain = [s for s in steps if not s.get("big")] or steps
     top = max(plain, key=lambda s: s["hosts"])
-    big = next((s for s in steps if s.get("hybrid")), None)
+    big = next((s for s in steps if s.get("big")), None)
     writes = max(s["writes_per_start"] for s in steps)
     whole, scoped = _biggest(fan, "whole"), _biggest(fan, "scoped")
     parts = [(f"**What one etcd carries.** A container start writes {writes:.2f} etcd keys "
@@ -134,15 +135,13 @@ def carrying(steps: list[dict], fan: list[dict]) -> str:
                      f"{_ms(stats.summarize(whole['last_ms'])['p99'])} ms (p99).")
     parts.append(_agents(top))
     if big is not None:
-        parts.append(f"At {big['hosts']:,} hosts and {big['endpoints']:,} endpoints ("
-                     f"{big['agents']} real agents on the started containers' network, the "
-                     "other hosts watchers of their own network's endpoints, with their "
-                     "records), a start reached every subscribed agent's copy in "
-                     f"{_pair(big['last_sub_ms'])} ms and was programmed there in "
-                     f"{_pair(big['programmed_ms'])} ms (p50 / p99); each agent took "
-                     f"{big['agent_mb']:.1f} MB (its copy: every network's record, its "
-                     f"network's hosts and endpoints) and one garbage-collection pass "
-                     f"{big.get('gc_ms', 0):.1f} ms.")
+        parts.append(f"At {big['hosts']:,} hosts and {big['endpoints']:,} endpoints (an "
+                     f"agent on every host, {big['per_host']} endpoints each), a start reached "
+                     f"every subscribed agent's copy in {_pair(big['last_sub_ms'])} ms and was "
+                     f"programmed there in {_pair(big['programmed_ms'])} ms (p50 / p99); each "
+                     f"agent took {big['worker_rss_mb'] / big['hosts']:.1f} MB (its copy: every "
+                     "network's record, its network's hosts and endpoints) and one "
+                     f"garbage-collection pass {big.get('gc_ms', 0):.1f} ms.")
     parts.append(_first(plain, etcd_rate))
     return " ".join(parts)
 

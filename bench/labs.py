@@ -61,8 +61,8 @@ class Config:
     ctl_channel: str = "worker"              # one etcd client per "agent" or per "worker"
     ctl_mem_mb: float = 9000                 # the workers' memory the run stays under
     ctl_fresh: bool = True                   # each host count on a cluster of its own
-    ctl_hybrid: int = 0                      # then this many hosts, agents on one network
-    ctl_hybrid_per_host: int = 20            # endpoints per host there (5,000 x 20 = 100,000)
+    ctl_big: int = 0                         # then this many hosts, an agent on each,
+    ctl_big_per_host: int = 20               # with this many endpoints (5,000 x 20 = 100,000)
     docker: bool = True
     budget_s: float | None = 20 * 60     # whole invocation; the scale rounds adapt to it
 

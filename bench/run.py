@@ -144,9 +144,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--ctl-net-size", type=int, help="hosts per overlay network (50)")
     ap.add_argument("--ctl-channel", choices=["agent", "worker"],
                     help="one etcd client per simulated agent or per worker (worker)")
-    ap.add_argument("--ctl-hybrid", type=int, metavar="HOSTS",
+    ap.add_argument("--ctl-big", type=int, metavar="HOSTS",
                     help="simulated control plane: then HOSTS hosts with 20 endpoints each, "
-                         "real agents on one network, the others whole-store watchers (0)")
+                         "an agent on every host (0)")
     ap.add_argument("--ctl-budget", type=float, metavar="MINUTES",
                     help="simulated control plane: stop growing past this (40)")
     ap.add_argument("--budget", type=float, default=20.0, metavar="MINUTES",
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                       ctl_hosts=args.ctl_hosts, ctl_per_host=args.ctl_per_host,
                       ctl_starts=args.ctl_starts, ctl_workers=args.ctl_workers,
                       ctl_watchers=args.ctl_watchers, ctl_net_size=args.ctl_net_size,
-                      ctl_channel=args.ctl_channel, ctl_hybrid=args.ctl_hybrid,
+                      ctl_channel=args.ctl_channel, ctl_big=args.ctl_big,
                       ctl_budget_s=args.ctl_budget * 60 if args.ctl_budget else None)
     cfg.docker = not args.no_docker
     cfg.budget_s = args.budget * 60 if args.budget else None

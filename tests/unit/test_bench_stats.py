@@ -8,6 +8,7 @@ import math
 import pytest
 
 from bench import stats
+from bench.control_plot import record
 from bench.report import (Results, fmt, fmt_target, markdown, missed_lines, readme_section,
                           summary_text, table)
 
@@ -304,7 +305,7 @@ def test_control_host_addresses_are_unique_and_in_the_underlay():
 def _control_step(hosts: int) -> dict:
     return {"hosts": hosts, "endpoints": 2 * hosts + 40, "writes_per_start": 1.0,
             "events_per_host_per_start": 1.02, "last_sub_ms": [10.0, 20.0, 30.0],
-            "programmed_ms": [15.0, 25.0], "last_host_ms": [10.0, 40.0],
+            "programmed_ms": [15.0, 25.0], "last_host_ms": [10.0, 40.0], "attach_ms": [9.0],
             "etcd_cpu_ms_per_start": 12.5, "db_mb": 3.2, "worker_rss_mb": 0.8 * hosts,
             "agent_cpu_us_per_start": 500.0, "keys": 5 * hosts, "gc_ms": 2.0, "net_size": 50,
             "lag_max_ms": 120.0, "loadavg": 3.2, "join_s": hosts / 100, "fill_s": hosts / 50}
@@ -351,15 +352,20 @@ def test_splice_readme_replaces_only_the_performance_section(tmp_path):
     assert not splice_readme(str(tmp_path / "missing.md"), "x")
 
 
-def test_control_section_shows_the_cluster_with_agents_on_one_network():
-    big = {**_control_step(5000), "hybrid": True, "agents": 50, "agent_mb": 80.0,
-           "agent_cpu_us_per_start": None, "endpoints": 100_040}
+def test_control_section_shows_the_big_cluster_apart_from_the_curve():
+    big = {**_control_step(5000), "big": True, "per_host": 20, "worker_rss_mb": 9000.0,
+           "endpoints": 100_040}
     ctl = Results(command="python -m bench control",
                   meta={"control": {"steps": [_control_step(1000), big],
                                     "fanout": [_fan("whole", 5000, 40.0)]}})
     sec = readme_section(_results(), None, ctl, None)
-    row = next(ln for ln in sec.splitlines() if ln.startswith("| 5,000 (50 agents)"))
-    assert "| – | 80.0 |" in row                       # no CPU per agent: watchers share it
-    assert "At 5,000 hosts and 100,040 endpoints (50 real agents" in sec
-    assert "each agent took 80.0 MB" in sec
-    assert "at 1,000 hosts a start reached" in sec      # the agents' figures: all agents
+    row = next(ln for ln in sec.splitlines() if ln.startswith("| 5,000 (20 endpoints each)"))
+    assert "| 1.8 |" in row                             # 9,000 MB over 5,000 agents
+    assert "At 5,000 hosts and 100,040 endpoints (an agent on every host, 20 endpoints" in sec
+    assert "each agent took 1.8 MB" in sec
+    assert "at 1,000 hosts a start reached" in sec      # the curve's biggest step
+    res = Results(command="x")
+    record(res, [_control_step(5000), big], "", [])
+    labels = {f["label"] for f in res.figures.values()}
+    assert {"5000 hosts: start to every subscribed host's mirror",
+            "5000 hosts × 20 endpoints: start to every subscribed host's mirror"} <= labels
