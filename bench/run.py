@@ -137,7 +137,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--ctl-hosts", type=lambda v: tuple(int(x) for x in v.split(",")),
                     help="simulated control plane: host counts, e.g. 100,1000,5000")
     ap.add_argument("--ctl-per-host", type=int, help="background endpoints per host (2)")
-    ap.add_argument("--ctl-starts", type=int, help="measured starts per step (40)")
+    ap.add_argument("--ctl-starts", type=int, help="measured starts per step, at least (40; "
+                    "they go on for one lease cycle, 40 s)")
     ap.add_argument("--ctl-workers", type=int, help="worker processes (2)")
     ap.add_argument("--ctl-watchers", type=lambda v: tuple(int(x) for x in v.split(",") if x),
                     help="etcd alone: plain watcher steps (1000,2000,5000; '' for none)")

@@ -397,6 +397,12 @@ async def test_teardown_during_store_outage_is_finished_later(cluster):
     assert await store.get(keys.endpoint(net.id, ep.ip)) is None
     assert await store.get(keys.service(net.id, "a")) is None
     assert h1.state.owed_deletions() == []
+    # the host's records on web outlived the outage; the sweep takes them: h1 left web
+    assert await store.get(keys.member(net.id, "h1")) is not None
+    await cluster.synced()
+    assert await h1.endpoints.sweep() == 1
+    assert await store.get(keys.member(net.id, "h1")) is None
+    assert await store.get(keys.presence(net.id, "h1")) is None
 
 
 # --- restarts, crashes and garbage ----------------------------------------------------------

@@ -161,6 +161,7 @@ class Agent:
                                    self.cfg.block_grace)
         self.dns = NetworkDns(self.view, self.networks) if self.cfg.dns else None
         self.endpoints.events = self.containers.events = self.events
+        self.observer.networks = lambda: {ep.network for ep in self.endpoints.local.values()}
         if self.dns is not None:
             self.containers.resolv_conf = self.dns.resolv_conf
 

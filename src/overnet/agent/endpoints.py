@@ -98,6 +98,7 @@ class EndpointService(Recovery):
         self.ranges: dict[str, ipaddress.IPv4Network] = {}
         self.held: dict[str, set[str]] = {}   # net id -> addresses set aside (Docker's IPAM)
         self._ref_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._peers: dict[str, tuple[list, frozenset[RemotePeer]]] = {}   # net id -> (of)
         self.events = EventLog(host.name)    # the agent's, once it is wired
 
     # --- reads ---------------------------------------------------------------------------
@@ -139,9 +140,18 @@ class EndpointService(Recovery):
         free = free if free in self.held.get(net_id, ()) else None
         return Taken(local, keys.endpoints(net_id), self.view.items, free)
 
-    def peers(self, net: NetworkRecord) -> set[RemotePeer]:
-        return {RemotePeer(ep.mac, ep.ip, ep.host_address)
-                for ep in self.view.endpoints(net.id) if ep.host != self.host.name}
+    def peers(self, net: NetworkRecord) -> frozenset[RemotePeer]:
+        """The network's remote endpoints, made again only when its admitted endpoints
+        changed (a pass for its hosts' or services' changes reads the same)."""
+        eps = self.view.endpoints(net.id)
+        cached = self._peers.get(net.id)
+        if cached is None or cached[0] is not eps:
+            if len(self._peers) > 1024:
+                self._peers.clear()
+            cached = self._peers[net.id] = (eps, frozenset(
+                RemotePeer(ep.mac, ep.ip, ep.host_address) for ep in eps
+                if ep.host != self.host.name))
+        return cached[1]
 
     # --- attach --------------------------------------------------------------------------
 

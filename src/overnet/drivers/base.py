@@ -17,7 +17,7 @@ in its class attributes, so nothing outside `drivers/` ever asks for a driver by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from ..dataplane.api import Dataplane
 from ..store.records import NetworkRecord
@@ -53,8 +53,7 @@ class Attachment:
                            # (for a runtime that moves it itself: Docker); nothing configured
 
 
-@dataclass(frozen=True)
-class RemotePeer:
+class RemotePeer(NamedTuple):    # a tuple: made and hashed for every peer of every pass
     mac: str
     ip: str
     vtep: str              # underlay address of the host it lives on

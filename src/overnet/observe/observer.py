@@ -52,8 +52,10 @@ class Observer:
         self.failed_targets: set[str] = set()      # targets whose last reconcile failed
         self.programmed: dict[str, set] = {}       # network ID -> peers last programmed
         self._names: dict[str, str] = {}           # network ID -> name, for removals
-        self._present: dict[str, set[str]] = {}   # host -> networks it is present on
+        self._up: set[str] = set()                 # hosts present on a network of ours
         self._items: Any = {}                      # the agent's copy (seed)
+        # the networks this host has endpoints on (set by the agent once it has them)
+        self.networks: Callable[[], set[str]] = set
         # answers doctor requests of other hosts (set where the API is served: observe/path)
         self.on_doctor: Callable[[str, bytes], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -66,7 +68,10 @@ class Observer:
 
     def peers(self, net: Any, peers: Iterable) -> None:
         """After a network's peers were programmed: an event for each one added or gone."""
-        now, before = set(peers), self.programmed.get(net.id, set())
+        before = self.programmed.get(net.id, frozenset())
+        if peers is before:          # a pass that changed nothing of them
+            return
+        now = peers if isinstance(peers, frozenset) else frozenset(peers)
         for p in sorted(now - before, key=str):
             self.events.emit("peer", "programmed", p.ip, network=net.name, mac=p.mac,
                              vtep=p.vtep)
@@ -91,9 +96,7 @@ class Observer:
         self._items = items
         for key, item in items.items():
             parts = keys.split(key)
-            if parts[0] == "present" and len(parts) == 3:
-                self._present.setdefault(parts[2], set()).add(parts[1])
-            elif parts[0] == "networks" and len(parts) == 2:
+            if parts[0] == "networks" and len(parts) == 2:
                 self._names[parts[1]] = _field(item.value, "name") or parts[1]
 
     def store_events(self, batch: list) -> None:
@@ -107,20 +110,26 @@ class Observer:
                 self._network(parts[1], ev)
 
     def _host(self, net_id: str, name: str, ev: Any) -> None:
-        """A host's presence on one of this host's networks: up with its first, down when
-        the last goes while it is still a member (a host leaving a network removes its
-        membership first, agent/membership.py)."""
-        on = self._present.setdefault(name, set())
-        if ev.type == "put" and net_id not in on:
-            on.add(net_id)
-            if len(on) == 1:
+        """Hosts on this host's networks: up when first present on one (or found so when
+        this host joined it), down when present on none while still a member where it
+        went (a host leaving a network removes its membership first: agent/membership.py).
+        Networks only read (`network inspect`) are not this host's: no events."""
+        mine = self.networks()
+        if net_id not in mine:
+            return
+
+        def present(host: str) -> bool:
+            return any(keys.presence(n, host) in self._items for n in mine)
+
+        if ev.type == "put":
+            self._up = {h for h in self._up if present(h)}    # forget those of networks left
+            if name not in self._up:
+                self._up.add(name)
                 self.events.emit("host", "up", name, address=_field(ev.value, "address"))
-        elif ev.type == "delete" and net_id in on:
-            on.discard(net_id)
-            if not on:
-                del self._present[name]
-                if keys.member(net_id, name) in self._items:
-                    self.events.emit("host", "down", name)
+        elif not present(name):
+            self._up.discard(name)
+            if keys.member(net_id, name) in self._items:
+                self.events.emit("host", "down", name)
 
     def _network(self, net_id: str, ev: Any) -> None:
         if ev.type == "put" and net_id not in self._names:

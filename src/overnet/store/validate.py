@@ -58,6 +58,19 @@ class _Subnet:
         if self.net.prefixlen >= 31:   # RFC 3021: /31 and /32 have no such addresses
             reserved = set()
         self.reserved = reserved | {ipaddress.IPv4Address(gateway)}
+        self._seen: dict[str, str | None] = {}     # ip as written -> its problem
+
+    def check(self, ip: str) -> str | None:
+        """problem() of an address as a record spells it, each spelling parsed once (every
+        change of a network re-admits all its endpoints)."""
+        if ip not in self._seen:
+            if len(self._seen) >= 1 << 16:
+                self._seen.clear()
+            try:
+                self._seen[ip] = self.problem(ipaddress.IPv4Address(ip))
+            except ValueError:
+                self._seen[ip] = f"bad ip {ip!r}"
+        return self._seen[ip]
 
     def problem(self, ip: ipaddress.IPv4Address) -> str | None:
         if ip not in self.net:
@@ -112,11 +125,7 @@ def _endpoint_problem(net_id: str, subnet: _Subnet, ep: EndpointRecord,
                       hosts: Mapping[str, HostRecord]) -> str | None:
     if ep.network != net_id:
         return f"record names network {ep.network}, not {net_id}"
-    try:
-        ip = ipaddress.IPv4Address(ep.ip)
-    except ValueError:
-        return f"bad ip {ep.ip!r}"
-    return subnet.problem(ip) or _host_problem(ep, hosts)
+    return subnet.check(ep.ip) or _host_problem(ep, hosts)
 
 
 def admit_hosts(candidates: list[tuple[str, int, HostRecord]]
