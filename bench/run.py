@@ -134,8 +134,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--per-host", type=int, dest="scale_per_host",
                     help="scale containers per host (default 20, quick 4)")
     ap.add_argument("--scale-rounds", type=int, help="scale rounds (default 1, quick 1)")
-    ap.add_argument("--ctl-hosts", type=lambda v: tuple(int(x) for x in v.split(",")),
-                    help="simulated control plane: host counts, e.g. 100,1000,5000")
+    ap.add_argument("--ctl-hosts", type=lambda v: tuple(int(x) for x in v.split(",") if x),
+                    help="simulated control plane: host counts, e.g. 100,1000,5000 ('': none)")
     ap.add_argument("--ctl-per-host", type=int, help="background endpoints per host (2)")
     ap.add_argument("--ctl-starts", type=int, help="measured starts per step, at least (40; "
                     "they go on for one lease cycle, 40 s)")
