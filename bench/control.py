@@ -288,11 +288,11 @@ def _finish(ctx: Context, res: Results, steps: list[dict], stopped: str,
              "minutes and no background sweep, not every 5 s (one pass of each is timed on one "
              "agent instead); the whole run under nice 19 on a machine other sessions share: "
              "'loop lag' is how far behind the simulated agents ran")
-    if steps:
+    curve = [s for s in steps if not s.get("big")]      # one point per cluster size
+    if curve:
         out = getattr(ctx, "out", None) or os.path.join(HERE, "results")
         os.makedirs(out, exist_ok=True)
-        err = draw_curves([s for s in steps if not s.get("big")],   # the curve: one per size
-                          os.path.join(out, "control-scale.png"), stopped,
+        err = draw_curves(curve, os.path.join(out, "control-scale.png"), stopped,
                           [f for f in fan if "last_ms" in f])
         if err:
             res.note(BENCH, f"no curves: {err}")
