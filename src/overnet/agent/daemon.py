@@ -313,8 +313,10 @@ class Agent:
         if active and driver.publishes:
             try:
                 await self.membership.ensure(net_id)
+                # hosts of older agents: their endpoints are rejected (no membership)
                 await self.membership.adopt(net_id, self.view.owners(net_id)
-                                            - self.view.hosts(net_id).keys())
+                                            - self.view.hosts(net_id).keys()
+                                            if self.view.rejects(net_id) else ())
             except StoreError as e:     # the resync tries again; peers are programmed still
                 log.warning("network %s: memberships not written: %s", net.name, e)
         if self.dns is not None and not active:

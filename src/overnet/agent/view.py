@@ -2,8 +2,8 @@
 
 Nothing read from the store is taken on faith: every record is parsed and checked (bad values
 are logged with their key and skipped), and endpoints are admitted only against the cluster:
-their tunnel endpoint must be a live host's address, their address inside the network and
-unique in it (first writer wins). What is not admitted is never programmed anywhere.
+their tunnel endpoint must be the address of a host on the network, their address inside the
+network and unique in it (first writer wins). What is not admitted is never programmed anywhere.
 A network's hosts are its members (agent/membership.py), admitted the same way: one address,
 one host.
 """
@@ -27,14 +27,14 @@ class ClusterView:
     def __init__(self, mirror: Any) -> None:
         self.mirror = mirror     # its `items` (key -> Item(value, mod_revision)) stay current
         self._decoded: dict[str, tuple[int, object]] = {}
-        self._admitted: dict[str, tuple[tuple, list[EndpointRecord]]] = {}
+        self._admitted: dict[str, tuple[tuple, list[EndpointRecord], int]] = {}
         # Networks not in the store whose endpoints are (host subnets: every host's bridge
         # is part of one routed network), with the record to check them against.
         self.local_networks: dict[str, NetworkRecord] = {}
         # Caches keyed on the mirror's generation of the prefixes they derive from: a change
         # to one network does not make every host re-scan and re-admit everything else.
         self._under: dict[str, tuple[int, list[str]]] = {}     # prefix -> (generation, keys)
-        self._hosts: dict[str, tuple[Any, dict[str, HostRecord]]] = {}   # net_id -> (gen, ..)
+        self._hosts: dict[str, tuple[Any, dict[str, HostRecord]]] = {}    # net_id -> ...
         self._present: dict[str, tuple[Any, frozenset[str]]] = {}
         self._owners: dict[str, tuple[Any, frozenset[str]]] = {}
 
@@ -126,11 +126,17 @@ class ClusterView:
         candidates = [(k, rev, r) for k, rev, r in self._records(keys.endpoints(net_id),
                                                                   EndpointRecord)
                       if k == keys.endpoint(net_id, r.ip)]
-        admitted = admit_endpoints(net, candidates, self.hosts(net_id))[0] if net else []
-        self._admitted[net_id] = (stamp, admitted)
+        admitted, rejected = admit_endpoints(net, candidates, self.hosts(net_id)) if net \
+            else ([], [])
+        self._admitted[net_id] = (stamp, admitted, len(rejected))
         if len(self._admitted) > 1024:
             self._admitted.clear()
         return admitted
+
+    def rejects(self, net_id: str) -> int:
+        """How many of the network's endpoint records its admission rejected."""
+        self.endpoints(net_id)
+        return self._admitted.get(net_id, ((), [], 0))[2]
 
     def owners(self, net_id: str) -> frozenset[str]:
         """The hosts the network's endpoint records name, admitted or not (cached until the
