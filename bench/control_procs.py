@@ -29,6 +29,8 @@ class Etcd:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="bn-ctl-etcd-")
         self.port, peer = _free_port(), _free_port()
+        while peer == self.port:          # neither is bound yet: the kernel may repeat one
+            peer = _free_port()
         url, purl = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{peer}"
         self.log = open(os.path.join(self.dir, "etcd.log"), "wb")
         self.proc = subprocess.Popen(

@@ -28,11 +28,21 @@ from types import TracebackType
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A port nothing listens on right now (the kernel's pick for an ephemeral bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on right now (the kernel's pick for an ephemeral bind), and
+    not handed out before in this run: ports picked for one cluster are bound only when its
+    members start, and the kernel may pick a port twice meanwhile (a member's client and
+    peer listeners once got one port, and its etcd could not start)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 class EtcdProcess:
