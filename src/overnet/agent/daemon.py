@@ -343,15 +343,11 @@ class Agent:
         if ev.type == "put":
             self.view.inspect(ev.key)
         parts = keys.split(ev.key)
+        lost = self.membership.lost(ev.key, ev.mod_revision) if ev.type == "delete" else None
         if parts[0] in ("endpoints", "services", "networks", "blocks", "members") \
                 and len(parts) > 1:
-            if parts[0] == "members" and ev.type == "delete":
-                self.membership.lost(ev.key, ev.mod_revision)
             return NET + parts[1]
-        if parts[0] == "present" and ev.type == "delete":
-            lost = self.membership.lost(ev.key, ev.mod_revision)
-            return NET + lost if lost else None
-        return None
+        return NET + lost if lost else None
 
     async def in_scope(self, *nets) -> None:
         """Before a read of networks' records that is not for this host's own containers
@@ -367,7 +363,7 @@ class Agent:
         with no local endpoint on its network, a stray the sweep has yet to remove (this
         host's address blocks stay with it, in scope or not)."""
         if key.startswith((keys.MEMBERS, keys.PRESENT)):
-            return key.rpartition("/")[2] == self.name
+            return self.membership.mine(key)
         return key.startswith((keys.ENDPOINTS, keys.SERVICES)) and \
             getattr(self.view.record_at(key), "host", None) == self.name
 

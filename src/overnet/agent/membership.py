@@ -53,8 +53,14 @@ class Membership:
     def _lock(self, net_id: str) -> asyncio.Lock:
         return self._locks.setdefault(net_id, asyncio.Lock())
 
-    def _keys(self, net_id: str) -> tuple[str, str]:
+    def keys(self, net_id: str) -> tuple[str, str]:
+        """This host's two records on a network: its membership and its presence."""
         return keys.member(net_id, self.me), keys.presence(net_id, self.me)
+
+    def mine(self, key: str) -> bool:
+        """Whether a key is one of this host's records on some network."""
+        parts = keys.split(key) if key.startswith(keys.ROOT) else ()
+        return len(parts) == 3 and parts[0] in ("members", "present") and parts[2] == self.me
 
     async def publish(self, net_id: str, compares: list[Compare], ops: list[Op]) -> TxnResult:
         """store.txn(compares, ops), with this host's records on the network added when it is
@@ -64,7 +70,7 @@ class Membership:
         async with self._lock(net_id):
             if net_id in self._joined:
                 return await self.store.txn(compares, ops)
-            member, presence = self._keys(net_id)
+            member, presence = self.keys(net_id)
             result = await self.store.txn(compares, [
                 *ops, Put(member, self.record), Put(presence, self.record, self.lease())])
             if result.succeeded:
@@ -79,7 +85,7 @@ class Membership:
         async with self._lock(net_id):
             if net_id in self._joined or not self.in_use(net_id):
                 return
-            member, presence = self._keys(net_id)
+            member, presence = self.keys(net_id)
             leased = Put(presence, self.record, self.lease())
             result = await self.store.txn([ValueIs(member, self.record)], [leased],
                                           [Put(member, self.record), leased])
@@ -94,7 +100,7 @@ class Membership:
                 return False
             self._joined.pop(net_id, None)
             self._missing.pop(net_id, None)
-            member, presence = self._keys(net_id)
+            member, presence = self.keys(net_id)
             result = await self.store.txn([ValueIs(member, self.record)], [Delete(member)])
             if result.succeeded:
                 try:
@@ -106,7 +112,7 @@ class Membership:
 
     def _holds(self, net_id: str) -> bool:
         """Whether this host is, or the copy says it is, on the network."""
-        return net_id in self._joined or any(k in self.mirror.items for k in self._keys(net_id))
+        return net_id in self._joined or any(k in self.mirror.items for k in self.keys(net_id))
 
     async def leave_quietly(self, net_id: str) -> None:
         """After a detach: leave() if that was this host's last endpoint on the network (the
@@ -156,9 +162,10 @@ class Membership:
     def lost(self, key: str, revision: int) -> str | None:
         """A record of this host was deleted (its lease lapsed, or someone removed it): the
         network to join again, unless the deletion is older than this run's join."""
-        net_id, _, host = key.rpartition("/")
-        net_id = net_id.rpartition("/")[2]
-        if host != self.me or revision <= self._joined.get(net_id, revision):
+        if not self.mine(key):
+            return None
+        net_id = keys.split(key)[1]
+        if revision <= self._joined.get(net_id, revision):
             return None
         self._joined.pop(net_id, None)
         return net_id

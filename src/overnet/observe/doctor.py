@@ -83,9 +83,7 @@ async def _records(agent: Any) -> list[Finding]:
     for net in _active_networks(agent):
         if not agent.networks.driver(net).publishes:
             continue
-        missing = [k for k in (keys.member(net.id, agent.name), keys.presence(net.id,
-                                                                                agent.name))
-                   if k not in agent.view.items]
+        missing = [k for k in agent.membership.keys(net.id) if k not in agent.view.items]
         hop = f"host {agent.name} on network {net.name}"
         out.append(bad(hop, f"{', '.join(missing)} missing: the network's other hosts do not "
                        "program this host's containers", "the agent writes them on its "
