@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import os
 
 import pytest
@@ -225,6 +226,33 @@ async def test_a_membership_reconciles_only_its_network(cluster):
     assert set(passes) == {"net:" + web}
 
 
+async def test_a_network_record_wakes_only_the_hosts_on_the_network(cluster):
+    # every host holds every network record: one a host has nothing on costs it no pass
+    h1, h2 = await two_hosts(cluster)
+    await attach(h1, "web", "a")
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    passes: dict[str, list[str]] = {"h1": [], "h2": []}
+    for name, h in (("h1", h1), ("h2", h2)):
+        async def counted(target: str, verify: bool = False, run_now=h.reconciler.run_now,
+                          seen=passes[name]) -> None:
+            seen.append(target)
+            await run_now(target, verify)
+        h.reconciler.run_now = counted
+    db = await h2.networks.create("db")           # nobody is on db
+    web = h1.networks.find("web")
+    await MemoryStore(cluster.state).put(keys.network(web.id), web.to_json())  # web changes
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert passes == {"h1": ["net:" + web.id], "h2": []}
+    await attach(h2, "db", "d")                   # h2 now has db: its changes reach it
+    passes["h2"].clear()
+    await MemoryStore(cluster.state).put(keys.network(db.id), db.to_json())
+    await cluster.synced()
+    await asyncio.sleep(0.05)
+    assert passes["h2"] == ["net:" + db.id]
+
+
 async def test_a_host_leaving_an_address_lets_the_host_it_shadowed_be_programmed(cluster):
     h1, h2 = await two_hosts(cluster)
     await attach(h1, "web", "a")
@@ -308,6 +336,32 @@ async def test_a_host_of_an_older_agent_is_adopted_onto_the_network(cluster, mon
     await cluster.synced()
     await h1.reconcile_network("net:" + net.id, True)
     assert await store.get(keys.member(net.id, "h7")) is None
+
+
+async def test_an_endpoint_before_its_hosts_membership_is_no_warning(cluster, monkeypatch,
+                                                                      caplog):
+    # a first endpoint and its host's membership come in one transaction but on two
+    # watches: a copy may see the endpoint first. Only a host that stays missing is logged.
+    from overnet.agent import membership
+    monkeypatch.setattr(membership, "ADOPT_AFTER", 0.2)
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    await attach(h1, "web", "a")
+    net = h1.networks.find("web")
+    ep = EndpointRecord(id="e" * 64, network=net.id, container="c" * 64, name="ghost",
+                        host="h9", host_address="192.168.9.99", ip="10.128.0.201",
+                        mac="02:42:0a:80:00:c9")
+    await MemoryStore(cluster.state).put(keys.endpoint(net.id, ep.ip), ep.to_json())
+    await cluster.synced()
+    await h1.reconcile_network("net:" + net.id, True)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [m for m in said if "h9" in m]
+    await asyncio.sleep(0.25)
+    await h1.reconcile_network("net:" + net.id, True)
+    await h1.reconcile_network("net:" + net.id, True)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([m for m in said if "'h9'" in m and "no record of it" in m]) == 1
+    assert ep.ip not in vxlan_peers(h1, "web")
 
 
 async def test_gc_keeps_the_records_of_a_host_that_is_alive_but_not_present(cluster):

@@ -26,6 +26,7 @@ from ..errors import Conflict, Invalid
 from ..ipam.allocator import HostAllocator
 from ..observe.counting import counting
 from ..observe.observer import Observer
+from ..periodic import jittered
 from ..store import keys, open_store
 from ..store.base import Put, Store, StoreError, StoreUnavailable, ValueIs
 from ..store.keepalive import KeepAlive
@@ -344,10 +345,17 @@ class Agent:
             self.view.inspect(ev.key)
         parts = keys.split(ev.key)
         lost = self.membership.lost(ev.key, ev.mod_revision) if ev.type == "delete" else None
+        if parts[0] == "networks" and len(parts) > 1 and not self._holds(parts[1]):
+            return None     # every host has every network record; most have nothing on it
         if parts[0] in ("endpoints", "services", "networks", "blocks", "members") \
                 and len(parts) > 1:
             return NET + parts[1]
         return NET + lost if lost else None
+
+    def _holds(self, net_id: str) -> bool:
+        """Whether this host has anything of a network: endpoints, or what a pass has yet to
+        remove (its peers, resolver or devices)."""
+        return net_id in self._in_place or net_id in self._drifted or self._keeps(net_id)
 
     async def in_scope(self, *nets) -> None:
         """Before a read of networks' records that is not for this host's own containers
@@ -373,7 +381,7 @@ class Agent:
     async def _gc_loop(self) -> None:
         every = min(5.0, max(0.2, self.cfg.gc_grace / 4))
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(jittered(every))
             try:
                 await self.gc.collect()
             except StoreError as e:
@@ -383,7 +391,7 @@ class Agent:
         """Store deletions owed since an outage, and records of ours that nothing backs."""
         rounds = 0
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(jittered(1.0))
             rounds += 1
             try:
                 await self.endpoints.settle_owed()

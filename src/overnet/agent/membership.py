@@ -136,7 +136,9 @@ class Membership:
         endpoint, on another watch) gets its record on the network copied from its own
         (`hosts/<host>`), once per run, so that its endpoints are admitted as before; its
         presence stays absent (the garbage collector reads `alive/<host>` before it deletes
-        anything). Returns how many were adopted."""
+        anything). A host the cluster has no record of is logged then (its endpoints stay
+        unprogrammed), not on every first endpoint that came before its membership. Returns
+        how many were adopted."""
         now = time.monotonic() if now is None else now
         missing = set(missing) - {self.me}
         seen = self._missing.setdefault(net_id, {})
@@ -150,6 +152,9 @@ class Membership:
             kv = await self.store.get(keys.host(host))
             rec = decode(HostRecord, kv.key, kv.value) if kv else None
             if rec is None or rec.name != host:
+                log.warning("network %s: not programming the endpoints of host %r: it is not "
+                            "on the network, and the cluster has no record of it", net_id[:12],
+                            host)
                 continue
             member = keys.member(net_id, host)
             copy = HostRecord(name=host, address=rec.address, mtu=rec.mtu).to_json()

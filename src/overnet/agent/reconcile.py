@@ -2,7 +2,8 @@
 the store: every store event names a *target* (a network, or a feature such as host
 subnets); a burst of events runs each dirty target once. The resync runs every target again,
 reading the kernel rather than trusting memory, so anything changed behind the agent's back
-comes back within one period."""
+comes back within one period (each agent's a little shorter than the last, at random: see
+periodic.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 import time
 from typing import Awaitable, Callable
 
+from ..periodic import jittered
 from ..store.base import Event
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class Reconciler:
 
     async def _resync(self) -> None:
         while True:
-            await asyncio.sleep(self.every)
+            await asyncio.sleep(jittered(self.every))
             for active in self._active:
                 for target in sorted(active()):
                     await self.run_now(target, verify=True)

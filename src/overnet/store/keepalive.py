@@ -1,6 +1,7 @@
 """Keep one lease alive, and replace it when it is lost.
 
-aetcd has no automatic keep-alive, so a background task refreshes the lease every ttl/3.
+aetcd has no automatic keep-alive, so a background task refreshes the lease every ttl/3 (a
+little sooner, at random: agents started together do not refresh together).
 The owner's `on_new_lease(lease)` puts its leased keys: for the first lease (in start())
 and again whenever the lease is gone (expired or revoked) and a new one was granted. After an
 outage, however long, the store itself says whether the lease outlived it: the first refresh
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ..periodic import jittered
 from .base import Lease, LeaseLost, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("overnet.store.keepalive")
@@ -120,7 +122,7 @@ class KeepAlive:
             elif self._outage or self._need_new or self._owner_pending:
                 delay = self.retry_interval
             else:
-                delay = self.ttl / 3
+                delay = jittered(self.ttl / 3)
             await asyncio.sleep(delay)
             try:
                 await self._step()

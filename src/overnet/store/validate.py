@@ -80,10 +80,13 @@ class _Subnet:
         return None
 
 
+NOT_A_MEMBER = "host {!r} is not on the network (no record of it there)"
+
+
 def _host_problem(ep: EndpointRecord, hosts: Mapping[str, HostRecord]) -> str | None:
     host = hosts.get(ep.host)
     if host is None:
-        return f"host {ep.host!r} is not on the network (no record of it there)"
+        return NOT_A_MEMBER.format(ep.host)
     if host.address != ep.host_address:
         return (f"VTEP {ep.host_address} is not the address of host {ep.host!r} "
                 f"({host.address})")
@@ -112,7 +115,10 @@ def admit_endpoints(network: NetworkRecord, candidates: list[Candidate],
         if reason is None and ep.mac in mac_owner:
             reason = f"MAC {ep.mac} is already held by {mac_owner[ep.mac]}"
         if reason is not None:
-            _log_once(key, reason)
+            if reason != NOT_A_MEMBER.format(ep.host):
+                _log_once(key, reason)
+            # else most likely its host's membership is on its way (another watch): if it
+            # does not come, the agent says so (agent/membership.py, adopt)
             rejected.append((key, reason))
             continue
         ip_owner[ep.ip] = key
