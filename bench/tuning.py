@@ -9,7 +9,7 @@ lever builds a second lab whose underlay links have MTU 9000 (overnet derives 89
 overlay) and compares it round by round with the standard lab.
 
 Levers are applied from outside, to the devices and namespaces the agent made, so the same run
-measures them on this very overnet; what pays goes into overnet.dataplane.tuning.
+measures them on this very overnet; what pays goes into the agent's data plane (dataplane/).
 """
 
 from __future__ import annotations
@@ -64,21 +64,35 @@ def _links(ns: str, kind: str) -> list[str]:
     return [ln.split(":")[1].strip().split("@")[0] for ln in proc.stdout.splitlines()]
 
 
-def lever_vxlan_gro_hint(lab: BenchLab, containers: list[str]) -> Callable[[bool], None]:
-    """GRO on vxlan0 itself (the decapsulated inner frames are aggregated before the
-    containers' macvlans)."""
+def lever_vxlan_gro_off(lab: BenchLab, containers: list[str]) -> Callable[[bool], None]:
+    """GRO off on vxlan0 (overnet leaves the kernel's default, on: the decapsulated inner
+    frames are aggregated before the containers' macvlans)."""
     ends = [(ns, dev) for ns in overlay_namespaces(lab) for dev in _links(ns, "vxlan")]
 
     def switch(on: bool) -> None:
         for ns, dev in ends:
-            _sh(ns, "ethtool", "-K", dev, "gro", "on" if on else "off")
+            _sh(ns, "ethtool", "-K", dev, "gro", "off" if on else "on")
+    return switch
+
+
+def lever_vxlan_rps(lab: BenchLab, containers: list[str]) -> Callable[[bool], None]:
+    """RPS on vxlan0: the decapsulated frames (and the containers' TCP receive work) are
+    spread over every CPU instead of staying on the one that took the underlay packet."""
+    ends = [(ns, dev) for ns in overlay_namespaces(lab) for dev in _links(ns, "vxlan")]
+    mask = format((1 << (os.cpu_count() or 1)) - 1, "x")
+
+    def switch(on: bool) -> None:
+        for ns, dev in ends:
+            _sh(ns, "unshare", "-m", "sh", "-c", "mount -t sysfs sysfs /sys && echo "
+                f"{mask if on else 0} > /sys/class/net/{dev}/queues/rx-0/rps_cpus")
     return switch
 
 
 # (Two levers of the earlier data path, br_netfilter off and GRO on the containers' veth
 # pairs, went with it: the overlay has no bridge and no veth now. Their last run is in
 # bench/results/tuning.md.)
-LEVERS = {"vxlan0-gro": lever_vxlan_gro_hint}
+# A lever's switch(False) is overnet as it is: one_lever leaves every lever off.
+LEVERS = {"vxlan0-gro-off": lever_vxlan_gro_off, "vxlan0-rps": lever_vxlan_rps}
 
 
 def _overlay(lab: BenchLab, tag: str) -> tuple[Path, list[str]]:
@@ -151,7 +165,7 @@ def jumbo(ctx: Context, res: Results, streams: tuple[int, ...]) -> None:
 
 
 def run(ctx: Context, res: Results) -> None:
-    streams = (1,)
+    streams = (1, 4)
     lab = ctx.overnet_lab("main", bench=BENCH)
     raw = raw_vxlan(lab)
     for name in LEVERS:
