@@ -45,6 +45,7 @@ from .report import Results
 
 BENCH = "control"
 CYCLE_S = HOST_TTL / 3      # the simulated agents refresh their leases this often
+IDLE_PARTS = 8              # etcd's idle rate: taken in parts, for how far off it may be
 CHUNK = 200         # hosts started per round, per worker at most 50 at once
 
 
@@ -145,12 +146,17 @@ class Sim:
         with an agent), for one lease cycle at least, and what they cost. etcd's idle rate
         is taken over a whole cycle too: the agents' lease refreshes come in a burst (they
         started together), which a shorter window catches or misses by chance, and whose
-        CPU was as large as that of all the starts at 2,000 hosts and more."""
+        CPU was as large as that of all the starts at 2,000 hosts and more. Its parts say how
+        far off it may be: a net CPU per start below that is not resolved."""
         w = self.nworkers
         self.workers.ask_all(300, [{"op": "phase"}] * w)
         cpu0, t = self.etcd.cpu_seconds(), time.monotonic()
         w0 = self.workers.ask_all(60, [{"op": "cpu"}] * w)
-        time.sleep(idle_s)
+        rates, part_s = [], idle_s / IDLE_PARTS
+        for _ in range(IDLE_PARTS):
+            c, p = self.etcd.cpu_seconds(), time.monotonic()
+            time.sleep(part_s)
+            rates.append((self.etcd.cpu_seconds() - c) / (time.monotonic() - p))
         idle = (self.etcd.cpu_seconds() - cpu0) / (time.monotonic() - t)
         w1 = self.workers.ask_all(60, [{"op": "cpu"}] * w)
         m0, cpu0, t = self.etcd.metrics(), self.etcd.cpu_seconds(), time.monotonic()
@@ -175,7 +181,7 @@ class Sim:
                 "attach_ms": [(d["t1"] - d["t0"]) * 1e3 for d in done],
                 **cs.propagation(done, seen),
                 **cs.per_start(etcd_counts(m0), etcd_counts(m1), len(done), cpu1 - cpu0, idle,
-                               seconds),
+                               seconds, cs.idle_error(rates, part_s, seconds)),
                 "events_per_host_per_start": sum(r["events"] for r in reps)
                 / max(1, self.hosts) / max(1, len(done)),
                 "worker_rss_mb": sum(r["rss_mb"] for r in reps),

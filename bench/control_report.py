@@ -23,6 +23,13 @@ def _ms(v: float | None) -> str:
     return f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
+def _net_cpu(s: dict) -> str:
+    """etcd's CPU per start net of its idle load, or `< resolution` where the idle load's own
+    variation is larger (thousands of leases)."""
+    net, res = s["etcd_cpu_ms_per_start"], s.get("etcd_cpu_ms_per_start_resolution", 0.0)
+    return f"< {res:.1f}" if net < res else f"{net:.1f}"
+
+
 def step_rows(steps: list[dict]) -> list[list[str]]:
     rows = []
     for s in steps:
@@ -34,7 +41,7 @@ def step_rows(steps: list[dict]) -> list[list[str]]:
                      _pair(s["programmed_ms"]),
                      "–" if s.get("join_s") is None else f"{s['join_s']:.0f}",
                      "–" if s.get("fill_s") is None else f"{s['fill_s']:.0f}",
-                     f"{s['etcd_cpu_ms_per_start']:.1f}", f"{s['db_mb']:.1f}",
+                     _net_cpu(s), f"{s['db_mb']:.1f}",
                      "–" if cpu is None else f"{cpu:.0f}",
                      f"{s.get('agent_mb') or s['worker_rss_mb'] / s['hosts']:.1f}",
                      _ms(s.get("lag_max_ms")),

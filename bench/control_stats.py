@@ -7,6 +7,9 @@ teams each on its own overlay network: a container start concerns the hosts of i
 
 from __future__ import annotations
 
+import math
+import statistics
+
 from . import stats
 
 
@@ -81,17 +84,32 @@ def propagation(done: list[dict], seen: dict[str, dict]) -> dict:
 
 
 def per_start(c0: dict, c1: dict, starts: int, cpu_s: float, idle_cpu_per_s: float,
-              seconds: float) -> dict:
+              seconds: float, idle_error_cpu_s: float = 0.0) -> dict:
     """etcd's counters over the starts, per start; its CPU net of what it spends anyway
-    (leases, keep-alive pings: `idle_cpu_per_s`, measured just before, for as long)."""
+    (leases, keep-alive pings: `idle_cpu_per_s`, measured just before, for as long), and the
+    smallest net CPU per start the run resolves (`idle_error_cpu_s`: idle_error())."""
     n = max(1, starts)
     net = max(0.0, cpu_s - idle_cpu_per_s * seconds)
     return {"writes_per_start": (c1["keys_written"] - c0["keys_written"]) / n,
             "write_requests_per_start": (c1["write_requests"] - c0["write_requests"]) / n,
             "etcd_cpu_ms_per_start": net * 1e3 / n,
+            "etcd_cpu_ms_per_start_resolution": idle_error_cpu_s * 1e3 / n,
             "etcd_cpu_ms_per_start_gross": cpu_s * 1e3 / n,
             "etcd_idle_cpu_pct": 100 * idle_cpu_per_s,
             "db_mb": c1["db_bytes"] / 2**20, "keys": c1["keys"], "etcd_watchers": c1["watchers"]}
+
+
+def idle_error(rates: list[float], part_s: float, seconds: float) -> float:
+    """How far off, in CPU seconds (two standard deviations), the idle CPU subtracted over a
+    window of `seconds` may be, from idle rates measured in consecutive parts of `part_s`
+    seconds each: the idle's mean is uncertain, and so is the window's own idle. With
+    thousands of leases etcd's idle load (each lease refreshed every cycle) can outweigh the
+    starts' CPU by far: a net figure under this is noise."""
+    if len(rates) < 2:
+        return 0.0
+    sd = statistics.stdev(rates)         # CPU s per s, over parts of part_s
+    idle_s = part_s * len(rates)
+    return 2 * sd * math.sqrt(part_s / idle_s + part_s / max(seconds, part_s)) * seconds
 
 
 def starts_per_core(cpu_ms_per_start: float) -> float | None:

@@ -71,6 +71,27 @@ def test_etcd_cpu_per_start_is_net_of_its_idle_load():
     assert busy["etcd_cpu_ms_per_start"] == 0.0                     # never negative
 
 
+def test_a_net_cpu_below_the_idle_loads_variation_is_not_resolved():
+    from bench.control_report import _net_cpu
+    # a steady idle load resolves any net figure; a bursty one (thousands of leases) does
+    # not resolve what is smaller than its variation over the window
+    assert cs.idle_error([0.10] * 8, part_s=5.0, seconds=40.0) == 0.0
+    assert cs.idle_error([0.10], part_s=5.0, seconds=40.0) == 0.0       # no spread to take
+    bursty = [0.05, 0.30, 0.08, 0.25, 0.06, 0.28, 0.07, 0.27]
+    err = cs.idle_error(bursty, part_s=5.0, seconds=40.0)
+    # sd 0.1134 CPU-s/s; the mean's error and the window's own: sqrt(5/40 + 5/40) = 0.5
+    assert err == pytest.approx(2 * 0.1134 * 0.5 * 40.0, rel=0.01)
+    assert cs.idle_error(bursty, 5.0, 400.0) > err                     # grows with the window
+    c = {"keys_written": 0, "write_requests": 0, "db_bytes": 0, "keys": 0, "watchers": 0}
+    s = cs.per_start(c, c, starts=50, cpu_s=6.0, idle_cpu_per_s=0.14, seconds=40.0,
+                     idle_error_cpu_s=err)
+    assert s["etcd_cpu_ms_per_start"] == pytest.approx(8.0)           # (6.0 - 5.6) s / 50
+    assert s["etcd_cpu_ms_per_start_resolution"] == pytest.approx(err * 1e3 / 50)
+    assert _net_cpu(s) == f"< {err * 1e3 / 50:.1f}"
+    assert _net_cpu({**s, "etcd_cpu_ms_per_start_resolution": 0.5}) == "8.0"
+    assert _net_cpu({"etcd_cpu_ms_per_start": 3.62}) == "3.6"        # runs before it
+
+
 def test_starts_per_core():
     assert cs.starts_per_core(4.0) == 250.0
     assert cs.starts_per_core(0.0) is None
