@@ -89,8 +89,7 @@ def lever_vxlan_rps(lab: BenchLab, containers: list[str]) -> Callable[[bool], No
 
 
 # (Two levers of the earlier data path, br_netfilter off and GRO on the containers' veth
-# pairs, went with it: the overlay has no bridge and no veth now. Their last run is in
-# bench/results/tuning.md.)
+# pairs, went with it: the overlay has no bridge and no veth now; neither paid.)
 # A lever's switch(False) is overnet as it is: one_lever leaves every lever off.
 LEVERS = {"vxlan0-gro-off": lever_vxlan_gro_off, "vxlan0-rps": lever_vxlan_rps}
 
