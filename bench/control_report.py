@@ -90,7 +90,10 @@ def control_part(ctl, curves: str | None, table) -> list[str]:
               "ran behind (its event loops' lag; the machine's load average is the last "
               "column: other sessions share it). The agents of a worker share one etcd "
               "connection (a stream each): etcd's CPU per start is lower here than with a "
-              "connection per host, which the etcd-alone figures below have.")
+              "connection per host, which the etcd-alone figures below have. It is net of "
+              "etcd's idle load (the agents' leases, pings), and shown as '< x' where that "
+              "load varies more over the window (x: 2 SD) than the starts cost: with "
+              "thousands of leases, only the etcd-alone figures resolve it.")
     out = ["### Control plane, simulated", "", run, "", agents, ""]
     if curves:
         out += [f"![control plane]({curves})", ""]
