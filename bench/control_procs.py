@@ -6,21 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+from tests.integration.etcd_helper import free_port
+
 from . import stats
 from .labs import HERE, LineProcess
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Etcd:
@@ -28,9 +23,7 @@ class Etcd:
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="bn-ctl-etcd-")
-        self.port, peer = _free_port(), _free_port()
-        while peer == self.port:          # neither is bound yet: the kernel may repeat one
-            peer = _free_port()
+        self.port, peer = free_port(), free_port()     # never one port twice
         url, purl = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{peer}"
         self.log = open(os.path.join(self.dir, "etcd.log"), "wb")
         self.proc = subprocess.Popen(

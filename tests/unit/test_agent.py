@@ -109,6 +109,18 @@ def vxlan_peers(agent: Agent, net_name: str) -> dict[str, str]:
     return dict(agent.dp.link(path, "vxlan0").neigh)
 
 
+async def put_endpoint(cluster, net_id: str, host: str, host_address: str, ip: str,
+                       name: str = "old") -> EndpointRecord:
+    """An endpoint record written into the store behind the agents' backs (another agent's,
+    a lost transaction's, a forged one)."""
+    last = ip.rsplit(".", 1)[1]
+    ep = EndpointRecord(id=last.rjust(64, "e"), network=net_id, container="c" * 64, name=name,
+                        host=host, host_address=host_address, ip=ip,
+                        mac=f"02:42:0a:80:00:{int(last) % 256:02x}")
+    await MemoryStore(cluster.state).put(keys.endpoint(net_id, ip), ep.to_json())
+    return ep
+
+
 # --- networks ------------------------------------------------------------------------------
 
 async def test_concurrent_network_create_one_wins(cluster):
@@ -316,12 +328,9 @@ async def test_a_host_of_an_older_agent_is_adopted_onto_the_network(cluster, mon
     store = MemoryStore(cluster.state)
     # h7's agent predates members/: its host record, liveness and endpoint, nothing more
     rec = HostRecord(name="h7", address="192.168.9.77", started=5.0)
-    ep = EndpointRecord(id="e" * 64, network=net.id, container="c" * 64, name="old",
-                        host="h7", host_address=rec.address, ip="10.128.0.200",
-                        mac="02:42:0a:80:00:c8")
     await store.put(keys.host("h7"), rec.to_json())
     await store.put(keys.alive("h7"), rec.to_json())
-    await store.put(keys.endpoint(net.id, ep.ip), ep.to_json())
+    ep = await put_endpoint(cluster, net.id, "h7", rec.address, "10.128.0.200")
     await cluster.synced()
     await h1.reconcile_network("net:" + net.id, True)
     kv = await store.get(keys.member(net.id, "h7"))
@@ -348,10 +357,7 @@ async def test_an_endpoint_before_its_hosts_membership_is_no_warning(cluster, mo
     await h1.networks.create("web")
     await attach(h1, "web", "a")
     net = h1.networks.find("web")
-    ep = EndpointRecord(id="e" * 64, network=net.id, container="c" * 64, name="ghost",
-                        host="h9", host_address="192.168.9.99", ip="10.128.0.201",
-                        mac="02:42:0a:80:00:c9")
-    await MemoryStore(cluster.state).put(keys.endpoint(net.id, ep.ip), ep.to_json())
+    ep = await put_endpoint(cluster, net.id, "h9", "192.168.9.99", "10.128.0.201", "ghost")
     await cluster.synced()
     await h1.reconcile_network("net:" + net.id, True)
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -372,12 +378,10 @@ async def test_gc_keeps_the_records_of_a_host_that_is_alive_but_not_present(clus
     store = MemoryStore(cluster.state)
     rec = HostRecord(name="h7", address="192.168.9.77")   # an agent that writes no presence
     ip = "10.128.0.200"
-    ep = EndpointRecord(id="e" * 64, network=net.id, container="c" * 64, name="old",
-                        host="h7", host_address=rec.address, ip=ip, mac="02:42:0a:80:00:c8")
     await store.put(keys.host("h7"), rec.to_json())
     await store.put(keys.alive("h7"), rec.to_json())
     await store.put(keys.member(net.id, "h7"), rec.to_json())
-    await store.put(keys.endpoint(net.id, ip), ep.to_json())
+    await put_endpoint(cluster, net.id, "h7", rec.address, ip)
     await cluster.synced()
     h1.gc.grace = 0
     assert await h1.gc.collect() == 0                 # alive: nothing of it goes
@@ -805,10 +809,7 @@ async def test_sweep_removes_records_of_ours_that_nothing_backs(cluster):
     b = await attach(h2, "web", "b")
     net = h1.networks.find("web")
     # a transaction whose answer was lost: the record of an endpoint h1 rolled back
-    lost = EndpointRecord(id="9" * 64, network=net.id, container="c" * 12, name="ghost",
-                          host="h1", host_address="192.168.9.1", ip="10.128.0.99",
-                          mac="02:42:0a:80:00:99")
-    await MemoryStore(cluster.state).put(keys.endpoint(net.id, lost.ip), lost.to_json())
+    lost = await put_endpoint(cluster, net.id, "h1", "192.168.9.1", "10.128.0.99", "ghost")
     await cluster.synced()
     assert await h1.endpoints.sweep() == 1
     await cluster.synced()
