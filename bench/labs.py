@@ -42,8 +42,13 @@ class Skip(Exception):
 class Config:
     quick: bool = False
     reps: int = 8                 # throughput rounds (a 95 % CI needs several)
-    duration: int = 2             # iperf3 seconds per test (after the omitted first one)
-    omit: int = 1
+    duration: int = 2             # iperf3 seconds per 1-stream test (after the omitted first)
+    duration_multi: int = 5       # ... per test of several streams: a 2 s test of 4 streams on
+    omit: int = 1                 # 2 CPUs varies by 16 % (CV), a 6 s test by 6 %
+
+    def seconds(self, streams: int) -> int:
+        """iperf3 seconds of one test of `streams` streams."""
+        return self.duration if streams == 1 else max(self.duration, self.duration_multi)
     conv_trials: int = 30
     setup_n: int = 100
     docker_runs: int = 20
@@ -70,7 +75,7 @@ class Config:
     def make(cls, quick: bool, **over) -> "Config":
         c = cls(quick=quick)
         if quick:
-            c.reps, c.duration, c.omit = 3, 1, 0
+            c.reps, c.duration, c.duration_multi, c.omit = 3, 1, 1, 0
             c.conv_trials, c.setup_n, c.docker_runs = 8, 20, 5
             c.scale_hosts, c.scale_per_host, c.scale_rounds = 4, 4, 1
             c.ctl_hosts, c.ctl_starts, c.ctl_budget_s = (20, 100), 15, 5 * 60

@@ -122,8 +122,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="reduced sizes: fewer rounds and trials, a 4-host scale lab")
     ap.add_argument("--out", default=RESULTS, help="results directory (default bench/results)")
     ap.add_argument("--no-docker", action="store_true", help="skip the Docker references")
-    ap.add_argument("--reps", type=int, help="throughput rounds (default 5, quick 2)")
-    ap.add_argument("--duration", type=int, help="iperf3 seconds per test (default 2)")
+    ap.add_argument("--reps", type=int, help="throughput rounds (default 8, quick 3)")
+    ap.add_argument("--duration", type=int,
+                    help="iperf3 seconds per 1-stream test (default 2, quick 1)")
+    ap.add_argument("--duration-multi", type=int, dest="duration_multi",
+                    help="iperf3 seconds per test of several streams (default 5, quick 1)")
     ap.add_argument("--trials", type=int, dest="conv_trials",
                     help="convergence trials per system (default 30, quick 8)")
     ap.add_argument("--containers", type=int, dest="setup_n",
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
               "(/var/lib/overnet/bench/run.lock); wait for it to finish", file=sys.stderr)
         return 1
     cfg = Config.make(args.quick, reps=args.reps, duration=args.duration,
+                      duration_multi=args.duration_multi,
                       conv_trials=args.conv_trials, setup_n=args.setup_n,
                       docker_runs=args.docker_runs, scale_hosts=args.scale_hosts,
                       scale_per_host=args.scale_per_host, scale_rounds=args.scale_rounds,

@@ -222,6 +222,12 @@ def _docker_path(ctx: Context, res: Results) -> Path | None:
     return Path("docker", what, netns_of(pa), netns_of(pb), ip)
 
 
+def test_seconds(cfg) -> str:
+    """How long each test runs, in words: '2 s (1 stream) and 5 s (4 streams)'."""
+    return " and ".join(f"{cfg.seconds(n)} s ({n} stream{'s' if n > 1 else ''})"
+                        for n in STREAMS)
+
+
 def ready_paths(ctx: Context, res: Results, paths: list[Path]) -> list[Path]:
     ready = []
     for p in paths:
@@ -245,11 +251,12 @@ def _one(ctx: Context, p: Path, n: int, duration: int, omit: int, tag: str
     return g, eff
 
 
-def measure(ctx: Context, paths: list[Path], reps: int, duration: int, omit: int,
-            streams: tuple[int, ...] = STREAMS, between=None) -> None:
+def measure(ctx: Context, paths: list[Path], streams: tuple[int, ...] = STREAMS,
+            between=None) -> None:
     """Every path in every round (samples appended to path.samples), after one unrecorded
     warm-up test per path; round r starts at path r (mod the number of paths), so no path
-    always runs right after the same one. `between(path)`, if given, runs before each test
+    always runs right after the same one; ctx.cfg gives the rounds and each test's seconds.
+    `between(path)`, if given, runs before each test
     (the tuning benchmark switches a lever there)."""
     servers: dict[tuple[str, str], Path] = {}
     try:
@@ -262,6 +269,8 @@ def measure(ctx: Context, paths: list[Path], reps: int, duration: int, omit: int
             if between:
                 between(p)
             _one(ctx, p, max(streams), 1, 0, "warm-up")
+        cfg = ctx.cfg
+        reps = cfg.reps
         total, done = reps * len(paths) * len(streams), 0
         for rep in range(reps):
             order = paths[rep % len(paths):] + paths[:rep % len(paths)]
@@ -270,7 +279,7 @@ def measure(ctx: Context, paths: list[Path], reps: int, duration: int, omit: int
                     done += 1
                     if between:
                         between(p)
-                    g, eff = _one(ctx, p, n, duration, omit,
+                    g, eff = _one(ctx, p, n, cfg.seconds(n), cfg.omit,
                                   f"round {rep + 1}/{reps} [{done}/{total}]")
                     p.samples.setdefault(n, []).append(g)
                     p.per_cpu.setdefault(n, []).append(eff)
@@ -309,7 +318,7 @@ def run(ctx: Context, res: Results) -> None:
     if p:
         paths.append(p)
     ready = ready_paths(ctx, res, paths)
-    measure(ctx, ready, cfg.reps, cfg.duration, cfg.omit)
+    measure(ctx, ready)
     for p in ready:
         for n in STREAMS:
             res.add_figure(f"tput.{p.key}.p{n}", BENCH, f"{p.label}, {n} stream(s)", "Gbit/s",
@@ -326,7 +335,7 @@ def run(ctx: Context, res: Results) -> None:
             res.add_ratio(f"tput.{rid}.p{n}.cpu", BENCH, f"{label}, {n} stream(s), Gbit per "
                           "CPU-second", f"tput.{num}.p{n}.cpu", f"tput.{den}.p{n}.cpu")
     pin = pinning()
-    res.note(BENCH, f"iperf3 TCP, {cfg.duration} s per test"
+    res.note(BENCH, f"iperf3 TCP, {test_seconds(cfg)} per test"
              + (f" after {cfg.omit} s omitted" if cfg.omit else "")
              + f", {cfg.reps} interleaved rounds after one warm-up test per path; "
              + (f"client pinned to CPU {pin[0]}, server to CPU {pin[1]}; " if pin else "")

@@ -23,7 +23,7 @@ from overnet.sandbox.topology import run as _run
 
 from .labs import BenchLab, Context, netns_of
 from .report import Results
-from .throughput import Path, measure, raw_vxlan, ready_paths
+from .throughput import Path, measure, raw_vxlan, ready_paths, test_seconds
 
 BENCH = "tuning"
 
@@ -132,7 +132,7 @@ def one_lever(ctx: Context, res: Results, lab: BenchLab, raw: Path, name: str,
         elif p is off:
             switch(False)
     try:
-        measure(ctx, paths, ctx.cfg.reps, ctx.cfg.duration, ctx.cfg.omit, streams, between)
+        measure(ctx, paths, streams, between)
     finally:
         switch(False)
     for n in streams:
@@ -153,7 +153,7 @@ def jumbo(ctx: Context, res: Results, streams: tuple[int, ...]) -> None:
     und = Path("mtu9000.underlay", "underlay MTU 9000", f"/run/netns/{h1.netns}",
                f"/run/netns/{h2.netns}", h2.address)
     paths = ready_paths(ctx, res, [ov_std, ov_big, raw_big, und])
-    measure(ctx, paths, ctx.cfg.reps, ctx.cfg.duration, ctx.cfg.omit, streams)
+    measure(ctx, paths, streams)
     mtu = big.api("net-1").get("/info").get("mtu")
     res.note(BENCH, f"jumbo lab: overnet's agent reports MTU {mtu} on an MTU 9000 underlay")
     for n in streams:
@@ -174,4 +174,4 @@ def run(ctx: Context, res: Results) -> None:
     jumbo(ctx, res, streams)
     res.note(BENCH, f"each lever: overlay with it off, with it on (switched before each test) "
              f"and the bare VXLAN reference, {ctx.cfg.reps} interleaved rounds of "
-             f"{ctx.cfg.duration} s tests")
+             f"{test_seconds(ctx.cfg)} tests")
