@@ -9,6 +9,7 @@ import time
 import pytest
 
 from overnet.api.client import ApiError, Client
+from overnet.fsutil import package_root
 from tests.labfixture import LabForTests, keep_logs, make_lab
 
 
@@ -30,14 +31,25 @@ def wait_agent(lab: LabForTests, host: str, timeout: float = 30) -> None:
     raise AssertionError(f"agent on {host} did not answer within {timeout}s")
 
 
-def arm_crash(lab: LabForTests, host: str, point: str) -> None:
-    """Restart `host`'s agent so that it dies (SIGKILL) when it reaches `point`."""
+def restart_with(lab: LabForTests, host: str, source: str | None = None, **env: str) -> None:
+    """Kill `host`'s agent and start it again with the same arguments and `env` added, and
+    from `source` (a directory holding another release's `overnet` package) if given: the
+    agent's command line names the directory it imports overnet from (cli/main.py)."""
     argv = agent_argv(lab, host)
+    if source is not None:
+        ours = package_root()
+        assert ours in argv, f"the agent's command line does not name {ours}: {argv}"
+        argv = [source if a == ours else a for a in argv]
     h = lab.host(host)
     lab._sigkill(h.agent_pid)
-    proc = lab.launch(h, "agent.log", ["env", f"OVERNET_CRASH_AT={point}", *argv])
+    proc = lab.launch(h, "agent.log", ["env", *(f"{k}={v}" for k, v in env.items()), *argv])
     h.agent_pid = proc.pid
     wait_agent(lab, host)
+
+
+def arm_crash(lab: LabForTests, host: str, point: str) -> None:
+    """Restart `host`'s agent so that it dies (SIGKILL) when it reaches `point`."""
+    restart_with(lab, host, OVERNET_CRASH_AT=point)
 
 
 def agent_alive(lab: LabForTests, host: str) -> bool:

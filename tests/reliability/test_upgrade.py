@@ -1,0 +1,85 @@
+"""An upgrade one host at a time: one host runs the agent of an earlier release, the others the
+current one, and then it is upgraded in place; its containers reach and are reached by name
+all along.
+
+The earlier release is 3235215 (`data/overnet-3235215.tar.xz`, its `src/overnet`), from before
+hosts wrote their membership of a network (`members/`, `present/`): the current agents must
+adopt such a host onto the network (agent/membership.py), or its containers stay unreachable.
+The tarball was made with
+`git archive --prefix=overnet-3235215/ 3235215 src/overnet | xz -9`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.labfixture import wait_until
+from tests.reliability.census import census, store_items
+from tests.reliability.conftest import restart_with
+
+HOSTS = 3
+RELEASE = "3235215"
+TARBALL = Path(__file__).parent / "data" / f"overnet-{RELEASE}.tar.xz"
+
+
+@pytest.fixture
+def earlier_release(tmp_path) -> str:
+    """The directory the earlier agent imports overnet from."""
+    with tarfile.open(TARBALL) as tar:
+        tar.extractall(tmp_path, filter="data")
+    src = tmp_path / f"overnet-{RELEASE}" / "src"
+    assert (src / "overnet" / "agent" / "daemon.py").is_file()
+    return str(src)
+
+
+def _hosts_of(lab, kind: str) -> set[str]:
+    """The hosts that have a `kind` record (members, present) on some network."""
+    return {k.rsplit("/", 1)[1] for k in store_items(lab, f"/overnet/v1/{kind}/")}
+
+
+def _agent_log(lab, host: str) -> str:
+    with open(lab.agent_log(lab.host(host))) as f:
+        return f.read()
+
+
+def _all_pairs_ping(lab, where: dict[str, str]) -> bool:
+    return all(lab.ping(where[a], a, b, count=1)
+               for a, b in itertools.permutations(where, 2))
+
+
+def test_an_earlier_agent_on_one_host_then_upgraded_in_place(lab, earlier_release):
+    restart_with(lab, "net-3", source=earlier_release)
+    where = {"up-1": "net-1", "up-2": "net-2", "up-3": "net-3"}
+    for name, host in where.items():
+        lab.ov(host, "run", "-d", "--name", name, "sleep", "infinity")
+    # The earlier agent wrote its endpoint and no membership: it is the earlier code that runs.
+    assert "net-3" not in _hosts_of(lab, "members")
+    assert {"net-1", "net-2"} <= _hosts_of(lab, "members")
+
+    # Adopted after 5 s, at the latest on the next resync (10 s): then every pair, by name.
+    assert wait_until(lambda: _all_pairs_ping(lab, where), timeout=40, every=0.5), \
+        "not every pair pings by name with an earlier agent on net-3"
+    assert "net-3" in _hosts_of(lab, "members")
+    assert "writes no membership (an older agent)" in \
+        _agent_log(lab, "net-1") + _agent_log(lab, "net-2")
+    assert "net-3" not in _hosts_of(lab, "present")    # the earlier agent writes none
+
+    # A further container behind the earlier agent is reachable once its host is a member.
+    lab.ov("net-3", "run", "-d", "--name", "up-3b", "sleep", "infinity")
+    where["up-3b"] = "net-3"
+    assert wait_until(lambda: lab.ping("net-1", "up-1", "up-3b", count=1), timeout=10)
+
+    # The upgrade in place: stopped as a service manager stops it, started as the current one.
+    lab.restart_agent("net-3", signal.SIGTERM)
+    assert wait_until(lambda: "net-3" in _hosts_of(lab, "present"), timeout=10)
+    assert wait_until(lambda: _all_pairs_ping(lab, where), timeout=20, every=0.5), \
+        "not every pair pings by name after net-3 was upgraded"
+
+    for name, host in where.items():
+        lab.ov(host, "rm", "-f", name)
+    assert wait_until(lambda: census(lab) == [], timeout=10), census(lab)
