@@ -43,12 +43,8 @@ class Config:
     quick: bool = False
     reps: int = 8                 # throughput rounds (a 95 % CI needs several)
     duration: int = 2             # iperf3 seconds per 1-stream test (after the omitted first)
-    duration_multi: int = 5       # ... per test of several streams: a 2 s test of 4 streams on
-    omit: int = 1                 # 2 CPUs varies by 16 % (CV), a 6 s test by 6 %
-
-    def seconds(self, streams: int) -> int:
-        """iperf3 seconds of one test of `streams` streams."""
-        return self.duration if streams == 1 else max(self.duration, self.duration_multi)
+    duration_multi: int = 5       # ... per test of several streams (seconds())
+    omit: int = 1
     conv_trials: int = 30
     setup_n: int = 100
     docker_runs: int = 20
@@ -84,6 +80,12 @@ class Config:
             if v is not None:
                 setattr(c, k, v)
         return c
+
+    def seconds(self, streams: int) -> int:
+        """iperf3 seconds of one test of `streams` streams. Several streams on 2 CPUs vary far
+        more from test to test: over 6 rounds, 2 s tests of 4 streams had a coefficient of
+        variation of 16 % (bare VXLAN and the overlay), 6 s tests 6 %."""
+        return self.duration if streams == 1 else max(self.duration, self.duration_multi)
 
 
 class Progress:
