@@ -30,8 +30,9 @@ TARBALL = Path(__file__).parent / "data" / f"overnet-{RELEASE}.tar.xz"
 @pytest.fixture
 def earlier_release(tmp_path) -> str:
     """The directory the earlier agent imports overnet from."""
-    with tarfile.open(TARBALL) as tar:
-        tar.extractall(tmp_path, filter="data")
+    with tarfile.open(TARBALL) as tar:    # Debian 12's Python 3.11.2 has no filters yet
+        tar.extractall(tmp_path, **({"filter": "data"} if hasattr(tarfile, "data_filter")
+                                    else {}))
     src = tmp_path / f"overnet-{RELEASE}" / "src"
     assert (src / "overnet" / "agent" / "daemon.py").is_file()
     return str(src)
