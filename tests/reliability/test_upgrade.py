@@ -84,3 +84,28 @@ def test_an_earlier_agent_on_one_host_then_upgraded_in_place(lab, earlier_releas
     for name, host in where.items():
         lab.ov(host, "rm", "-f", name)
     assert wait_until(lambda: census(lab) == [], timeout=10), census(lab)
+
+
+def test_the_first_host_upgraded_among_earlier_agents(lab, earlier_release):
+    """The other way round: one host runs the current agent, the rest the earlier one (the
+    first step of a rolling upgrade). The earlier agents know hosts by `hosts/<host>`, which
+    the current agent still writes."""
+    for host in ("net-2", "net-3"):
+        restart_with(lab, host, source=earlier_release)
+    where = {"first-1": "net-1", "first-2": "net-2", "first-3": "net-3"}
+    for name, host in where.items():
+        lab.ov(host, "run", "-d", "--name", name, "sleep", "infinity")
+    assert _hosts_of(lab, "members") == {"net-1"}      # the earlier agents write none
+    assert wait_until(lambda: _all_pairs_ping(lab, where), timeout=40, every=0.5), \
+        "not every pair pings by name with one current agent among earlier ones"
+
+    for host in ("net-2", "net-3"):
+        lab.restart_agent(host, signal.SIGTERM)
+    assert wait_until(lambda: {"net-1", "net-2", "net-3"} <= _hosts_of(lab, "present"),
+                      timeout=10)
+    assert wait_until(lambda: _all_pairs_ping(lab, where), timeout=20, every=0.5), \
+        "not every pair pings by name after every host was upgraded"
+
+    for name, host in where.items():
+        lab.ov(host, "rm", "-f", name)
+    assert wait_until(lambda: census(lab) == [], timeout=10), census(lab)

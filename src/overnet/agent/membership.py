@@ -47,7 +47,7 @@ class Membership:
         self.in_use = in_use          # net_id -> whether this host has an endpoint on it
         self._joined: dict[str, int] = {}    # net_id -> revision of this run's join
         self._locks: dict[str, asyncio.Lock] = {}
-        self._adopted: set[tuple[str, str]] = set()    # (net_id, host) looked up this run
+        self._adopted: set[tuple[str, str]] = set()    # (net_id, host) looked up, still missing
         self._missing: dict[str, dict[str, float]] = {}   # net_id -> host -> first seen
 
     def _lock(self, net_id: str) -> asyncio.Lock:
@@ -134,16 +134,19 @@ class Membership:
         than members/ write none. A host still missing `ADOPT_AFTER` s after a pass first
         saw it so (not a membership on its way: it comes in one transaction with the
         endpoint, on another watch) gets its record on the network copied from its own
-        (`hosts/<host>`), once per run, so that its endpoints are admitted as before; its
-        presence stays absent (the garbage collector reads `alive/<host>` before it deletes
-        anything). A host the cluster has no record of is logged then (its endpoints stay
-        unprogrammed), not on every first endpoint that came before its membership. Returns
-        how many were adopted."""
+        (`hosts/<host>`), so that its endpoints are admitted as before; its presence stays
+        absent (the garbage collector reads `alive/<host>` before it deletes anything). Once
+        each time it goes missing: a host that left the network (or was collected) and comes
+        back with an older agent is adopted again, a host rolled back to an older agent too.
+        A host the cluster has no record of is logged then (its endpoints stay unprogrammed),
+        not on every first endpoint that came before its membership. Returns how many were
+        adopted."""
         now = time.monotonic() if now is None else now
         missing = set(missing) - {self.me}
         seen = self._missing.setdefault(net_id, {})
         for host in set(seen) - missing:
             del seen[host]
+            self._adopted.discard((net_id, host))
         due = sorted(h for h in missing if now - seen.setdefault(h, now) >= ADOPT_AFTER
                      and (net_id, h) not in self._adopted)
         adopted = 0
