@@ -12,13 +12,17 @@ The tarball was made with
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import tarfile
 import time
 from pathlib import Path
 
+import dns.message
+import dns.query
 import pytest
 
+from overnet.dataplane import netns
 from tests.labfixture import wait_until
 from tests.reliability.census import census, store_items
 from tests.reliability.conftest import restart_with
@@ -55,6 +59,20 @@ def _all_pairs_ping(lab, where: dict[str, str]) -> bool:
                for a, b in itertools.permutations(where, 2))
 
 
+def _dns_answers(lab, where: dict[str, str]) -> dict[str, list[str]]:
+    """Each container's name asked of the resolver of every other container's network, from
+    inside that container: 'a->b' -> the addresses answered."""
+    net = json.loads(lab.out("net-1", "network", "inspect", "multihost"))[0]
+    out = {}
+    for a, b in itertools.permutations(where, 2):
+        pid = lab.inspect(where[a], a)["State"]["Pid"]
+        query = dns.message.make_query(f"{b}.{net['name']}.overnet", "A")
+        with netns.entered(f"/proc/{pid}/ns/net"):
+            answer = dns.query.udp(query, net["gateway"], timeout=2)
+        out[f"{a}->{b}"] = sorted(rd.to_text() for rrset in answer.answer for rd in rrset)
+    return out
+
+
 def test_an_earlier_agent_on_one_host_then_upgraded_in_place(lab, earlier_release):
     restart_with(lab, "net-3", source=earlier_release)
     where = {"up-1": "net-1", "up-2": "net-2", "up-3": "net-3"}
@@ -71,6 +89,10 @@ def test_an_earlier_agent_on_one_host_then_upgraded_in_place(lab, earlier_releas
     assert "writes no membership (an older agent)" in \
         _agent_log(lab, "net-1") + _agent_log(lab, "net-2")
     assert "net-3" not in _hosts_of(lab, "present")    # the earlier agent writes none
+    # every resolver, the earlier agent's too, answers for every container
+    ips = {c: lab.inspect(h, c)["NetworkSettings"]["IPAddress"] for c, h in where.items()}
+    assert _dns_answers(lab, where) == {f"{a}->{b}": [ips[b]]
+                                        for a, b in itertools.permutations(where, 2)}
     # ... and no collector takes that for a death: net-3 is alive (`alive/net-3`)
     time.sleep(4)
     assert len(store_items(lab, "/overnet/v1/endpoints/")) == len(where)
