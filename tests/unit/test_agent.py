@@ -354,6 +354,38 @@ async def test_a_host_of_an_older_agent_is_adopted_onto_the_network(cluster, mon
     assert vxlan_peers(h1, "web") == {ep.ip: ep.mac}
 
 
+async def test_what_a_host_knew_of_missing_hosts_goes_when_it_leaves(cluster, monkeypatch):
+    # h7's endpoint is there before the cluster has any record of h7: h1 looks it up once
+    # and says so. h1 then leaves the network, h7's record arrives, h1 comes back: h1 looks
+    # again, and adopts h7.
+    from overnet.agent import membership
+    monkeypatch.setattr(membership, "ADOPT_AFTER", 0.0)
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    await attach(h1, "web", "a")
+    net = h1.networks.find("web")
+    store = MemoryStore(cluster.state)
+    rec = HostRecord(name="h7", address="192.168.9.77", started=5.0)
+    await put_endpoint(cluster, net.id, "h7", rec.address, "10.128.0.200")
+    await cluster.synced()
+    await h1.reconcile_network("net:" + net.id, True)
+    assert await store.get(keys.member(net.id, "h7")) is None
+    await h1.endpoints.detach("a")
+    for _ in range(200):        # h1 left the network
+        if await store.get(keys.member(net.id, "h1")) is None:
+            break
+        await asyncio.sleep(0.01)
+    await store.put(keys.host("h7"), rec.to_json())
+    await store.put(keys.alive("h7"), rec.to_json())
+    await attach(h1, "web", "b")
+    for _ in range(200):
+        if await store.get(keys.member(net.id, "h7")) is not None:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("h7 was not adopted after h1 came back")
+
+
 async def test_an_endpoint_before_its_hosts_membership_is_no_warning(cluster, monkeypatch,
                                                                       caplog):
     # a first endpoint and its host's membership come in one transaction but on two

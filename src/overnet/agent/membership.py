@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any, Callable
@@ -34,6 +35,7 @@ from ..store.records import HostRecord, decode
 log = logging.getLogger(__name__)
 
 ADOPT_AFTER = 5.0     # s a host with endpoints on a network may go without being a member
+LOOKED_UP = math.inf  # "first seen missing" of a host adopted (or looked up) already
 
 
 class Membership:
@@ -47,8 +49,9 @@ class Membership:
         self.in_use = in_use          # net_id -> whether this host has an endpoint on it
         self._joined: dict[str, int] = {}    # net_id -> revision of this run's join
         self._locks: dict[str, asyncio.Lock] = {}
-        self._adopted: set[tuple[str, str]] = set()    # (net_id, host) looked up, still missing
-        self._missing: dict[str, dict[str, float]] = {}   # net_id -> host -> first seen
+        # net_id -> host -> when first seen missing (LOOKED_UP once adopted: not again until
+        # it is no longer missing)
+        self._missing: dict[str, dict[str, float]] = {}
 
     def _lock(self, net_id: str) -> asyncio.Lock:
         return self._locks.setdefault(net_id, asyncio.Lock())
@@ -146,12 +149,10 @@ class Membership:
         seen = self._missing.setdefault(net_id, {})
         for host in set(seen) - missing:
             del seen[host]
-            self._adopted.discard((net_id, host))
-        due = sorted(h for h in missing if now - seen.setdefault(h, now) >= ADOPT_AFTER
-                     and (net_id, h) not in self._adopted)
+        due = sorted(h for h in missing if now - seen.setdefault(h, now) >= ADOPT_AFTER)
         adopted = 0
         for host in due:
-            self._adopted.add((net_id, host))
+            seen[host] = LOOKED_UP
             kv = await self.store.get(keys.host(host))
             rec = decode(HostRecord, kv.key, kv.value) if kv else None
             if rec is None or rec.name != host:
