@@ -21,7 +21,7 @@ from overnet.ipam import pools
 from overnet.store import keys
 from overnet.store.base import Put
 from overnet.store.memory import MemoryState, MemoryStore
-from overnet.store.records import EndpointRecord, HostRecord
+from overnet.store.records import EndpointRecord, HostRecord, NetworkRecord
 
 
 class Cluster:
@@ -101,6 +101,26 @@ async def two_hosts(cluster: Cluster, **net: str) -> tuple[Agent, Agent]:
     await h1.networks.create("web", **net)
     await cluster.synced()
     return h1, h2
+
+
+async def stored(store: MemoryStore, key: str, present: bool = True) -> bool:
+    """Whether `key` is (or, with present=False, is no longer) in the store within ~2 s:
+    for what an agent's background passes write or delete."""
+    for _ in range(200):
+        if (await store.get(key) is not None) == present:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
+async def one_host_on_web(cluster: Cluster, monkeypatch) -> tuple[Agent, NetworkRecord]:
+    """h1 with container a on the overlay "web", adopting older agents' hosts at once."""
+    from overnet.agent import membership
+    monkeypatch.setattr(membership, "ADOPT_AFTER", 0.0)
+    (h1,) = await cluster.hosts(1)
+    await h1.networks.create("web")
+    await attach(h1, "web", "a")
+    return h1, h1.networks.find("web")
 
 
 def vxlan_peers(agent: Agent, net_name: str) -> dict[str, str]:
@@ -310,21 +330,13 @@ async def test_a_lost_presence_is_put_back(cluster):
     web = h1.networks.find("web").id
     store = MemoryStore(cluster.state)
     await store.delete(keys.presence(web, "h2"))      # e.g. its lease lapsed meanwhile
-    for _ in range(200):
-        kv = await store.get(keys.presence(web, "h2"))
-        if kv is not None:
-            break
-        await asyncio.sleep(0.01)
-    assert kv is not None and kv.lease == h2.keepalive.lease.id
+    assert await stored(store, keys.presence(web, "h2"))
+    kv = await store.get(keys.presence(web, "h2"))
+    assert kv.lease == h2.keepalive.lease.id
 
 
 async def test_a_host_of_an_older_agent_is_adopted_onto_the_network(cluster, monkeypatch):
-    from overnet.agent import membership
-    monkeypatch.setattr(membership, "ADOPT_AFTER", 0.0)
-    (h1,) = await cluster.hosts(1)
-    await h1.networks.create("web")
-    await attach(h1, "web", "a")
-    net = h1.networks.find("web")
+    h1, net = await one_host_on_web(cluster, monkeypatch)
     store = MemoryStore(cluster.state)
     # h7's agent predates members/: its host record, liveness and endpoint, nothing more
     rec = HostRecord(name="h7", address="192.168.9.77", started=5.0)
@@ -343,12 +355,8 @@ async def test_a_host_of_an_older_agent_is_adopted_onto_the_network(cluster, mon
     # once each time it goes missing: h7 left the network (or was collected, or rolled back
     # from a current agent) and its older agent put an endpoint there again
     await store.delete(keys.member(net.id, "h7"))
-    for _ in range(200):        # the pass the deletion wakes on h1 copies it again
-        if await store.get(keys.member(net.id, "h7")) is not None:
-            break
-        await asyncio.sleep(0.01)
-    else:
-        raise AssertionError("h7 was not adopted again")
+    # the pass the deletion wakes on h1 copies it again
+    assert await stored(store, keys.member(net.id, "h7")), "h7 was not adopted again"
     await cluster.synced()
     await h1.reconcile_network("net:" + net.id, True)
     assert vxlan_peers(h1, "web") == {ep.ip: ep.mac}
@@ -358,12 +366,7 @@ async def test_what_a_host_knew_of_missing_hosts_goes_when_it_leaves(cluster, mo
     # h7's endpoint is there before the cluster has any record of h7: h1 looks it up once
     # and says so. h1 then leaves the network, h7's record arrives, h1 comes back: h1 looks
     # again, and adopts h7.
-    from overnet.agent import membership
-    monkeypatch.setattr(membership, "ADOPT_AFTER", 0.0)
-    (h1,) = await cluster.hosts(1)
-    await h1.networks.create("web")
-    await attach(h1, "web", "a")
-    net = h1.networks.find("web")
+    h1, net = await one_host_on_web(cluster, monkeypatch)
     store = MemoryStore(cluster.state)
     rec = HostRecord(name="h7", address="192.168.9.77", started=5.0)
     await put_endpoint(cluster, net.id, "h7", rec.address, "10.128.0.200")
@@ -371,19 +374,12 @@ async def test_what_a_host_knew_of_missing_hosts_goes_when_it_leaves(cluster, mo
     await h1.reconcile_network("net:" + net.id, True)
     assert await store.get(keys.member(net.id, "h7")) is None
     await h1.endpoints.detach("a")
-    for _ in range(200):        # h1 left the network
-        if await store.get(keys.member(net.id, "h1")) is None:
-            break
-        await asyncio.sleep(0.01)
+    assert await stored(store, keys.member(net.id, "h1"), present=False)   # h1 left
     await store.put(keys.host("h7"), rec.to_json())
     await store.put(keys.alive("h7"), rec.to_json())
     await attach(h1, "web", "b")
-    for _ in range(200):
-        if await store.get(keys.member(net.id, "h7")) is not None:
-            break
-        await asyncio.sleep(0.01)
-    else:
-        raise AssertionError("h7 was not adopted after h1 came back")
+    assert await stored(store, keys.member(net.id, "h7")), \
+        "h7 was not adopted after h1 came back"
 
 
 async def test_an_endpoint_before_its_hosts_membership_is_no_warning(cluster, monkeypatch,
