@@ -54,6 +54,18 @@ def _agent_log(lab, host: str) -> str:
         return f.read()
 
 
+def _start(lab, where: dict[str, str]) -> None:
+    """One container a host: name -> the host it runs on."""
+    for name, host in where.items():
+        lab.ov(host, "run", "-d", "--name", name, "sleep", "infinity")
+
+
+def _remove_leaving_nothing(lab, where: dict[str, str]) -> None:
+    for name, host in where.items():
+        lab.ov(host, "rm", "-f", name)
+    assert wait_until(lambda: census(lab) == [], timeout=10), census(lab)
+
+
 def _all_pairs_ping(lab, where: dict[str, str]) -> bool:
     return all(lab.ping(where[a], a, b, count=1)
                for a, b in itertools.permutations(where, 2))
@@ -76,8 +88,7 @@ def _dns_answers(lab, where: dict[str, str]) -> dict[str, list[str]]:
 def test_an_earlier_agent_on_one_host_then_upgraded_in_place(lab, earlier_release):
     restart_with(lab, "net-3", source=earlier_release)
     where = {"up-1": "net-1", "up-2": "net-2", "up-3": "net-3"}
-    for name, host in where.items():
-        lab.ov(host, "run", "-d", "--name", name, "sleep", "infinity")
+    _start(lab, where)
     # The earlier agent wrote its endpoint and no membership: it is the earlier code that runs.
     assert "net-3" not in _hosts_of(lab, "members")
     assert {"net-1", "net-2"} <= _hosts_of(lab, "members")
@@ -108,9 +119,7 @@ def test_an_earlier_agent_on_one_host_then_upgraded_in_place(lab, earlier_releas
     assert wait_until(lambda: _all_pairs_ping(lab, where), timeout=20, every=0.5), \
         "not every pair pings by name after net-3 was upgraded"
 
-    for name, host in where.items():
-        lab.ov(host, "rm", "-f", name)
-    assert wait_until(lambda: census(lab) == [], timeout=10), census(lab)
+    _remove_leaving_nothing(lab, where)
 
 
 def test_the_first_host_upgraded_among_earlier_agents(lab, earlier_release):
@@ -120,8 +129,7 @@ def test_the_first_host_upgraded_among_earlier_agents(lab, earlier_release):
     for host in ("net-2", "net-3"):
         restart_with(lab, host, source=earlier_release)
     where = {"first-1": "net-1", "first-2": "net-2", "first-3": "net-3"}
-    for name, host in where.items():
-        lab.ov(host, "run", "-d", "--name", name, "sleep", "infinity")
+    _start(lab, where)
     assert _hosts_of(lab, "members") == {"net-1"}      # the earlier agents write none
     assert wait_until(lambda: _all_pairs_ping(lab, where), timeout=40, every=0.5), \
         "not every pair pings by name with one current agent among earlier ones"
@@ -133,6 +141,4 @@ def test_the_first_host_upgraded_among_earlier_agents(lab, earlier_release):
     assert wait_until(lambda: _all_pairs_ping(lab, where), timeout=20, every=0.5), \
         "not every pair pings by name after every host was upgraded"
 
-    for name, host in where.items():
-        lab.ov(host, "rm", "-f", name)
-    assert wait_until(lambda: census(lab) == [], timeout=10), census(lab)
+    _remove_leaving_nothing(lab, where)
